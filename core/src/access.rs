@@ -1,0 +1,139 @@
+//! Access rules beyond the signature: revocation, per-tenant IP allowlists
+//! and staff support windows. The extension loads the *facts* for a token
+//! from its tables (cached until they change); this module decides.
+
+use crate::error::DomainError;
+use crate::net::{canonical, Cidr};
+use crate::token::Claims;
+use std::net::IpAddr;
+
+/// A support access window for one staff user in one tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    pub id: i64,
+    pub valid_from: i64,
+    pub valid_until: i64,
+    pub reason: String,
+}
+
+/// What the tables say about one token. Times are Unix seconds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccessFacts {
+    /// Latest tenant-wide revocation of any tenant in the read scope.
+    pub tenant_revoked_at: Option<i64>,
+    /// Latest revocation of this user in the active tenant.
+    pub user_revoked_at: Option<i64>,
+    /// The token's `jti` was revoked.
+    pub session_revoked: bool,
+    /// The active tenant's allowlist; `None` or empty means unrestricted.
+    pub allowlist: Option<Vec<Cidr>>,
+    /// Support windows of (tid, sub); only consulted for staff tokens.
+    pub grants: Vec<Grant>,
+}
+
+/// Issued at or before the revocation instant means revoked. A token with no
+/// `iat` cannot prove it was issued later, so it is revoked too.
+fn issued_before(claims: &Claims, revoked_at: i64) -> bool {
+    match claims.iat {
+        Some(iat) => iat <= revoked_at,
+        None => true,
+    }
+}
+
+/// Decide. Returns the live support grant for staff tokens.
+pub fn evaluate<'a>(
+    claims: &Claims,
+    facts: &'a AccessFacts,
+    now: i64,
+    client_ip: Option<IpAddr>,
+) -> Result<Option<&'a Grant>, DomainError> {
+    if facts.session_revoked {
+        return Err(DomainError::Revoked("this session token was revoked"));
+    }
+    if let Some(at) = facts.user_revoked_at {
+        if issued_before(claims, at) {
+            return Err(DomainError::Revoked("this user's access was revoked"));
+        }
+    }
+    if let Some(at) = facts.tenant_revoked_at {
+        if issued_before(claims, at) {
+            return Err(DomainError::Revoked("every token of this tenant was revoked"));
+        }
+    }
+    if let Some(list) = facts.allowlist.as_ref().filter(|l| !l.is_empty()) {
+        let ip = claims.ip.or(client_ip).ok_or(DomainError::IpUnknown)?;
+        if !list.iter().any(|c| c.contains(ip)) {
+            return Err(DomainError::IpNotAllowed(canonical(ip).to_string()));
+        }
+    }
+    if claims.staff {
+        let live = facts
+            .grants
+            .iter()
+            .filter(|g| g.valid_from <= now && now < g.valid_until)
+            .max_by_key(|g| g.valid_until);
+        return match live {
+            Some(g) => Ok(Some(g)),
+            None => Err(DomainError::NoSupportGrant),
+        };
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(extra: serde_json::Value) -> Claims {
+        let mut p = json!({"tid": "acme", "sub": "alice", "exp": 2_000_000_000i64, "iat": 1_000});
+        for (k, v) in extra.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        crate::token::parse_claims(p, "k".into()).unwrap()
+    }
+
+    #[test]
+    fn revocation_instants() {
+        let c = claims(json!({}));
+        let f = AccessFacts { user_revoked_at: Some(1_000), ..Default::default() };
+        assert!(evaluate(&c, &f, 1_500, None).is_err(), "issued at the revocation second");
+        let f = AccessFacts { user_revoked_at: Some(999), ..Default::default() };
+        assert!(evaluate(&c, &f, 1_500, None).is_ok(), "issued after");
+        let no_iat = crate::token::parse_claims(json!({"tid":"a","sub":"b","exp":5}), "k".into()).unwrap();
+        let f = AccessFacts { tenant_revoked_at: Some(1), ..Default::default() };
+        assert!(evaluate(&no_iat, &f, 2, None).is_err(), "no iat is revoked");
+        let f = AccessFacts { session_revoked: true, ..Default::default() };
+        assert!(evaluate(&c, &f, 1_500, None).is_err());
+    }
+
+    #[test]
+    fn allowlist_claim_then_client() {
+        let list = Some(vec![Cidr::parse("10.0.0.0/8").unwrap(), Cidr::parse("2001:db8::/32").unwrap()]);
+        let f = AccessFacts { allowlist: list, ..Default::default() };
+        assert!(evaluate(&claims(json!({"ip": "10.1.1.1"})), &f, 0, None).is_ok());
+        assert!(evaluate(&claims(json!({"ip": "::ffff:10.1.1.1"})), &f, 0, None).is_ok());
+        assert!(evaluate(&claims(json!({"ip": "::ffff:192.168.0.1"})), &f, 0, None).is_err());
+        assert!(evaluate(&claims(json!({"ip": "2001:db9::1"})), &f, 0, None).is_err());
+        assert!(evaluate(&claims(json!({"ip": "2001:db8::1"})), &f, 0, None).is_ok());
+        // No claim: the connection's address decides; none at all is refused.
+        assert!(evaluate(&claims(json!({})), &f, 0, Some("10.2.2.2".parse().unwrap())).is_ok());
+        assert!(evaluate(&claims(json!({})), &f, 0, Some("127.0.0.1".parse().unwrap())).is_err());
+        assert_eq!(evaluate(&claims(json!({})), &f, 0, None).unwrap_err(), DomainError::IpUnknown);
+        // The claim wins over the connection address.
+        assert!(evaluate(&claims(json!({"ip": "8.8.8.8"})), &f, 0, Some("10.2.2.2".parse().unwrap())).is_err());
+    }
+
+    #[test]
+    fn staff_needs_a_live_grant_at_the_boundaries() {
+        let c = claims(json!({"staff": true}));
+        let g = Grant { id: 1, valid_from: 100, valid_until: 200, reason: "ticket 7".into() };
+        let f = AccessFacts { grants: vec![g.clone()], ..Default::default() };
+        assert!(evaluate(&c, &f, 99, None).is_err());
+        assert_eq!(evaluate(&c, &f, 100, None).unwrap(), Some(&g));
+        assert!(evaluate(&c, &f, 199, None).is_ok());
+        assert_eq!(evaluate(&c, &f, 200, None).unwrap_err(), DomainError::NoSupportGrant);
+        // Non-staff tokens never need a grant.
+        assert_eq!(evaluate(&claims(json!({})), &AccessFacts::default(), 0, None).unwrap(), None);
+    }
+}

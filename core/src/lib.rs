@@ -1,0 +1,14 @@
+//! Pure core of pg_tenantguard.
+//!
+//! Everything in this crate is plain Rust: it never links against Postgres,
+//! so its `#[test]`s run with a bare `cargo test -p tenantguard-core`.
+//! The extension crate (`pg_tenantguard`) only converts types and errors.
+
+pub mod access;
+pub mod error;
+pub mod keyring;
+pub mod net;
+pub mod policy;
+pub mod token;
+
+pub use error::{DomainError, SqlState};

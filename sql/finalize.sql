@@ -1,0 +1,126 @@
+-- pg_tenantguard: objects created after the Rust functions.
+
+-- Every change to the access tables tells every backend to reload.
+CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.revocation
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
+CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.ip_allowlist
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
+CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.support_grant
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
+ALTER TABLE tenantguard.revocation ENABLE ALWAYS TRIGGER access_changed;
+ALTER TABLE tenantguard.ip_allowlist ENABLE ALWAYS TRIGGER access_changed;
+ALTER TABLE tenantguard.support_grant ENABLE ALWAYS TRIGGER access_changed;
+
+-- Revocation ------------------------------------------------------------
+CREATE FUNCTION tenantguard.revoke_user(tenant text, user_id text) RETURNS void
+LANGUAGE sql STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    INSERT INTO tenantguard.revocation (kind, tenant, user_id) VALUES ('user', tenant, user_id);
+    INSERT INTO tenantguard.security_log (event, tenant, db_role, detail)
+        VALUES ('revoke_user', tenant, session_user, jsonb_build_object('user_id', user_id));
+$$;
+
+CREATE FUNCTION tenantguard.revoke_tenant(tenant text) RETURNS void
+LANGUAGE sql STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    INSERT INTO tenantguard.revocation (kind, tenant) VALUES ('tenant', tenant);
+    INSERT INTO tenantguard.security_log (event, tenant, db_role, detail)
+        VALUES ('revoke_tenant', tenant, session_user, '{}'::jsonb);
+$$;
+
+CREATE FUNCTION tenantguard.revoke_session(jti text) RETURNS void
+LANGUAGE sql STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    INSERT INTO tenantguard.revocation (kind, jti) VALUES ('session', jti);
+    INSERT INTO tenantguard.security_log (event, db_role, detail)
+        VALUES ('revoke_session', session_user, jsonb_build_object('jti', jti));
+$$;
+
+-- Staff support access windows ---------------------------------------------
+CREATE FUNCTION tenantguard.grant_support_access(tenant text, staff_user text, reason text, valid_until timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    gid bigint;
+BEGIN
+    IF btrim(reason) = '' THEN
+        RAISE EXCEPTION 'support access needs a reason' USING ERRCODE = '22023';
+    END IF;
+    IF valid_until <= now() THEN
+        RAISE EXCEPTION 'valid_until must be in the future' USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO tenantguard.support_grant (tenant, staff_user, reason, valid_until)
+        VALUES (grant_support_access.tenant, grant_support_access.staff_user, grant_support_access.reason,
+                grant_support_access.valid_until)
+        RETURNING id INTO gid;
+    INSERT INTO tenantguard.security_log (event, tenant, db_role, detail)
+        VALUES ('support_access_granted', grant_support_access.tenant, session_user,
+                jsonb_build_object('grant_id', gid, 'staff_user', grant_support_access.staff_user,
+                                   'reason', grant_support_access.reason, 'valid_until', grant_support_access.valid_until));
+    RETURN gid;
+END
+$$;
+
+CREATE FUNCTION tenantguard.revoke_support_access(tenant text, staff_user text) RETURNS integer
+LANGUAGE plpgsql STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    UPDATE tenantguard.support_grant g SET revoked_at = now()
+     WHERE g.tenant = revoke_support_access.tenant AND g.staff_user = revoke_support_access.staff_user
+       AND g.revoked_at IS NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    INSERT INTO tenantguard.security_log (event, tenant, db_role, detail)
+        VALUES ('support_access_revoked', revoke_support_access.tenant, session_user,
+                jsonb_build_object('staff_user', revoke_support_access.staff_user, 'grants', n));
+    RETURN n;
+END
+$$;
+
+-- IP allowlists --------------------------------------------------------------
+CREATE FUNCTION tenantguard.set_ip_allowlist(tenant text, allow cidr[]) RETURNS void
+LANGUAGE plpgsql CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tenant IS NULL OR tenant = '' THEN
+        RAISE EXCEPTION 'tenant must not be empty' USING ERRCODE = '22023';
+    END IF;
+    IF allow IS NULL OR cardinality(allow) = 0 THEN
+        DELETE FROM tenantguard.ip_allowlist a WHERE a.tenant = set_ip_allowlist.tenant;
+    ELSE
+        INSERT INTO tenantguard.ip_allowlist AS a (tenant, allow) VALUES (set_ip_allowlist.tenant, set_ip_allowlist.allow)
+        ON CONFLICT ON CONSTRAINT ip_allowlist_pkey
+        DO UPDATE SET allow = EXCLUDED.allow, updated_at = now(), updated_by = session_user;
+    END IF;
+    INSERT INTO tenantguard.security_log (event, tenant, db_role, detail)
+        VALUES ('ip_allowlist_set', set_ip_allowlist.tenant, session_user,
+                jsonb_build_object('allow', to_jsonb(set_ip_allowlist.allow)));
+END
+$$;
+
+-- Privileges -----------------------------------------------------------------
+-- DBA / tooling functions: not for PUBLIC.
+REVOKE ALL ON FUNCTION tenantguard.sign_context(jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.protect(regclass, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.protect_schema(text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.unprotect(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.mark_shared(regclass, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.access_changed() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.refuse_change() FROM PUBLIC;
+
+-- The secret only for tenantguard_bypass.
+REVOKE ALL ON FUNCTION tenantguard.bypass_secret() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantguard.bypass_secret() TO tenantguard_bypass;
+
+-- Access administration for tenantguard_admin.
+REVOKE ALL ON FUNCTION tenantguard.revoke_user(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.revoke_tenant(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.revoke_session(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.grant_support_access(text, text, text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.revoke_support_access(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.set_ip_allowlist(text, cidr[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantguard.revoke_user(text, text) TO tenantguard_admin;
+GRANT EXECUTE ON FUNCTION tenantguard.revoke_tenant(text) TO tenantguard_admin;
+GRANT EXECUTE ON FUNCTION tenantguard.revoke_session(text) TO tenantguard_admin;
+GRANT EXECUTE ON FUNCTION tenantguard.grant_support_access(text, text, text, timestamptz) TO tenantguard_admin;
+GRANT EXECUTE ON FUNCTION tenantguard.revoke_support_access(text, text) TO tenantguard_admin;
+GRANT EXECUTE ON FUNCTION tenantguard.set_ip_allowlist(text, cidr[]) TO tenantguard_admin;
+
+-- Catalog of protection is readable (the linter and DBAs use it).
+GRANT SELECT ON tenantguard.protected_table, tenantguard.shared_table TO PUBLIC;

@@ -1,0 +1,213 @@
+//! Every GUC of the extension, with the narrowest context that works.
+//!
+//! * `tenantguard.context` (USERSET): the signed token. Its check hook
+//!   verifies it, so every path that sets a GUC (SET, SET LOCAL,
+//!   set_config(), ALTER ROLE/DATABASE SET, a function's SET clause) is
+//!   verified. A refused value leaves the previous one in place.
+//! * `tenantguard.signing_keys` (SIGHUP, superuser-only, not in SHOW ALL):
+//!   `kid:key,...`. Only postgresql.conf / ALTER SYSTEM can set it. Its show
+//!   hook prints the kids, never the material, even to superusers.
+//!
+//! The `tenantguard` prefix is reserved, so a typo such as
+//! `SET tenantguard.contxt` errors instead of creating a placeholder.
+
+use crate::context;
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::rc::Rc;
+use tenantguard_core::keyring::Keyring;
+use tenantguard_core::DomainError;
+
+pub static CONTEXT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+pub static SIGNING_KEYS: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
+
+thread_local! {
+    /// The parsed keyring and a generation counter bumped on every change,
+    /// so cached verified contexts are dropped when a key is removed.
+    static KEYRING: RefCell<(u64, Rc<Keyring>)> = RefCell::new((0, Rc::new(Keyring::default())));
+}
+
+pub fn keyring() -> (u64, Rc<Keyring>) {
+    KEYRING.with(|k| {
+        let k = k.borrow();
+        (k.0, k.1.clone())
+    })
+}
+
+/// The raw token currently in `tenantguard.context`, without copying.
+/// The returned slice is valid until the GUC changes; callers compare or
+/// copy it immediately.
+pub fn context_raw<'a>() -> Option<&'a [u8]> {
+    // SAFETY: the GUC machinery owns the string; the pointer is either NULL
+    // or a NUL-terminated string that stays valid until the next assignment,
+    // which cannot happen while we hold the slice (single-threaded backend,
+    // no GUC changes inside our accessors).
+    unsafe {
+        let p = *CONTEXT.as_ptr();
+        if p.is_null() {
+            return None;
+        }
+        let b = CStr::from_ptr(p).to_bytes();
+        if b.is_empty() {
+            None
+        } else {
+            Some(b)
+        }
+    }
+}
+
+/// Tell the GUC machinery why a value was refused.
+///
+/// SAFETY: must only be called from inside a GUC check hook, where these
+/// globals are read right after the hook returns false.
+unsafe fn check_failed(e: &DomainError) {
+    let msg = CString::new(e.to_string()).unwrap_or_else(|_| c"invalid value".to_owned());
+    // SAFETY: pstrdup copies into the current memory context; the GUC code
+    // reads the pointer before that context is reset.
+    unsafe {
+        pg_sys::GUC_check_errcode(crate::error::errcode(e.sqlstate()) as i32);
+        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(msg.as_ptr());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_signing_keys(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: newval points at the proposed value (possibly NULL).
+    let spec = unsafe {
+        let p = *newval;
+        if p.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    };
+    match Keyring::parse(&spec) {
+        Ok(_) => true,
+        Err(e) => {
+            // SAFETY: we are inside a check hook.
+            unsafe { check_failed(&e) };
+            false
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn assign_signing_keys(newval: *const c_char, _extra: *mut c_void) {
+    // SAFETY: newval is the value the check hook accepted (or NULL).
+    let spec = unsafe {
+        if newval.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(newval).to_string_lossy().into_owned()
+        }
+    };
+    // The check hook accepted it, so this parse succeeds; fail closed anyway.
+    let ring = Keyring::parse(&spec).unwrap_or_default();
+    KEYRING.with(|k| {
+        let mut k = k.borrow_mut();
+        k.0 += 1;
+        k.1 = Rc::new(ring);
+    });
+    context::forget_verified();
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_signing_keys() -> *const c_char {
+    let desc = keyring().1.describe();
+    let c = CString::new(desc).unwrap_or_default();
+    // SAFETY: the GUC code copies the returned string before our memory
+    // context is reset.
+    unsafe { pg_sys::pstrdup(c.as_ptr()) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_context(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // A parallel worker restores the leader's GUCs before its own keyring
+    // (GUCs are restored in name order). Accept here: every accessor verifies
+    // the token again before use, so nothing unverified is ever trusted.
+    // SAFETY: plain read of a backend-global flag.
+    if unsafe { pg_sys::InitializingParallelWorker } {
+        return true;
+    }
+    // SAFETY: newval points at the proposed value (possibly NULL).
+    let token = unsafe {
+        let p = *newval;
+        if p.is_null() {
+            return true;
+        }
+        CStr::from_ptr(p).to_bytes()
+    };
+    if token.is_empty() {
+        return true;
+    }
+    match context::verify_for_set(token) {
+        Ok(()) => true,
+        Err(e) => {
+            context::alert("context_refused", &e);
+            // SAFETY: we are inside a check hook.
+            unsafe { check_failed(&e) };
+            false
+        }
+    }
+}
+
+pub fn init() {
+    // SAFETY: hooks are #[pg_guard]ed and never raise on their own.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"tenantguard.signing_keys",
+            c"HS256 keys that sign tenant context tokens, as kid:key,kid:key.",
+            c"Superuser-only; set in postgresql.conf. Keys shorter than 32 bytes are refused. SHOW prints kids only.",
+            &SIGNING_KEYS,
+            GucContext::Sighup,
+            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+            Some(check_signing_keys),
+            Some(assign_signing_keys),
+            Some(show_signing_keys),
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"tenantguard.context",
+            c"The signed tenant context token of this transaction.",
+            c"Set through tenantguard.set_context(); every value is verified when set.",
+            &CONTEXT,
+            GucContext::Userset,
+            GucFlags::NO_SHOW_ALL | GucFlags::NOT_WHILE_SEC_REST,
+            Some(check_context),
+            None,
+            None,
+        );
+    }
+}
+
+pub fn reserve_prefix() {
+    // SAFETY: plain call into guc.c with a static string.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"tenantguard".as_ptr()) };
+}
+
+/// Longest bypass a caller may ask for, in seconds.
+pub static BYPASS_MAX_TTL: GucSetting<i32> = GucSetting::<i32>::new(3600);
+
+pub fn init_limits() {
+    GucRegistry::define_int_guc(
+        c"tenantguard.bypass_max_ttl",
+        c"Longest ttl begin_bypass() accepts, in seconds.",
+        c"Superuser-only.",
+        &BYPASS_MAX_TTL,
+        1,
+        86400,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}

@@ -1,0 +1,49 @@
+//! pg_tenantguard: tenant isolation as a property of the database.
+//!
+//! The pure logic (token codec, keyring, access rules, policy planning)
+//! lives in the `tenantguard-core` crate; the modules here only read
+//! Postgres state, call the core, and convert errors at the SQL boundary.
+
+use pgrx::prelude::*;
+
+mod access;
+mod audit;
+mod bypass;
+mod context;
+mod error;
+mod gucs;
+mod policy;
+mod seclog;
+mod session;
+mod status;
+
+::pgrx::pg_module_magic!(name, version);
+
+pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    status::note_load();
+    gucs::init();
+    gucs::init_limits();
+    gucs::reserve_prefix();
+    access::init();
+    bypass::init();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![
+            "tenantguard.signing_keys = 'k1:pg-test-key-0123456789abcdef0123456789,k2:pg-test-key2-0123456789abcdef012345678'",
+        ]
+    }
+}
