@@ -48,7 +48,9 @@ unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys
 pub fn init() {
     // SAFETY: registers a callback for the life of the backend; it only
     // bumps a counter and never raises.
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0)) };
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0))
+    };
 }
 
 fn key(c: &Claims) -> String {
@@ -57,7 +59,10 @@ fn key(c: &Claims) -> String {
 }
 
 fn load_facts(c: &Claims) -> AccessFacts {
-    let Some(oids) = TABLES.iter().map(|t| session::relation_oid(t)).collect::<Option<Vec<_>>>()
+    let Some(oids) = TABLES
+        .iter()
+        .map(|t| session::relation_oid(t))
+        .collect::<Option<Vec<_>>>()
     else {
         // Extension not installed in this database: no rules exist.
         return AccessFacts::default();
@@ -84,7 +89,10 @@ fn load_facts(c: &Claims) -> AccessFacts {
         )
     });
     let (tenant_revoked_at, user_revoked_at, session_revoked) = row.unwrap_or_else(|e| {
-        crate::error::raise_msg(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("tenantguard: {e}"))
+        crate::error::raise_msg(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("tenantguard: {e}"),
+        )
     });
     let allow: Option<Vec<String>> = session::as_owner(|| {
         Spi::get_one_with_args::<Vec<String>>(
@@ -100,8 +108,8 @@ fn load_facts(c: &Claims) -> AccessFacts {
         let g: Option<pgrx::JsonB> = session::as_owner(|| {
             Spi::get_one_with_args::<pgrx::JsonB>(
                 "SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(g.id,
-                        pg_catalog.ceil(pg_catalog.date_part('epoch', g.valid_from))::pg_catalog.int8,
-                        pg_catalog.floor(pg_catalog.date_part('epoch', g.valid_until))::pg_catalog.int8,
+                        (pg_catalog.date_part('epoch', g.valid_from) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
+                        (pg_catalog.date_part('epoch', g.valid_until) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
                         g.reason))
                    FROM tenantguard.support_grant g
                   WHERE g.tenant OPERATOR(pg_catalog.=) $1 AND g.staff_user OPERATOR(pg_catalog.=) $2
@@ -121,7 +129,13 @@ fn load_facts(c: &Claims) -> AccessFacts {
             }
         }
     }
-    AccessFacts { tenant_revoked_at, user_revoked_at, session_revoked: session_revoked.unwrap_or(false), allowlist, grants }
+    AccessFacts {
+        tenant_revoked_at,
+        user_revoked_at,
+        session_revoked: session_revoked.unwrap_or(false),
+        allowlist,
+        grants,
+    }
 }
 
 fn facts_for(c: &Claims) -> Rc<AccessFacts> {
@@ -130,7 +144,12 @@ fn facts_for(c: &Claims) -> Rc<AccessFacts> {
     unsafe { pg_sys::AcceptInvalidationMessages() };
     let gen = generation();
     let k = key(c);
-    if let Some(f) = FACTS.with(|m| m.borrow().get(&k).filter(|(g, _)| *g == gen).map(|(_, f)| f.clone())) {
+    if let Some(f) = FACTS.with(|m| {
+        m.borrow()
+            .get(&k)
+            .filter(|(g, _)| *g == gen)
+            .map(|(_, f)| f.clone())
+    }) {
         return f;
     }
     let f = Rc::new(load_facts(c));
@@ -144,15 +163,15 @@ fn facts_for(c: &Claims) -> Rc<AccessFacts> {
     f
 }
 
-/// Check the access rules for verified claims at `now` (Unix seconds).
-pub fn check(c: &Claims, now: i64) -> Result<(), DomainError> {
+/// Check the access rules for verified claims at `now_us` (Unix µs).
+pub fn check(c: &Claims, now_us: i64) -> Result<(), DomainError> {
     // Outside a transaction (e.g. a startup packet option) there is no
     // catalog access; the accessors check again at the first statement.
     if !session::in_transaction() {
         return Ok(());
     }
     let facts = facts_for(c);
-    let grant = evaluate(c, &facts, now, session::client_ip())?;
+    let grant = evaluate(c, &facts, now_us, session::client_ip())?;
     if let Some(g) = grant {
         log_support_statement(c, g);
     }
@@ -164,7 +183,10 @@ pub fn check(c: &Claims, now: i64) -> Result<(), DomainError> {
 fn log_support_statement(c: &Claims, g: &Grant) {
     // SAFETY: reads backend-global statement identity.
     let stmt = unsafe {
-        (pg_sys::GetCurrentStatementStartTimestamp(), pg_sys::GetCurrentCommandId(false))
+        (
+            pg_sys::GetCurrentStatementStartTimestamp(),
+            pg_sys::GetCurrentCommandId(false),
+        )
     };
     if LAST_SUPPORT_STMT.with(|l| l.get()) == stmt {
         return;
@@ -173,7 +195,11 @@ fn log_support_statement(c: &Claims, g: &Grant) {
     let query = unsafe {
         // SAFETY: debug_query_string is NULL or a NUL-terminated string.
         let p = pg_sys::debug_query_string;
-        if p.is_null() { String::new() } else { std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned() }
+        if p.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
     };
     context::alert_json(
         "support_access_used",

@@ -75,11 +75,17 @@ fn clear() {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+unsafe extern "C-unwind" fn xact_callback(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
     use pg_sys::XactEvent::*;
     if matches!(
         event,
-        XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE | XACT_EVENT_PARALLEL_COMMIT
+        XACT_EVENT_COMMIT
+            | XACT_EVENT_ABORT
+            | XACT_EVENT_PREPARE
+            | XACT_EVENT_PARALLEL_COMMIT
             | XACT_EVENT_PARALLEL_ABORT
     ) {
         clear();
@@ -96,7 +102,10 @@ unsafe extern "C-unwind" fn subxact_callback(
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
         // SAFETY: reads the nesting level of the subtransaction being aborted.
         let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
-        if ACTIVE.with(|a| a.get()).is_some_and(|a| level <= a.nest_level) {
+        if ACTIVE
+            .with(|a| a.get())
+            .is_some_and(|a| level <= a.nest_level)
+        {
             clear();
         }
     }
@@ -112,7 +121,12 @@ pub fn init() {
 
 fn refuse(why: &'static str, reason: &str) -> ! {
     let e = DomainError::BypassRefused(why);
-    alert_json("bypass_refused", e.reason(), &e.to_string(), serde_json::json!({"why": why, "given_reason": reason}));
+    alert_json(
+        "bypass_refused",
+        e.reason(),
+        &e.to_string(),
+        serde_json::json!({"why": why, "given_reason": reason}),
+    );
     raise(e)
 }
 
@@ -121,7 +135,11 @@ fn refuse(why: &'static str, reason: &str) -> ! {
 #[pg_extern(volatile, parallel_unsafe)]
 fn bypass_secret() -> String {
     let s = secret_hex();
-    seclog::record("bypass_secret_issued", None, serde_json::json!({"pid": std::process::id()}));
+    seclog::record(
+        "bypass_secret_issued",
+        None,
+        serde_json::json!({"pid": std::process::id()}),
+    );
     s
 }
 
@@ -134,7 +152,8 @@ fn begin_bypass(
 ) {
     let reason_s = reason.unwrap_or("").trim();
     let have = SECRET.with(|s| s.borrow().is_some());
-    let ok = have && secret.is_some_and(|given| constant_time_eq(given.as_bytes(), secret_hex().as_bytes()));
+    let ok = have
+        && secret.is_some_and(|given| constant_time_eq(given.as_bytes(), secret_hex().as_bytes()));
     if !ok {
         refuse("the secret is not this backend's bypass secret", reason_s);
     }
@@ -147,12 +166,20 @@ fn begin_bypass(
     };
     let max_us = gucs::BYPASS_MAX_TTL.get() as i128 * 1_000_000;
     if ttl_us <= 0 || ttl_us > max_us {
-        refuse("ttl must be positive and at most tenantguard.bypass_max_ttl", reason_s);
+        refuse(
+            "ttl must be positive and at most tenantguard.bypass_max_ttl",
+            reason_s,
+        );
     }
     let expires_us = now_us() + ttl_us as i64;
     // SAFETY: reads the current transaction nesting level.
     let nest_level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
-    ACTIVE.with(|a| a.set(Some(Active { expires_us, nest_level })));
+    ACTIVE.with(|a| {
+        a.set(Some(Active {
+            expires_us,
+            nest_level,
+        }))
+    });
     let detail = serde_json::json!({
         "reason": reason_s,
         "ttl_seconds": (ttl_us / 1_000_000) as i64,

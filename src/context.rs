@@ -42,17 +42,8 @@ pub fn to_unix(ts: pg_sys::TimestampTz) -> i64 {
     ts.div_euclid(1_000_000) + PG_EPOCH_UNIX
 }
 
-/// Wall-clock now, Unix seconds.
-pub fn now_unix() -> i64 {
-    // SAFETY: reads the clock.
-    to_unix(unsafe { pg_sys::GetCurrentTimestamp() })
-}
-
-/// The current statement's start, Unix seconds. Stable within a statement,
-/// propagated to parallel workers.
-pub fn statement_unix() -> i64 {
-    // SAFETY: reads a backend-global timestamp.
-    to_unix(unsafe { pg_sys::GetCurrentStatementStartTimestamp() })
+pub fn to_unix_us(ts: pg_sys::TimestampTz) -> i64 {
+    ts + PG_EPOCH_UNIX * 1_000_000
 }
 
 fn lookup_or_verify(raw: &[u8]) -> Result<Rc<Claims>, DomainError> {
@@ -73,7 +64,11 @@ fn lookup_or_verify(raw: &[u8]) -> Result<Rc<Claims>, DomainError> {
         if v.len() >= CACHE_SIZE {
             v.remove(0);
         }
-        v.push(Verified { token: raw.to_vec(), keyring_gen: gen, claims: claims.clone() });
+        v.push(Verified {
+            token: raw.to_vec(),
+            keyring_gen: gen,
+            claims: claims.clone(),
+        });
     });
     Ok(claims)
 }
@@ -82,8 +77,10 @@ fn lookup_or_verify(raw: &[u8]) -> Result<Rc<Claims>, DomainError> {
 /// access rules (revocation, allowlist, staff grant) against wall-clock now.
 pub fn verify_for_set(raw: &[u8]) -> Result<(), DomainError> {
     let claims = lookup_or_verify(raw)?;
-    claims.check_time(now_unix())?;
-    access::check(&claims, now_unix())
+    // SAFETY: reads the clock.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    claims.check_time(to_unix(now))?;
+    access::check(&claims, to_unix_us(now))
 }
 
 /// The verified, unexpired, unrevoked context of this statement, if any.
@@ -92,9 +89,12 @@ pub fn current() -> Result<Option<Rc<Claims>>, DomainError> {
         return Ok(None);
     };
     let claims = lookup_or_verify(raw)?;
-    let now = statement_unix();
-    claims.check_time(now).map_err(|_| DomainError::ContextExpired)?;
-    access::check(&claims, now)?;
+    // SAFETY: reads a backend-global timestamp (propagated to workers).
+    let stmt = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
+    claims
+        .check_time(to_unix(stmt))
+        .map_err(|_| DomainError::ContextExpired)?;
+    access::check(&claims, to_unix_us(stmt))?;
     Ok(Some(claims))
 }
 
@@ -229,8 +229,11 @@ fn claims() -> JsonB {
 fn parse_ids<T>(ids: &[String], ty: &'static str, f: impl Fn(&str) -> Option<T>) -> Vec<T> {
     ids.iter()
         .map(|s| {
-            f(s).ok_or_else(|| DomainError::TenantIdType { value: s.clone(), ty })
-                .or_raise()
+            f(s).ok_or_else(|| DomainError::TenantIdType {
+                value: s.clone(),
+                ty,
+            })
+            .or_raise()
         })
         .collect()
 }

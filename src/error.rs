@@ -26,7 +26,9 @@ pub fn raise(e: DomainError) -> ! {
         DomainError::NoContext => Some(
             "Call tenantguard.set_context(token) in this transaction before touching tenant data.",
         ),
-        DomainError::NoKeys => Some("A superuser sets tenantguard.signing_keys in postgresql.conf and reloads."),
+        DomainError::NoKeys => {
+            Some("A superuser sets tenantguard.signing_keys in postgresql.conf and reloads.")
+        }
         _ => None,
     };
     let mut report = pgrx::pg_sys::panic::ErrorReport::new(code, e.to_string(), "tenantguard");

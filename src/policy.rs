@@ -5,8 +5,8 @@
 use crate::error::{raise_msg, OrRaise};
 use crate::session;
 use pgrx::prelude::*;
-use pgrx::PgRelation;
 use pgrx::spi::quote_identifier;
+use pgrx::PgRelation;
 use tenantguard_core::policy::{plan_protect, plan_unprotect, TableFacts, TenantType};
 
 struct Rel {
@@ -29,7 +29,10 @@ fn rel_info(tbl: pg_sys::Oid) -> Rel {
             qualified: format!("{}.{}", quote_identifier(&nsp), quote_identifier(&rel)),
             kind,
         },
-        _ => raise_msg(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation with OID {} does not exist", tbl.to_u32())),
+        _ => raise_msg(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("relation with OID {} does not exist", tbl.to_u32()),
+        ),
     }
 }
 
@@ -89,7 +92,10 @@ fn facts(rel: &Rel, column: &str) -> Option<TableFacts> {
 fn run_all(ddl: &[String]) {
     for stmt in ddl {
         if let Err(e) = Spi::run(stmt) {
-            raise_msg(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("tenantguard: {stmt}: {e}"));
+            raise_msg(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("tenantguard: {stmt}: {e}"),
+            );
         }
     }
 }
@@ -107,7 +113,10 @@ fn partitions(oid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
 fn protect_one(tbl: pg_sys::Oid, column: &str, dry_run: bool, out: &mut Vec<String>) {
     let rel = rel_info(tbl);
     if rel.kind != "r" && rel.kind != "p" {
-        raise_msg(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("{} is not a table", rel.qualified));
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("{} is not a table", rel.qualified),
+        );
     }
     if !dry_run {
         // Hold the strongest lock for the whole plan-and-apply, so facts
@@ -230,7 +239,10 @@ fn mark_shared(tbl: PgRelation, reason: &str) {
     drop(tbl);
     let tbl = oid;
     if reason.trim().is_empty() {
-        raise_msg(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "mark_shared needs a non-empty reason");
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "mark_shared needs a non-empty reason",
+        );
     }
     let rel = rel_info(tbl);
     Spi::run_with_args(
@@ -239,5 +251,9 @@ fn mark_shared(tbl: PgRelation, reason: &str) {
         &[tbl.into(), reason.into()],
     )
     .unwrap_or_else(|e| raise_msg(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string()));
-    crate::seclog::record("table_marked_shared", None, serde_json::json!({"table": rel.qualified, "reason": reason}));
+    crate::seclog::record(
+        "table_marked_shared",
+        None,
+        serde_json::json!({"table": rel.qualified, "reason": reason}),
+    );
 }

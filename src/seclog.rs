@@ -10,7 +10,10 @@ use pgrx::JsonB;
 /// does the record; refusals therefore also go to the server log (see
 /// `context::alert`).
 pub fn record(event: &str, tenant: Option<&str>, detail: serde_json::Value) {
-    let actor = crate::context::current().ok().flatten().map(|c| c.sub.clone());
+    let actor = crate::context::current()
+        .ok()
+        .flatten()
+        .map(|c| c.sub.clone());
     let db_role = session::current_role_name();
     let res = session::as_owner(|| {
         Spi::run_with_args(

@@ -21,9 +21,10 @@ pub fn preloaded() -> bool {
 #[pg_extern(stable, parallel_safe)]
 fn status() -> JsonB {
     let (_, ring) = gucs::keyring();
-    let protected = Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM tenantguard.protected_table")
-        .unwrap_or(None)
-        .unwrap_or(0);
+    let protected =
+        Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM tenantguard.protected_table")
+            .unwrap_or(None)
+            .unwrap_or(0);
     let shared = Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM tenantguard.shared_table")
         .unwrap_or(None)
         .unwrap_or(0);

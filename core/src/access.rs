@@ -16,7 +16,8 @@ pub struct Grant {
     pub reason: String,
 }
 
-/// What the tables say about one token. Times are Unix seconds.
+/// What the tables say about one token. Revocation instants are Unix
+/// seconds (tokens carry seconds); grant windows are Unix microseconds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AccessFacts {
     /// Latest tenant-wide revocation of any tenant in the read scope.
@@ -40,11 +41,12 @@ fn issued_before(claims: &Claims, revoked_at: i64) -> bool {
     }
 }
 
-/// Decide. Returns the live support grant for staff tokens.
+/// Decide at `now_us` (Unix microseconds). Returns the live support grant
+/// for staff tokens.
 pub fn evaluate<'a>(
     claims: &Claims,
     facts: &'a AccessFacts,
-    now: i64,
+    now_us: i64,
     client_ip: Option<IpAddr>,
 ) -> Result<Option<&'a Grant>, DomainError> {
     if facts.session_revoked {
@@ -57,7 +59,9 @@ pub fn evaluate<'a>(
     }
     if let Some(at) = facts.tenant_revoked_at {
         if issued_before(claims, at) {
-            return Err(DomainError::Revoked("every token of this tenant was revoked"));
+            return Err(DomainError::Revoked(
+                "every token of this tenant was revoked",
+            ));
         }
     }
     if let Some(list) = facts.allowlist.as_ref().filter(|l| !l.is_empty()) {
@@ -70,7 +74,7 @@ pub fn evaluate<'a>(
         let live = facts
             .grants
             .iter()
-            .filter(|g| g.valid_from <= now && now < g.valid_until)
+            .filter(|g| g.valid_from <= now_us && now_us < g.valid_until)
             .max_by_key(|g| g.valid_until);
         return match live {
             Some(g) => Ok(Some(g)),
@@ -96,21 +100,43 @@ mod tests {
     #[test]
     fn revocation_instants() {
         let c = claims(json!({}));
-        let f = AccessFacts { user_revoked_at: Some(1_000), ..Default::default() };
-        assert!(evaluate(&c, &f, 1_500, None).is_err(), "issued at the revocation second");
-        let f = AccessFacts { user_revoked_at: Some(999), ..Default::default() };
+        let f = AccessFacts {
+            user_revoked_at: Some(1_000),
+            ..Default::default()
+        };
+        assert!(
+            evaluate(&c, &f, 1_500, None).is_err(),
+            "issued at the revocation second"
+        );
+        let f = AccessFacts {
+            user_revoked_at: Some(999),
+            ..Default::default()
+        };
         assert!(evaluate(&c, &f, 1_500, None).is_ok(), "issued after");
-        let no_iat = crate::token::parse_claims(json!({"tid":"a","sub":"b","exp":5}), "k".into()).unwrap();
-        let f = AccessFacts { tenant_revoked_at: Some(1), ..Default::default() };
+        let no_iat =
+            crate::token::parse_claims(json!({"tid":"a","sub":"b","exp":5}), "k".into()).unwrap();
+        let f = AccessFacts {
+            tenant_revoked_at: Some(1),
+            ..Default::default()
+        };
         assert!(evaluate(&no_iat, &f, 2, None).is_err(), "no iat is revoked");
-        let f = AccessFacts { session_revoked: true, ..Default::default() };
+        let f = AccessFacts {
+            session_revoked: true,
+            ..Default::default()
+        };
         assert!(evaluate(&c, &f, 1_500, None).is_err());
     }
 
     #[test]
     fn allowlist_claim_then_client() {
-        let list = Some(vec![Cidr::parse("10.0.0.0/8").unwrap(), Cidr::parse("2001:db8::/32").unwrap()]);
-        let f = AccessFacts { allowlist: list, ..Default::default() };
+        let list = Some(vec![
+            Cidr::parse("10.0.0.0/8").unwrap(),
+            Cidr::parse("2001:db8::/32").unwrap(),
+        ]);
+        let f = AccessFacts {
+            allowlist: list,
+            ..Default::default()
+        };
         assert!(evaluate(&claims(json!({"ip": "10.1.1.1"})), &f, 0, None).is_ok());
         assert!(evaluate(&claims(json!({"ip": "::ffff:10.1.1.1"})), &f, 0, None).is_ok());
         assert!(evaluate(&claims(json!({"ip": "::ffff:192.168.0.1"})), &f, 0, None).is_err());
@@ -118,22 +144,51 @@ mod tests {
         assert!(evaluate(&claims(json!({"ip": "2001:db8::1"})), &f, 0, None).is_ok());
         // No claim: the connection's address decides; none at all is refused.
         assert!(evaluate(&claims(json!({})), &f, 0, Some("10.2.2.2".parse().unwrap())).is_ok());
-        assert!(evaluate(&claims(json!({})), &f, 0, Some("127.0.0.1".parse().unwrap())).is_err());
-        assert_eq!(evaluate(&claims(json!({})), &f, 0, None).unwrap_err(), DomainError::IpUnknown);
+        assert!(evaluate(
+            &claims(json!({})),
+            &f,
+            0,
+            Some("127.0.0.1".parse().unwrap())
+        )
+        .is_err());
+        assert_eq!(
+            evaluate(&claims(json!({})), &f, 0, None).unwrap_err(),
+            DomainError::IpUnknown
+        );
         // The claim wins over the connection address.
-        assert!(evaluate(&claims(json!({"ip": "8.8.8.8"})), &f, 0, Some("10.2.2.2".parse().unwrap())).is_err());
+        assert!(evaluate(
+            &claims(json!({"ip": "8.8.8.8"})),
+            &f,
+            0,
+            Some("10.2.2.2".parse().unwrap())
+        )
+        .is_err());
     }
 
     #[test]
     fn staff_needs_a_live_grant_at_the_boundaries() {
         let c = claims(json!({"staff": true}));
-        let g = Grant { id: 1, valid_from: 100, valid_until: 200, reason: "ticket 7".into() };
-        let f = AccessFacts { grants: vec![g.clone()], ..Default::default() };
-        assert!(evaluate(&c, &f, 99, None).is_err());
-        assert_eq!(evaluate(&c, &f, 100, None).unwrap(), Some(&g));
-        assert!(evaluate(&c, &f, 199, None).is_ok());
-        assert_eq!(evaluate(&c, &f, 200, None).unwrap_err(), DomainError::NoSupportGrant);
+        let g = Grant {
+            id: 1,
+            valid_from: 100_000_000,
+            valid_until: 200_000_000,
+            reason: "ticket 7".into(),
+        };
+        let f = AccessFacts {
+            grants: vec![g.clone()],
+            ..Default::default()
+        };
+        assert!(evaluate(&c, &f, 99_999_999, None).is_err());
+        assert_eq!(evaluate(&c, &f, 100_000_000, None).unwrap(), Some(&g));
+        assert!(evaluate(&c, &f, 199_999_999, None).is_ok());
+        assert_eq!(
+            evaluate(&c, &f, 200_000_000, None).unwrap_err(),
+            DomainError::NoSupportGrant
+        );
         // Non-staff tokens never need a grant.
-        assert_eq!(evaluate(&claims(json!({})), &AccessFacts::default(), 0, None).unwrap(), None);
+        assert_eq!(
+            evaluate(&claims(json!({})), &AccessFacts::default(), 0, None).unwrap(),
+            None
+        );
     }
 }

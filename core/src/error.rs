@@ -53,10 +53,13 @@ pub enum DomainError {
     #[error("tenant context token lacks required claim \"{0}\"")]
     MissingClaim(&'static str),
     #[error("tenant context token claim \"{claim}\" is invalid: {why}")]
-    InvalidClaim { claim: &'static str, why: &'static str },
-    #[error("tenant context token expired at {exp} (now {now})")]
+    InvalidClaim {
+        claim: &'static str,
+        why: &'static str,
+    },
+    #[error("tenant context token expired at {exp} (Unix time)")]
     Expired { exp: i64, now: i64 },
-    #[error("tenant context token is not valid before {nbf} (now {now})")]
+    #[error("tenant context token is not valid before {nbf} (Unix time)")]
     NotYetValid { nbf: i64, now: i64 },
 
     // ---- keyring -----------------------------------------------------
@@ -78,9 +81,13 @@ pub enum DomainError {
     Revoked(&'static str),
     #[error("tenant context refused: client address {0} is not in the tenant's IP allowlist")]
     IpNotAllowed(String),
-    #[error("tenant context refused: the tenant has an IP allowlist and no client address is known")]
+    #[error(
+        "tenant context refused: the tenant has an IP allowlist and no client address is known"
+    )]
     IpUnknown,
-    #[error("tenant context refused: staff token without a live support access grant for this tenant")]
+    #[error(
+        "tenant context refused: staff token without a live support access grant for this tenant"
+    )]
     NoSupportGrant,
 
     // ---- bypass ------------------------------------------------------
@@ -101,7 +108,11 @@ impl DomainError {
             Malformed(_) | TooLarge { .. } | MissingClaim(_) | InvalidClaim { .. } => {
                 SqlState::InvalidParameterValue
             }
-            UnsupportedAlg(_) | UnknownKid(_) | MissingKid | BadSignature | Expired { .. }
+            UnsupportedAlg(_)
+            | UnknownKid(_)
+            | MissingKid
+            | BadSignature
+            | Expired { .. }
             | NotYetValid { .. } => SqlState::InvalidAuthorization,
             NoKeys => SqlState::ObjectNotInPrerequisiteState,
             BadKeyring(_) => SqlState::InvalidParameterValue,
@@ -150,8 +161,14 @@ mod tests {
     #[test]
     fn forged_tokens_are_authorization_errors() {
         assert_eq!(DomainError::BadSignature.sqlstate().code(), "28000");
-        assert_eq!(DomainError::UnsupportedAlg("none".into()).sqlstate().code(), "28000");
-        assert_eq!(DomainError::UnknownKid("x".into()).sqlstate().code(), "28000");
+        assert_eq!(
+            DomainError::UnsupportedAlg("none".into()).sqlstate().code(),
+            "28000"
+        );
+        assert_eq!(
+            DomainError::UnknownKid("x".into()).sqlstate().code(),
+            "28000"
+        );
     }
 
     #[test]

@@ -21,7 +21,12 @@ pub struct Key {
 // Never print key material, not even in debug output.
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Key {{ kid: {:?}, material: <{} bytes> }}", self.kid, self.material.len())
+        write!(
+            f,
+            "Key {{ kid: {:?}, material: <{} bytes> }}",
+            self.kid,
+            self.material.len()
+        )
     }
 }
 
@@ -33,7 +38,9 @@ pub struct Keyring {
 fn valid_kid(kid: &str) -> bool {
     !kid.is_empty()
         && kid.len() <= 64
-        && kid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 impl Keyring {
@@ -75,9 +82,14 @@ impl Keyring {
                 )));
             }
             if keys.iter().any(|k| k.kid == kid) {
-                return Err(DomainError::BadKeyring(format!("kid \"{kid}\" appears twice")));
+                return Err(DomainError::BadKeyring(format!(
+                    "kid \"{kid}\" appears twice"
+                )));
             }
-            keys.push(Key { kid: kid.to_string(), material });
+            keys.push(Key {
+                kid: kid.to_string(),
+                material,
+            });
         }
         if keys.len() > MAX_KEYS {
             return Err(DomainError::BadKeyring(format!("at most {MAX_KEYS} keys")));
@@ -176,8 +188,14 @@ mod tests {
         assert!(one.select(None).is_ok());
         let two = Keyring::parse(&format!("a:{K32},b:{K32}")).unwrap();
         assert_eq!(two.select(None).unwrap_err(), DomainError::MissingKid);
-        assert!(matches!(two.select(Some("c")), Err(DomainError::UnknownKid(_))));
-        assert_eq!(Keyring::default().select(None).unwrap_err(), DomainError::NoKeys);
+        assert!(matches!(
+            two.select(Some("c")),
+            Err(DomainError::UnknownKid(_))
+        ));
+        assert_eq!(
+            Keyring::default().select(None).unwrap_err(),
+            DomainError::NoKeys
+        );
     }
 
     #[test]

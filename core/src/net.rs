@@ -27,7 +27,12 @@ impl Cidr {
     /// Parse `addr/prefix` or a bare address (a host route). Accepts
     /// Postgres's cidr output format.
     pub fn parse(s: &str) -> Result<Cidr, DomainError> {
-        let bad = || DomainError::Policy(format!("invalid CIDR \"{}\"", crate::keyring::truncate(s, 64)));
+        let bad = || {
+            DomainError::Policy(format!(
+                "invalid CIDR \"{}\"",
+                crate::keyring::truncate(s, 64)
+            ))
+        };
         let (a, p) = match s.trim().split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s.trim(), None),
@@ -45,7 +50,10 @@ impl Cidr {
         if let IpAddr::V6(v6) = addr {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 if prefix >= 96 {
-                    return Ok(Cidr { addr: IpAddr::V4(v4), prefix: prefix - 96 });
+                    return Ok(Cidr {
+                        addr: IpAddr::V4(v4),
+                        prefix: prefix - 96,
+                    });
                 }
             }
         }
@@ -55,11 +63,19 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
                 (u32::from(net) & mask) == (u32::from(ip) & mask)
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
                 (u128::from(net) & mask) == (u128::from(ip) & mask)
             }
             _ => false,
@@ -93,8 +109,12 @@ mod tests {
         assert!(n.contains(ip("::ffff:10.1.2.3")));
         assert!(!n.contains(ip("::ffff:192.168.1.1")));
         // A v6 list does not admit a mapped v4 address by accident.
-        assert!(!Cidr::parse("::/0").unwrap().contains(ip("::ffff:192.168.1.1")));
-        assert!(Cidr::parse("::ffff:10.0.0.0/104").unwrap().contains(ip("10.9.9.9")));
+        assert!(!Cidr::parse("::/0")
+            .unwrap()
+            .contains(ip("::ffff:192.168.1.1")));
+        assert!(Cidr::parse("::ffff:10.0.0.0/104")
+            .unwrap()
+            .contains(ip("10.9.9.9")));
     }
 
     #[test]

@@ -13,8 +13,13 @@ pub const POLICY_INSERT: &str = "tenantguard_insert";
 pub const POLICY_UPDATE: &str = "tenantguard_update";
 pub const POLICY_DELETE: &str = "tenantguard_delete";
 pub const POLICY_BYPASS: &str = "tenantguard_bypass";
-pub const ALL_POLICIES: [&str; 5] =
-    [POLICY_SELECT, POLICY_INSERT, POLICY_UPDATE, POLICY_DELETE, POLICY_BYPASS];
+pub const ALL_POLICIES: [&str; 5] = [
+    POLICY_SELECT,
+    POLICY_INSERT,
+    POLICY_UPDATE,
+    POLICY_DELETE,
+    POLICY_BYPASS,
+];
 
 /// The role whose members may use the bypass policy.
 pub const BYPASS_ROLE: &str = "tenantguard_bypass";
@@ -61,6 +66,16 @@ impl TenantType {
         format!("tenantguard.tenant_id{}()", self.suffix())
     }
 
+    /// The SQL array type of the read scope.
+    pub fn array_type(self) -> &'static str {
+        match self {
+            TenantType::Text => "text[]",
+            TenantType::Uuid => "uuid[]",
+            TenantType::BigInt => "bigint[]",
+            TenantType::Int => "integer[]",
+        }
+    }
+
     /// The read scope, typed.
     pub fn scope_fn(self) -> String {
         format!("tenantguard.tenant_ids{}()", self.suffix())
@@ -94,8 +109,13 @@ pub fn policy_ddl(f: &TableFacts) -> Vec<(&'static str, String)> {
     let c = &f.column;
     // The accessor calls are wrapped in scalar sub-selects: the planner turns
     // them into InitPlans, evaluated once per statement (not per row), and
-    // `col = ANY ($initplan)` is an index qual.
-    let scope = format!("{c} = ANY ((SELECT {}))", f.column_type.scope_fn());
+    // `col = ANY ($initplan)` is an index qual. The cast makes the sub-select
+    // a scalar array (without it, `= ANY (SELECT ...)` compares row by row).
+    let scope = format!(
+        "{c} = ANY ((SELECT {})::{})",
+        f.column_type.scope_fn(),
+        f.column_type.array_type()
+    );
     let active = format!("{c} = (SELECT {})", f.column_type.active_fn());
     vec![
         (
@@ -141,13 +161,19 @@ pub fn plan_protect(f: &TableFacts, with_audit: bool) -> Vec<String> {
     }
     let want_default = f.column_type.active_fn();
     if f.column_default.as_deref() != Some(want_default.as_str()) {
-        out.push(format!("ALTER TABLE {t} ALTER COLUMN {} SET DEFAULT {want_default}", f.column));
+        out.push(format!(
+            "ALTER TABLE {t} ALTER COLUMN {} SET DEFAULT {want_default}",
+            f.column
+        ));
     }
     if !f.has_tenant_index {
         out.push(format!("CREATE INDEX ON {t} ({})", f.column));
     }
     if with_audit && !f.audited {
-        out.push(format!("SELECT tenantguard.audit('{}'::regclass)", t.replace('\'', "''")));
+        out.push(format!(
+            "SELECT tenantguard.audit('{}'::regclass)",
+            t.replace('\'', "''")
+        ));
     }
     out
 }
@@ -163,7 +189,10 @@ pub fn plan_unprotect(f: &TableFacts) -> Vec<String> {
         }
     }
     if f.column_default.as_deref() == Some(f.column_type.active_fn().as_str()) {
-        out.push(format!("ALTER TABLE {t} ALTER COLUMN {} DROP DEFAULT", f.column));
+        out.push(format!(
+            "ALTER TABLE {t} ALTER COLUMN {} DROP DEFAULT",
+            f.column
+        ));
     }
     if f.rls_forced {
         out.push(format!("ALTER TABLE {t} NO FORCE ROW LEVEL SECURITY"));
@@ -208,14 +237,25 @@ mod tests {
     fn full_plan_for_a_bare_table() {
         let p = plan_protect(&bare(), true);
         assert_eq!(p.len(), 10, "{p:#?}");
-        assert_eq!(p[0], "ALTER TABLE public.\"Order Lines\" ENABLE ROW LEVEL SECURITY");
-        assert_eq!(p[1], "ALTER TABLE public.\"Order Lines\" FORCE ROW LEVEL SECURITY");
-        assert!(p[2].contains("FOR SELECT TO PUBLIC USING (tenant_id = ANY ((SELECT tenantguard.tenant_ids_uuid())))"));
-        assert!(p[3].contains("FOR INSERT TO PUBLIC WITH CHECK (tenant_id = (SELECT tenantguard.tenant_id_uuid()))"));
+        assert_eq!(
+            p[0],
+            "ALTER TABLE public.\"Order Lines\" ENABLE ROW LEVEL SECURITY"
+        );
+        assert_eq!(
+            p[1],
+            "ALTER TABLE public.\"Order Lines\" FORCE ROW LEVEL SECURITY"
+        );
+        assert!(p[2].contains("FOR SELECT TO PUBLIC USING (tenant_id = ANY ((SELECT tenantguard.tenant_ids_uuid())::uuid[]))"));
+        assert!(p[3].contains(
+            "FOR INSERT TO PUBLIC WITH CHECK (tenant_id = (SELECT tenantguard.tenant_id_uuid()))"
+        ));
         assert!(p[6].contains("TO tenantguard_bypass USING ((SELECT tenantguard.bypassing()))"));
         assert!(p[7].ends_with("SET DEFAULT tenantguard.tenant_id_uuid()"));
         assert_eq!(p[8], "CREATE INDEX ON public.\"Order Lines\" (tenant_id)");
-        assert_eq!(p[9], "SELECT tenantguard.audit('public.\"Order Lines\"'::regclass)");
+        assert_eq!(
+            p[9],
+            "SELECT tenantguard.audit('public.\"Order Lines\"'::regclass)"
+        );
     }
 
     #[test]
@@ -253,7 +293,9 @@ mod tests {
         let mut f = bare();
         f.table = "public.\"x'); DROP TABLE t; --\"".into();
         let p = plan_protect(&f, true);
-        assert!(p.iter().any(|s| s == "SELECT tenantguard.audit('public.\"x''); DROP TABLE t; --\"'::regclass)"));
+        assert!(p.iter().any(
+            |s| s == "SELECT tenantguard.audit('public.\"x''); DROP TABLE t; --\"'::regclass)"
+        ));
     }
 
     #[test]

@@ -84,13 +84,19 @@ fn mac(key: &Key, signing_input: &[u8]) -> HmacSha256 {
 /// Does not check time validity: see [`Claims::check_time`].
 pub fn verify(token: &str, keys: &Keyring) -> Result<Claims, DomainError> {
     if token.len() > MAX_TOKEN_BYTES {
-        return Err(DomainError::TooLarge { len: token.len(), max: MAX_TOKEN_BYTES });
+        return Err(DomainError::TooLarge {
+            len: token.len(),
+            max: MAX_TOKEN_BYTES,
+        });
     }
     let token = token.trim();
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(DomainError::Malformed("expected three dot-separated segments"));
+        return Err(DomainError::Malformed(
+            "expected three dot-separated segments",
+        ));
     };
     if h.is_empty() || p.is_empty() {
         return Err(DomainError::Malformed("empty segment"));
@@ -108,7 +114,9 @@ pub fn verify(token: &str, keys: &Keyring) -> Result<Claims, DomainError> {
         None => return Err(DomainError::Malformed("header has no alg")),
     }
     if header.contains_key("crit") {
-        return Err(DomainError::Malformed("header has crit extensions, which are not supported"));
+        return Err(DomainError::Malformed(
+            "header has crit extensions, which are not supported",
+        ));
     }
     let kid = match header.get("kid") {
         None => None,
@@ -136,16 +144,30 @@ fn id_claim(v: &Value, claim: &'static str) -> Result<String, DomainError> {
     let s = match v {
         Value::String(s) => s.clone(),
         Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
-        _ => return Err(DomainError::InvalidClaim { claim, why: "must be a string or integer" }),
+        _ => {
+            return Err(DomainError::InvalidClaim {
+                claim,
+                why: "must be a string or integer",
+            })
+        }
     };
     if s.is_empty() {
-        return Err(DomainError::InvalidClaim { claim, why: "must not be empty" });
+        return Err(DomainError::InvalidClaim {
+            claim,
+            why: "must not be empty",
+        });
     }
     if s.len() > MAX_ID_LEN {
-        return Err(DomainError::InvalidClaim { claim, why: "longer than 256 bytes" });
+        return Err(DomainError::InvalidClaim {
+            claim,
+            why: "longer than 256 bytes",
+        });
     }
     if s.chars().any(|c| c.is_control()) {
-        return Err(DomainError::InvalidClaim { claim, why: "contains control characters" });
+        return Err(DomainError::InvalidClaim {
+            claim,
+            why: "contains control characters",
+        });
     }
     Ok(s)
 }
@@ -159,13 +181,22 @@ fn time_claim(v: &Value, claim: &'static str) -> Result<i64, DomainError> {
                 if f.is_finite() && f.abs() < 1e15 {
                     Ok(f.floor() as i64)
                 } else {
-                    Err(DomainError::InvalidClaim { claim, why: "out of range" })
+                    Err(DomainError::InvalidClaim {
+                        claim,
+                        why: "out of range",
+                    })
                 }
             } else {
-                Err(DomainError::InvalidClaim { claim, why: "out of range" })
+                Err(DomainError::InvalidClaim {
+                    claim,
+                    why: "out of range",
+                })
             }
         }
-        _ => Err(DomainError::InvalidClaim { claim, why: "must be a NumericDate" }),
+        _ => Err(DomainError::InvalidClaim {
+            claim,
+            why: "must be a NumericDate",
+        }),
     }
 }
 
@@ -177,8 +208,14 @@ fn opt_string(
     match obj.get(claim) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.len() <= max => Ok(Some(s.clone())),
-        Some(Value::String(_)) => Err(DomainError::InvalidClaim { claim, why: "too long" }),
-        Some(_) => Err(DomainError::InvalidClaim { claim, why: "must be a string" }),
+        Some(Value::String(_)) => Err(DomainError::InvalidClaim {
+            claim,
+            why: "too long",
+        }),
+        Some(_) => Err(DomainError::InvalidClaim {
+            claim,
+            why: "must be a string",
+        }),
     }
 }
 
@@ -189,9 +226,18 @@ pub fn parse_claims(payload: Value, kid: String) -> Result<Claims, DomainError> 
         .as_object()
         .ok_or(DomainError::Malformed("payload is not a JSON object"))?;
 
-    let tid = id_claim(obj.get("tid").ok_or(DomainError::MissingClaim("tid"))?, "tid")?;
-    let sub = id_claim(obj.get("sub").ok_or(DomainError::MissingClaim("sub"))?, "sub")?;
-    let exp = time_claim(obj.get("exp").ok_or(DomainError::MissingClaim("exp"))?, "exp")?;
+    let tid = id_claim(
+        obj.get("tid").ok_or(DomainError::MissingClaim("tid"))?,
+        "tid",
+    )?;
+    let sub = id_claim(
+        obj.get("sub").ok_or(DomainError::MissingClaim("sub"))?,
+        "sub",
+    )?;
+    let exp = time_claim(
+        obj.get("exp").ok_or(DomainError::MissingClaim("exp"))?,
+        "exp",
+    )?;
     let nbf = obj.get("nbf").map(|v| time_claim(v, "nbf")).transpose()?;
     let iat = obj.get("iat").map(|v| time_claim(v, "iat")).transpose()?;
 
@@ -200,7 +246,10 @@ pub fn parse_claims(payload: Value, kid: String) -> Result<Claims, DomainError> 
         None | Some(Value::Null) => {}
         Some(Value::Array(a)) => {
             if a.len() >= MAX_TENANTS {
-                return Err(DomainError::InvalidClaim { claim: "tids", why: "too many tenants" });
+                return Err(DomainError::InvalidClaim {
+                    claim: "tids",
+                    why: "too many tenants",
+                });
             }
             for v in a {
                 let t = id_claim(v, "tids")?;
@@ -209,27 +258,42 @@ pub fn parse_claims(payload: Value, kid: String) -> Result<Claims, DomainError> 
                 }
             }
         }
-        Some(_) => return Err(DomainError::InvalidClaim { claim: "tids", why: "must be an array" }),
+        Some(_) => {
+            return Err(DomainError::InvalidClaim {
+                claim: "tids",
+                why: "must be an array",
+            })
+        }
     }
 
     let jti = opt_string(obj, "jti", MAX_ID_LEN)?;
     let ua = opt_string(obj, "ua", 1024)?;
     let ip = match opt_string(obj, "ip", 64)? {
         None => None,
-        Some(s) => Some(
-            s.parse::<IpAddr>()
-                .map_err(|_| DomainError::InvalidClaim { claim: "ip", why: "not an IP address" })?,
-        ),
+        Some(s) => Some(s.parse::<IpAddr>().map_err(|_| DomainError::InvalidClaim {
+            claim: "ip",
+            why: "not an IP address",
+        })?),
     };
     let staff = match obj.get("staff") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(DomainError::InvalidClaim { claim: "staff", why: "must be a boolean" }),
+        Some(_) => {
+            return Err(DomainError::InvalidClaim {
+                claim: "staff",
+                why: "must be a boolean",
+            })
+        }
     };
     let attrs = match obj.get("attrs") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
-        Some(_) => return Err(DomainError::InvalidClaim { claim: "attrs", why: "must be an object" }),
+        Some(_) => {
+            return Err(DomainError::InvalidClaim {
+                claim: "attrs",
+                why: "must be an object",
+            })
+        }
     };
 
     Ok(Claims {
@@ -313,7 +377,11 @@ mod tests {
 
     #[test]
     fn forged_signature() {
-        let t = sign_raw(&json!({"alg":"HS256","kid":"k1"}), &claims(), b"attacker-key-0123456789abcdef0123");
+        let t = sign_raw(
+            &json!({"alg":"HS256","kid":"k1"}),
+            &claims(),
+            b"attacker-key-0123456789abcdef0123",
+        );
         assert_eq!(verify(&t, &ring()).unwrap_err(), DomainError::BadSignature);
     }
 
@@ -323,7 +391,10 @@ mod tests {
         let t = sign_raw(&json!({"alg":"HS256","kid":"k2"}), &claims(), K1.as_bytes());
         assert_eq!(verify(&t, &ring()).unwrap_err(), DomainError::BadSignature);
         let t = sign_raw(&json!({"alg":"HS256","kid":"k9"}), &claims(), K1.as_bytes());
-        assert!(matches!(verify(&t, &ring()).unwrap_err(), DomainError::UnknownKid(_)));
+        assert!(matches!(
+            verify(&t, &ring()).unwrap_err(),
+            DomainError::UnknownKid(_)
+        ));
     }
 
     #[test]
@@ -339,7 +410,10 @@ mod tests {
         );
         for alg in ["HS512", "RS256", "hs256", "ES256"] {
             let t = sign_raw(&json!({"alg":alg,"kid":"k1"}), &claims(), K1.as_bytes());
-            assert!(matches!(verify(&t, &ring()).unwrap_err(), DomainError::UnsupportedAlg(_)));
+            assert!(matches!(
+                verify(&t, &ring()).unwrap_err(),
+                DomainError::UnsupportedAlg(_)
+            ));
         }
     }
 
@@ -349,8 +423,16 @@ mod tests {
         let parts: Vec<&str> = t.split('.').collect();
         let mut evil = claims();
         evil["tid"] = json!("victim");
-        let forged = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(evil.to_string()), parts[2]);
-        assert_eq!(verify(&forged, &ring()).unwrap_err(), DomainError::BadSignature);
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(evil.to_string()),
+            parts[2]
+        );
+        assert_eq!(
+            verify(&forged, &ring()).unwrap_err(),
+            DomainError::BadSignature
+        );
     }
 
     #[test]
@@ -360,11 +442,17 @@ mod tests {
             assert!(verify(&t[..cut], &ring()).is_err(), "cut {cut}");
         }
         let big = "a".repeat(MAX_TOKEN_BYTES + 1);
-        assert!(matches!(verify(&big, &ring()).unwrap_err(), DomainError::TooLarge { .. }));
+        assert!(matches!(
+            verify(&big, &ring()).unwrap_err(),
+            DomainError::TooLarge { .. }
+        ));
         let mut p = claims();
         p["attrs"] = json!({"pad": "x".repeat(MAX_TOKEN_BYTES)});
         let t = sign(&p, &ring(), None).unwrap();
-        assert!(matches!(verify(&t, &ring()).unwrap_err(), DomainError::TooLarge { .. }));
+        assert!(matches!(
+            verify(&t, &ring()).unwrap_err(),
+            DomainError::TooLarge { .. }
+        ));
     }
 
     #[test]
@@ -377,12 +465,18 @@ mod tests {
     #[test]
     fn time_validity() {
         let c = verify(&sign(&claims(), &ring(), None).unwrap(), &ring()).unwrap();
-        assert!(matches!(c.check_time(2_000_000_000), Err(DomainError::Expired { .. })));
+        assert!(matches!(
+            c.check_time(2_000_000_000),
+            Err(DomainError::Expired { .. })
+        ));
         assert!(c.check_time(1_999_999_999).is_ok());
         let mut p = claims();
         p["nbf"] = json!(1_900_000_000i64);
         let c = verify(&sign(&p, &ring(), None).unwrap(), &ring()).unwrap();
-        assert!(matches!(c.check_time(1_899_999_999), Err(DomainError::NotYetValid { .. })));
+        assert!(matches!(
+            c.check_time(1_899_999_999),
+            Err(DomainError::NotYetValid { .. })
+        ));
         assert!(c.check_time(1_900_000_000).is_ok());
     }
 
@@ -391,11 +485,14 @@ mod tests {
         for missing in ["tid", "sub", "exp"] {
             let mut p = claims();
             p.as_object_mut().unwrap().remove(missing);
-            assert_eq!(sign(&p, &ring(), None).unwrap_err(), DomainError::MissingClaim(match missing {
-                "tid" => "tid",
-                "sub" => "sub",
-                _ => "exp",
-            }));
+            assert_eq!(
+                sign(&p, &ring(), None).unwrap_err(),
+                DomainError::MissingClaim(match missing {
+                    "tid" => "tid",
+                    "sub" => "sub",
+                    _ => "exp",
+                })
+            );
         }
         for (k, v) in [
             ("tid", json!("")),
@@ -424,7 +521,10 @@ mod tests {
     #[test]
     fn no_keys_fails_closed() {
         let t = sign(&claims(), &ring(), None).unwrap();
-        assert_eq!(verify(&t, &Keyring::default()).unwrap_err(), DomainError::NoKeys);
+        assert_eq!(
+            verify(&t, &Keyring::default()).unwrap_err(),
+            DomainError::NoKeys
+        );
     }
 
     proptest! {

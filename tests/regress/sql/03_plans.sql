@@ -1,0 +1,65 @@
+-- The context must hold in prepared/generic plans, cursors, triggers,
+-- SECURITY DEFINER code and parallel workers.
+\set VERBOSITY terse
+SELECT tenantguard.sign_context('{"tid":"acme","sub":"alice","exp":4000000000,"iat":1700000000}') AS acme \gset
+SELECT tenantguard.sign_context('{"tid":"globex","sub":"bob","exp":4000000000,"iat":1700000000}') AS globex \gset
+-- A SECURITY DEFINER function owned by the table owner (FORCE RLS applies to owners too).
+CREATE FUNCTION app.count_orders() RETURNS bigint LANGUAGE sql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $$ SELECT count(*) FROM app.orders $$;
+ALTER FUNCTION app.count_orders() OWNER TO tg_owner;
+GRANT EXECUTE ON FUNCTION app.count_orders() TO tg_app;
+\c - tg_app
+-- Prepared statement, forced generic plan, reused across tenants.
+SET plan_cache_mode = force_generic_plan;
+PREPARE q AS SELECT string_agg(item, ',' ORDER BY id) FROM app.orders WHERE amount >= $1;
+BEGIN; SELECT tenantguard.set_context(:'acme'); EXECUTE q(0); COMMIT;
+BEGIN; SELECT tenantguard.set_context(:'globex'); EXECUTE q(0); COMMIT;
+BEGIN; SELECT tenantguard.set_context(:'acme'); EXECUTE q(0); COMMIT;
+EXECUTE q(0);
+RESET plan_cache_mode;
+-- Custom plans after many executions, then a tenant switch.
+PREPARE q2 AS SELECT count(*) FROM app.orders WHERE tenant_id = $1;
+BEGIN; SELECT tenantguard.set_context(:'acme');
+EXECUTE q2('acme'); EXECUTE q2('acme'); EXECUTE q2('acme'); EXECUTE q2('acme'); EXECUTE q2('acme'); EXECUTE q2('acme');
+EXECUTE q2('globex');
+COMMIT;
+-- Cursors: the cursor's rows are fixed when it is opened.
+BEGIN;
+SELECT tenantguard.set_context(:'acme');
+DECLARE c CURSOR FOR SELECT tenant_id, item FROM app.orders ORDER BY id;
+FETCH 1 FROM c;
+SELECT tenantguard.set_context(:'globex');
+FETCH ALL FROM c;
+DECLARE c2 CURSOR FOR SELECT tenant_id, item FROM app.orders ORDER BY id;
+FETCH ALL FROM c2;
+COMMIT;
+-- A cursor opened without context fails closed.
+BEGIN;
+DECLARE c3 CURSOR FOR SELECT * FROM app.orders;
+FETCH 1 FROM c3;
+ROLLBACK;
+-- Triggers see the same context.
+BEGIN;
+SELECT tenantguard.set_context(:'globex');
+INSERT INTO app.orders (item) VALUES ('sprocket');
+SELECT tenant_id, seen_tenant FROM app.order_log;
+ROLLBACK;
+-- SECURITY DEFINER code is still scoped.
+BEGIN; SELECT tenantguard.set_context(:'acme'); SELECT app.count_orders(); COMMIT;
+BEGIN; SELECT tenantguard.set_context(:'globex'); SELECT app.count_orders(); COMMIT;
+SELECT app.count_orders();
+-- Parallel workers (force_parallel_mode) see the same rows.
+SET force_parallel_mode = on;
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+BEGIN;
+SELECT tenantguard.set_context(:'acme');
+EXPLAIN (COSTS OFF) SELECT tenant_id, count(*) FROM app.orders GROUP BY 1;
+SELECT tenant_id, count(*) FROM app.orders GROUP BY 1;
+-- An accessor evaluated inside the worker itself.
+EXPLAIN (COSTS OFF) SELECT count(*) FROM app.orders WHERE tenant_id = tenantguard.tenant_id();
+SELECT count(*) FROM app.orders WHERE tenant_id = tenantguard.tenant_id();
+COMMIT;
+SELECT count(*) FROM app.orders;
+RESET force_parallel_mode;

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole suite. Prints one summary line per layer and a closing
+# "N passed, N failed" line.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+passed=0; failed=0; failures=""
+layer() {
+  local name=$1; shift
+  echo "=== $name ==="
+  if "$@"; then passed=$((passed+1)); echo "=== $name: ok"; else failed=$((failed+1)); failures="$failures $name"; echo "=== $name: FAILED"; fi
+}
+layer "unit (tenantguard-core, no Postgres)" cargo test -p tenantguard-core
+# pg_test builds install a test variant of the extension; the release
+# build is installed after it for every other layer.
+layer "pg_test (internals)" bash tests/run_pgrx.sh
+layer "install (release)" cargo pgrx install --release --pg-config "$PG_CONFIG"
+layer "pg_regress + isolation (SQL surface, as the app role)" bash tests/run_regress.sh
+layer "e2e (sessions, logs, pooler)" bash tests/e2e/run.sh
+echo
+echo "layers:$passed passed, $failed failed${failures:+ (failed:$failures)}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
