@@ -14,9 +14,8 @@ use crate::session;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
-use tenantguard_core::access::{evaluate, AccessFacts, Grant};
+use tenantguard_core::access::{evaluate, Grant, Rules};
 use tenantguard_core::net::Cidr;
 use tenantguard_core::token::Claims;
 use tenantguard_core::DomainError;
@@ -26,7 +25,7 @@ const TABLES: [&std::ffi::CStr; 3] = [c"revocation", c"ip_allowlist", c"support_
 thread_local! {
     static GENERATION: Cell<u64> = const { Cell::new(1) };
     static OIDS: RefCell<Option<Vec<pg_sys::Oid>>> = const { RefCell::new(None) };
-    static FACTS: RefCell<HashMap<String, (u64, Rc<AccessFacts>)>> = RefCell::new(HashMap::new());
+    static RULES: RefCell<Option<(u64, Rc<Rules>)>> = const { RefCell::new(None) };
     static LAST_SUPPORT_STMT: Cell<(i64, u32)> = const { Cell::new((0, 0)) };
 }
 
@@ -48,119 +47,107 @@ unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys
 pub fn init() {
     // SAFETY: registers a callback for the life of the backend; it only
     // bumps a counter and never raises.
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0))
-    };
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0)) };
 }
 
-fn key(c: &Claims) -> String {
-    // tid, scope, sub, jti, staff: everything the facts depend on.
-    serde_json::json!([c.tid, c.read_scope, c.sub, c.jti, c.staff]).to_string()
+fn spi_err(e: pgrx::spi::Error) -> ! {
+    crate::error::raise_msg(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("tenantguard: {e}"))
 }
 
-fn load_facts(c: &Claims) -> AccessFacts {
-    let Some(oids) = TABLES
-        .iter()
-        .map(|t| session::relation_oid(t))
-        .collect::<Option<Vec<_>>>()
+/// Read every rule. One pass per table; revocations are aggregated to the
+/// latest instant per key. Runs as the extension owner (the application
+/// role has no privileges on these tables).
+fn load_rules() -> Rules {
+    let Some(oids) = TABLES.iter().map(|t| session::relation_oid(t)).collect::<Option<Vec<_>>>()
     else {
         // Extension not installed in this database: no rules exist.
-        return AccessFacts::default();
+        return Rules::default();
     };
     OIDS.with(|o| *o.borrow_mut() = Some(oids));
-    let row = session::as_owner(|| {
-        Spi::get_three_with_args::<i64, i64, bool>(
-            "SELECT
-               (SELECT pg_catalog.floor(pg_catalog.date_part('epoch', pg_catalog.max(r.revoked_at)))::pg_catalog.int8
-                  FROM tenantguard.revocation r
-                 WHERE r.kind OPERATOR(pg_catalog.=) 'tenant' AND r.tenant OPERATOR(pg_catalog.=) ANY ($1)),
-               (SELECT pg_catalog.floor(pg_catalog.date_part('epoch', pg_catalog.max(r.revoked_at)))::pg_catalog.int8
-                  FROM tenantguard.revocation r
-                 WHERE r.kind OPERATOR(pg_catalog.=) 'user' AND r.tenant OPERATOR(pg_catalog.=) $2
-                   AND r.user_id OPERATOR(pg_catalog.=) $3),
-               EXISTS (SELECT 1 FROM tenantguard.revocation r
-                 WHERE r.kind OPERATOR(pg_catalog.=) 'session' AND r.jti OPERATOR(pg_catalog.=) $4)",
-            &[
-                c.read_scope.clone().into(),
-                c.tid.clone().into(),
-                c.sub.clone().into(),
-                c.jti.clone().into(),
-            ],
-        )
-    });
-    let (tenant_revoked_at, user_revoked_at, session_revoked) = row.unwrap_or_else(|e| {
-        crate::error::raise_msg(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("tenantguard: {e}"),
-        )
-    });
-    let allow: Option<Vec<String>> = session::as_owner(|| {
-        Spi::get_one_with_args::<Vec<String>>(
-            "SELECT a.allow::pg_catalog.text[] FROM tenantguard.ip_allowlist a
-              WHERE a.tenant OPERATOR(pg_catalog.=) $1",
-            &[c.tid.clone().into()],
-        )
-    })
-    .unwrap_or(None);
-    let allowlist = allow.map(|v| v.iter().filter_map(|s| Cidr::parse(s).ok()).collect());
-    let mut grants = Vec::new();
-    if c.staff {
-        let g: Option<pgrx::JsonB> = session::as_owner(|| {
-            Spi::get_one_with_args::<pgrx::JsonB>(
-                "SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(g.id,
+    let mut rules = Rules::default();
+    session::as_owner(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT r.kind, r.tenant, r.user_id, r.jti,
+                        pg_catalog.floor(pg_catalog.date_part('epoch', pg_catalog.max(r.revoked_at)))::pg_catalog.int8
+                   FROM tenantguard.revocation r GROUP BY 1, 2, 3, 4",
+                None,
+                &[],
+            )?;
+            for row in rows {
+                let kind: String = row.get(1)?.unwrap_or_default();
+                let tenant: Option<String> = row.get(2)?;
+                let user: Option<String> = row.get(3)?;
+                let jti: Option<String> = row.get(4)?;
+                let at: i64 = row.get(5)?.unwrap_or(i64::MAX);
+                match (kind.as_str(), tenant, user, jti) {
+                    ("tenant", Some(t), _, _) => {
+                        rules.tenant_revoked.insert(t, at);
+                    }
+                    ("user", Some(t), Some(u), _) => {
+                        rules.user_revoked.insert((t, u), at);
+                    }
+                    ("session", _, _, Some(j)) => {
+                        rules.session_revoked.insert(j);
+                    }
+                    _ => {}
+                }
+            }
+            let rows = client.select(
+                "SELECT a.tenant, a.allow::pg_catalog.text[] FROM tenantguard.ip_allowlist a",
+                None,
+                &[],
+            )?;
+            for row in rows {
+                let tenant: String = row.get(1)?.unwrap_or_default();
+                let allow: Vec<String> = row.get(2)?.unwrap_or_default();
+                // A list entry we cannot parse must not widen access: keep
+                // the list (possibly empty-but-present means refuse all).
+                let cidrs: Vec<Cidr> = allow.iter().filter_map(|s| Cidr::parse(s).ok()).collect();
+                let cidrs = if cidrs.is_empty() && !allow.is_empty() {
+                    vec![Cidr { addr: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), prefix: 32 }]
+                } else {
+                    cidrs
+                };
+                rules.allowlists.insert(tenant, cidrs);
+            }
+            let rows = client.select(
+                "SELECT g.tenant, g.staff_user, g.id,
                         (pg_catalog.date_part('epoch', g.valid_from) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
                         (pg_catalog.date_part('epoch', g.valid_until) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
-                        g.reason))
+                        g.reason
                    FROM tenantguard.support_grant g
-                  WHERE g.tenant OPERATOR(pg_catalog.=) $1 AND g.staff_user OPERATOR(pg_catalog.=) $2
-                    AND g.revoked_at IS NULL",
-                &[c.tid.clone().into(), c.sub.clone().into()],
-            )
-        })
-        .unwrap_or(None);
-        if let Some(serde_json::Value::Array(rows)) = g.map(|j| j.0) {
-            for r in rows {
-                grants.push(Grant {
-                    id: r[0].as_i64().unwrap_or(0),
-                    valid_from: r[1].as_i64().unwrap_or(i64::MAX),
-                    valid_until: r[2].as_i64().unwrap_or(i64::MIN),
-                    reason: r[3].as_str().unwrap_or("").to_string(),
+                  WHERE g.revoked_at IS NULL AND g.valid_until OPERATOR(pg_catalog.>) pg_catalog.now()",
+                None,
+                &[],
+            )?;
+            for row in rows {
+                let key = (row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default());
+                rules.grants.entry(key).or_default().push(Grant {
+                    id: row.get(3)?.unwrap_or(0),
+                    valid_from: row.get(4)?.unwrap_or(i64::MAX),
+                    valid_until: row.get(5)?.unwrap_or(i64::MIN),
+                    reason: row.get(6)?.unwrap_or_default(),
                 });
             }
-        }
-    }
-    AccessFacts {
-        tenant_revoked_at,
-        user_revoked_at,
-        session_revoked: session_revoked.unwrap_or(false),
-        allowlist,
-        grants,
-    }
+            Ok::<_, pgrx::spi::Error>(())
+        })
+        .unwrap_or_else(|e| spi_err(e))
+    });
+    rules
 }
 
-fn facts_for(c: &Claims) -> Rc<AccessFacts> {
+fn rules() -> Rc<Rules> {
     // SAFETY: processes pending shared invalidations, as every lock
     // acquisition does; our callback only bumps a counter.
     unsafe { pg_sys::AcceptInvalidationMessages() };
     let gen = generation();
-    let k = key(c);
-    if let Some(f) = FACTS.with(|m| {
-        m.borrow()
-            .get(&k)
-            .filter(|(g, _)| *g == gen)
-            .map(|(_, f)| f.clone())
-    }) {
-        return f;
+    if let Some(r) = RULES.with(|r| r.borrow().as_ref().filter(|(g, _)| *g == gen).map(|(_, r)| r.clone())) {
+        return r;
     }
-    let f = Rc::new(load_facts(c));
-    FACTS.with(|m| {
-        let mut m = m.borrow_mut();
-        if m.len() > 256 {
-            m.clear();
-        }
-        m.insert(k, (gen, f.clone()));
-    });
-    f
+    let r = Rc::new(load_rules());
+    RULES.with(|slot| *slot.borrow_mut() = Some((gen, r.clone())));
+    r
 }
 
 /// Check the access rules for verified claims at `now_us` (Unix µs).
@@ -170,8 +157,11 @@ pub fn check(c: &Claims, now_us: i64) -> Result<(), DomainError> {
     if !session::in_transaction() {
         return Ok(());
     }
-    let facts = facts_for(c);
-    let grant = evaluate(c, &facts, now_us, session::client_ip())?;
+    let rules = rules();
+    let facts = rules.facts_for(c);
+    // The client address is only looked up when a list applies to it.
+    let client = if facts.allowlist.is_some() && c.ip.is_none() { session::client_ip() } else { None };
+    let grant = evaluate(c, &facts, now_us, client)?;
     if let Some(g) = grant {
         log_support_statement(c, g);
     }

@@ -5,6 +5,7 @@
 use crate::error::DomainError;
 use crate::net::{canonical, Cidr};
 use crate::token::Claims;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 /// A support access window for one staff user in one tenant.
@@ -19,7 +20,7 @@ pub struct Grant {
 /// What the tables say about one token. Revocation instants are Unix
 /// seconds (tokens carry seconds); grant windows are Unix microseconds.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct AccessFacts {
+pub struct AccessFacts<'a> {
     /// Latest tenant-wide revocation of any tenant in the read scope.
     pub tenant_revoked_at: Option<i64>,
     /// Latest revocation of this user in the active tenant.
@@ -27,9 +28,43 @@ pub struct AccessFacts {
     /// The token's `jti` was revoked.
     pub session_revoked: bool,
     /// The active tenant's allowlist; `None` or empty means unrestricted.
-    pub allowlist: Option<Vec<Cidr>>,
+    pub allowlist: Option<&'a [Cidr]>,
     /// Support windows of (tid, sub); only consulted for staff tokens.
-    pub grants: Vec<Grant>,
+    pub grants: &'a [Grant],
+}
+
+/// Every access rule, as loaded from the tables once per change. Lookups
+/// for one token are a few hash probes.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub tenant_revoked: HashMap<String, i64>,
+    pub user_revoked: HashMap<(String, String), i64>,
+    pub session_revoked: HashSet<String>,
+    pub allowlists: HashMap<String, Vec<Cidr>>,
+    pub grants: HashMap<(String, String), Vec<Grant>>,
+}
+
+impl Rules {
+    pub fn is_empty(&self) -> bool {
+        self.tenant_revoked.is_empty()
+            && self.user_revoked.is_empty()
+            && self.session_revoked.is_empty()
+            && self.allowlists.is_empty()
+            && self.grants.is_empty()
+    }
+
+    /// The facts that concern one token.
+    pub fn facts_for(&self, c: &Claims) -> AccessFacts<'_> {
+        const NO_GRANTS: &[Grant] = &[];
+        let key = (c.tid.clone(), c.sub.clone());
+        AccessFacts {
+            tenant_revoked_at: c.read_scope.iter().filter_map(|t| self.tenant_revoked.get(t).copied()).max(),
+            user_revoked_at: self.user_revoked.get(&key).copied(),
+            session_revoked: c.jti.as_ref().is_some_and(|j| self.session_revoked.contains(j)),
+            allowlist: self.allowlists.get(&c.tid).map(|v| v.as_slice()),
+            grants: if c.staff { self.grants.get(&key).map(|v| v.as_slice()).unwrap_or(NO_GRANTS) } else { NO_GRANTS },
+        }
+    }
 }
 
 /// Issued at or before the revocation instant means revoked. A token with no
@@ -45,7 +80,7 @@ fn issued_before(claims: &Claims, revoked_at: i64) -> bool {
 /// for staff tokens.
 pub fn evaluate<'a>(
     claims: &Claims,
-    facts: &'a AccessFacts,
+    facts: &AccessFacts<'a>,
     now_us: i64,
     client_ip: Option<IpAddr>,
 ) -> Result<Option<&'a Grant>, DomainError> {
@@ -64,7 +99,7 @@ pub fn evaluate<'a>(
             ));
         }
     }
-    if let Some(list) = facts.allowlist.as_ref().filter(|l| !l.is_empty()) {
+    if let Some(list) = facts.allowlist.filter(|l| !l.is_empty()) {
         let ip = claims.ip.or(client_ip).ok_or(DomainError::IpUnknown)?;
         if !list.iter().any(|c| c.contains(ip)) {
             return Err(DomainError::IpNotAllowed(canonical(ip).to_string()));
@@ -134,7 +169,7 @@ mod tests {
             Cidr::parse("2001:db8::/32").unwrap(),
         ]);
         let f = AccessFacts {
-            allowlist: list,
+            allowlist: list.as_deref(),
             ..Default::default()
         };
         assert!(evaluate(&claims(json!({"ip": "10.1.1.1"})), &f, 0, None).is_ok());
@@ -166,6 +201,22 @@ mod tests {
     }
 
     #[test]
+    fn rules_pick_the_facts_of_one_token() {
+        let mut r = Rules::default();
+        assert!(r.is_empty());
+        r.tenant_revoked.insert("initech".into(), 50);
+        r.user_revoked.insert(("acme".into(), "alice".into()), 60);
+        r.session_revoked.insert("s-1".into());
+        let c = claims(json!({"tids": ["initech"], "jti": "s-1"}));
+        let f = r.facts_for(&c);
+        assert_eq!(f.tenant_revoked_at, Some(50));
+        assert_eq!(f.user_revoked_at, Some(60));
+        assert!(f.session_revoked);
+        let other = claims(json!({"sub": "bob"}));
+        assert_eq!(r.facts_for(&other), AccessFacts::default());
+    }
+
+    #[test]
     fn staff_needs_a_live_grant_at_the_boundaries() {
         let c = claims(json!({"staff": true}));
         let g = Grant {
@@ -174,8 +225,9 @@ mod tests {
             valid_until: 200_000_000,
             reason: "ticket 7".into(),
         };
+        let grants = vec![g.clone()];
         let f = AccessFacts {
-            grants: vec![g.clone()],
+            grants: &grants,
             ..Default::default()
         };
         assert!(evaluate(&c, &f, 99_999_999, None).is_err());

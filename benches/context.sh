@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Issue 2: point select under tenantguard vs explicit WHERE vs plain RLS,
+# 1M rows, 1,000 tenants, A/B/C alternating, median of $ROUNDS rounds.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd); cd "$ROOT"
+. benches/lib.sh
+PORT=${BENCH_PORT:-55460}
+tests/lib/cluster.sh start bench "$PORT" preload
+SOCK=$(tests/lib/cluster.sh dir bench)/sock
+trap 'tests/lib/cluster.sh stop bench' EXIT
+psql -X -q -h "$SOCK" -p "$PORT" -U postgres -c "CREATE DATABASE bench"
+psqlb <<'SQL' >/dev/null
+CREATE EXTENSION pg_tenantguard;
+CREATE ROLE bench LOGIN NOSUPERUSER NOBYPASSRLS;
+CREATE TABLE bench_plain (id bigint PRIMARY KEY, tenant_id text NOT NULL, payload text NOT NULL);
+INSERT INTO bench_plain SELECT g, 't' || ((g - 1) / 1000 + 1), md5(g::text) FROM generate_series(1, 1000000) g;
+CREATE INDEX ON bench_plain (tenant_id);
+CREATE TABLE bench_rls (LIKE bench_plain INCLUDING ALL);
+INSERT INTO bench_rls SELECT * FROM bench_plain;
+ALTER TABLE bench_rls ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY p ON bench_rls USING (tenant_id = current_setting('app.tenant_id'));
+CREATE TABLE bench_tg (LIKE bench_plain INCLUDING ALL);
+INSERT INTO bench_tg SELECT * FROM bench_plain;
+SELECT count(*) FROM tenantguard.protect('bench_tg');
+CREATE TABLE bench_tokens (tid int PRIMARY KEY, tenant text NOT NULL, token text NOT NULL);
+INSERT INTO bench_tokens SELECT i, 't' || i,
+  tenantguard.sign_context(jsonb_build_object('tid', 't' || i, 'sub', 'user' || i, 'exp', 4000000000, 'iat', 1700000000))
+  FROM generate_series(1, 1000) i;
+GRANT SELECT ON bench_plain, bench_rls, bench_tg, bench_tokens TO bench;
+VACUUM ANALYZE;
+SQL
+echo "== context: point select per transaction, $CLIENTS clients, ${SECS}s x $ROUNDS rounds, 1M rows, 1,000 tenants"
+for ROUND in $(seq 1 "$ROUNDS"); do
+  # Rotate the order each round so no variant always runs first.
+  case $((ROUND % 3)) in
+    1) order="A B C" ;; 2) order="B C A" ;; 0) order="C A B" ;;
+  esac
+  for v in $order; do
+    case $v in
+      A) pgb "explicit WHERE (baseline)" benches/pgbench/plain_where.sql ;;
+      B) pgb "tenantguard" benches/pgbench/tenantguard.sql ;;
+      C) pgb "plain RLS current_setting" benches/pgbench/plain_rls.sql ;;
+    esac
+  done
+done
+a=$(median ${TPS["explicit WHERE (baseline)"]}); b=$(median ${TPS["tenantguard"]}); c=$(median ${TPS["plain RLS current_setting"]})
+echo
+echo "| variant | median tps | ratio |"
+echo "|---|---|---|"
+echo "| explicit WHERE tenant_id = \$1 (baseline) | $a | 1.000 |"
+echo "| plain RLS on current_setting('app.tenant_id') | $c | $(ratio "$c" "$a") |"
+echo "| tenantguard (signed token verified per transaction) | $b | $(ratio "$b" "$a") |"
+echo
+echo "tenantguard / explicit WHERE = $(ratio "$b" "$a")  (target >= 0.95)"
+echo "tenantguard / plain RLS      = $(ratio "$b" "$c")  (target >= 1.00)"
+
+# In-server cost of verifying one context: 1,000 distinct tokens set with
+# set_config, against the same loop setting a plain GUC. Medians of 5.
+echo
+echo "== verify cost inside Postgres: set_config of 1,000 distinct tokens x 20, minus the same with a plain GUC"
+psqlb <<'SQL'
+CREATE FUNCTION pg_temp.bench(guc text, col text, reps int) RETURNS float8 LANGUAGE plpgsql AS $$
+DECLARE t0 timestamptz; n int := 0; r record;
+BEGIN
+  t0 := clock_timestamp();
+  FOR i IN 1..reps LOOP
+    FOR r IN EXECUTE format('SELECT %I AS v FROM bench_tokens', col) LOOP
+      PERFORM set_config(guc, r.v, true); n := n + 1;
+    END LOOP;
+  END LOOP;
+  RETURN extract(epoch FROM clock_timestamp() - t0) * 1e6 / n;
+END $$;
+WITH runs AS (
+  SELECT g, pg_temp.bench('tenantguard.context', 'token', 20) AS tg, pg_temp.bench('app.tenant_id', 'token', 20) AS plain
+  FROM generate_series(1, 5) g)
+SELECT format('median per set_config: tenantguard %s us, plain GUC %s us => verification ~%s us per context (target < 5 us)',
+   round(percentile_cont(0.5) WITHIN GROUP (ORDER BY tg)::numeric, 2),
+   round(percentile_cont(0.5) WITHIN GROUP (ORDER BY plain)::numeric, 2),
+   round((percentile_cont(0.5) WITHIN GROUP (ORDER BY tg) - percentile_cont(0.5) WITHIN GROUP (ORDER BY plain))::numeric, 2))
+FROM runs;
+SQL
