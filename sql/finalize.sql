@@ -124,3 +124,21 @@ GRANT EXECUTE ON FUNCTION tenantguard.set_ip_allowlist(text, cidr[]) TO tenantgu
 
 -- Catalog of protection is readable (the linter and DBAs use it).
 GRANT SELECT ON tenantguard.protected_table, tenantguard.shared_table TO PUBLIC;
+
+-- Audit ------------------------------------------------------------------------
+CREATE POLICY tenant_read ON tenantguard.audit_log FOR SELECT TO PUBLIC
+    USING (tenant = ANY ((SELECT tenantguard.tenant_ids())::text[]));
+CREATE POLICY owner_all ON tenantguard.audit_log FOR ALL TO CURRENT_USER USING (true) WITH CHECK (true);
+REVOKE ALL ON FUNCTION tenantguard.audit(regclass, text[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.verify_audit(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.verify_audit_against(jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.export_audit(text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.audit_digest() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.audit_add_partitions(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantguard.verify_audit(text), tenantguard.verify_audit_against(jsonb),
+    tenantguard.export_audit(text, timestamptz, timestamptz), tenantguard.audit_digest() TO tenantguard_admin;
+CREATE TRIGGER tenantguard_audit_security AFTER INSERT ON tenantguard.security_log
+    FOR EACH ROW EXECUTE FUNCTION tenantguard.security_chain();
+ALTER TABLE tenantguard.security_log ENABLE ALWAYS TRIGGER tenantguard_audit_security;
+REVOKE ALL ON FUNCTION tenantguard.security_chain() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.audit_capture() FROM PUBLIC;

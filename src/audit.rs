@@ -1,12 +1,593 @@
-//! Audit trail. (Capture triggers land with the audit issue; until then
-//! `protect()` attaches nothing and reports no table as audited.)
+//! Immutable, tamper-evident audit trail.
+//!
+//! * Capture: a Rust AFTER ROW trigger (INSERT/UPDATE/DELETE) and an AFTER
+//!   STATEMENT trigger (TRUNCATE), created `ENABLE ALWAYS` so
+//!   `session_replication_role = replica` does not silence them.
+//! * Chain: every record joins its tenant's chain (see
+//!   `tenantguard_core::chain`). Appending locks the tenant's row in
+//!   `audit_head` until commit: two transactions of one tenant can never
+//!   claim the same predecessor, and different tenants never wait for each
+//!   other.
+//! * Immutability: UPDATE/DELETE/TRUNCATE of audit rows are refused by
+//!   `ENABLE ALWAYS` triggers; with preload, the ProcessUtility hook
+//!   (`hooks.rs`) also refuses DDL that would disable or remove them.
 
+use crate::context;
+use crate::error::{raise, raise_msg};
+use crate::{gucs, session};
 use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::spi::quote_literal;
+use pgrx::{JsonB, PgRelation};
+use serde::Deserialize;
+use std::ffi::CStr;
+use std::num::NonZeroUsize;
+use tenantguard_core::chain::{self, Record};
+use tenantguard_core::DomainError;
 
-pub fn is_audited(_rel: pg_sys::Oid) -> bool {
-    false
+#[derive(Deserialize, Default)]
+struct Config {
+    tenant: Option<String>,
+    #[serde(default)]
+    pk: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    redact: Vec<String>,
+}
+
+/// What the caller knows about one event; the rest is filled in here.
+pub struct Entry {
+    pub tenant: Option<String>,
+    pub action: String,
+    pub tbl: Option<String>,
+    pub row_key: Option<String>,
+    pub old_values: Option<String>,
+    pub new_values: Option<String>,
+    pub payload: Option<String>,
+}
+
+fn unix_us_now() -> i64 {
+    // SAFETY: reads the clock.
+    context::to_unix_us(unsafe { pg_sys::GetCurrentTimestamp() })
+}
+
+fn spi_fail(e: pgrx::spi::Error) -> ! {
+    raise_msg(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("tenantguard audit: {e}"))
+}
+
+/// Append one record to its tenant's chain. Returns the record id.
+pub fn append(e: Entry) -> i64 {
+    let ring = gucs::audit_keyring();
+    let key = match ring.primary() {
+        Ok(k) => k.clone(),
+        Err(_) => raise_msg(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "tenantguard: no audit keys configured (set tenantguard.audit_keys in postgresql.conf); audited writes are refused rather than left unrecorded",
+        ),
+    };
+    let claims = context::current().ok().flatten();
+    let tenant = e.tenant.or_else(|| claims.as_ref().map(|c| c.tid.clone())).unwrap_or_else(|| "*".into());
+    let actor = claims.as_ref().map(|c| c.sub.clone());
+    let actor_roles = claims.as_ref().and_then(|c| crate::authz::roles_of(&c.tid, &c.sub));
+    let client_ip = claims.as_ref().and_then(|c| c.ip.map(|i| i.to_string())).or_else(session::client_addr);
+    let user_agent = claims.as_ref().and_then(|c| c.ua.clone());
+    let db_role = session::current_role_name().unwrap_or_default();
+    let at_us = unix_us_now();
+
+    crate::hooks::note_audit_write();
+    session::as_owner(|| {
+        Spi::connect_mut(|client| {
+            // Lock this tenant's chain head (creating it on first use) and
+            // let Postgres normalise the JSON we will hash.
+            let row = client.update(
+                "WITH h AS (
+                   INSERT INTO tenantguard.audit_head AS h (tenant, seq, hash) VALUES ($1, 0, $6)
+                   ON CONFLICT (tenant) DO UPDATE SET seq = h.seq RETURNING h.seq, h.hash)
+                 SELECT h.seq, h.hash, $2::pg_catalog.jsonb::pg_catalog.text, $3::pg_catalog.jsonb::pg_catalog.text,
+                        $4::pg_catalog.jsonb::pg_catalog.text, $5::pg_catalog.jsonb::pg_catalog.text,
+                        pg_catalog.txid_current(), pg_catalog.current_setting('application_name'),
+                        pg_catalog.nextval('tenantguard.audit_log_id_seq')
+                   FROM h",
+                None,
+                &[
+                    tenant.clone().into(),
+                    e.row_key.clone().into(),
+                    e.old_values.clone().into(),
+                    e.new_values.clone().into(),
+                    e.payload.clone().into(),
+                    chain::GENESIS.to_vec().into(),
+                ],
+            )?;
+            let row = row.first();
+            let prev_seq: i64 = row.get(1)?.unwrap_or(0);
+            let prev_hash: Vec<u8> = row.get(2)?.unwrap_or_else(|| chain::GENESIS.to_vec());
+            let rec = Record {
+                id: row.get(9)?.unwrap_or(0),
+                tenant: tenant.clone(),
+                seq: prev_seq + 1,
+                at_us,
+                actor: actor.clone(),
+                actor_roles: actor_roles.clone(),
+                db_role: db_role.clone(),
+                action: e.action.clone(),
+                tbl: e.tbl.clone(),
+                row_key: row.get(3)?,
+                old_values: row.get(4)?,
+                new_values: row.get(5)?,
+                client_ip: client_ip.clone(),
+                user_agent: user_agent.clone(),
+                application_name: row.get(8)?,
+                txid: row.get(7)?.unwrap_or(0),
+                payload: row.get(6)?,
+                key_id: key.kid.clone(),
+            };
+            let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
+            client.update(
+                "WITH u AS (UPDATE tenantguard.audit_head SET seq = $3, hash = $20, updated_at = pg_catalog.now()
+                             WHERE tenant OPERATOR(pg_catalog.=) $2)
+                 INSERT INTO tenantguard.audit_log (id, tenant, seq, at, actor, actor_roles, db_role, action, tbl,
+                        row_key, old_values, new_values, client_ip, user_agent, application_name, txid, payload,
+                        key_id, prev_hash, hash)
+                 VALUES ($1, $2, $3, pg_catalog.to_timestamp(0) OPERATOR(pg_catalog.+)
+                                     ($4::pg_catalog.int8 OPERATOR(pg_catalog.*) INTERVAL '1 microsecond'),
+                         $5, $6, $7, $8, $9, $10::pg_catalog.jsonb, $11::pg_catalog.jsonb, $12::pg_catalog.jsonb,
+                         $13, $14, $15, $16, $17::pg_catalog.jsonb, $18, $19, $20)",
+                None,
+                &[
+                    rec.id.into(),
+                    rec.tenant.clone().into(),
+                    rec.seq.into(),
+                    rec.at_us.into(),
+                    rec.actor.clone().into(),
+                    rec.actor_roles.clone().into(),
+                    rec.db_role.clone().into(),
+                    rec.action.clone().into(),
+                    rec.tbl.clone().into(),
+                    rec.row_key.clone().into(),
+                    rec.old_values.clone().into(),
+                    rec.new_values.clone().into(),
+                    rec.client_ip.clone().into(),
+                    rec.user_agent.clone().into(),
+                    rec.application_name.clone().into(),
+                    rec.txid.into(),
+                    rec.payload.clone().into(),
+                    rec.key_id.clone().into(),
+                    prev_hash.into(),
+                    hash.into(),
+                ],
+            )?;
+            Ok::<i64, pgrx::spi::Error>(rec.id)
+        })
+        .unwrap_or_else(|e| spi_fail(e))
+    })
+}
+
+/// Text of every (non-dropped) column of a tuple, with redaction.
+///
+/// SAFETY: `tuple` and `tupdesc` must belong together and be valid.
+unsafe fn row_values(
+    tuple: *mut pg_sys::HeapTupleData,
+    tupdesc: pg_sys::TupleDesc,
+    cfg: &Config,
+) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    // SAFETY: tupdesc is valid for the trigger's relation.
+    let natts = unsafe { (*tupdesc).natts } as usize;
+    for i in 0..natts {
+        // SAFETY: i < natts.
+        let att = unsafe { &*(*tupdesc).attrs.as_ptr().add(i) };
+        if att.attisdropped {
+            continue;
+        }
+        // SAFETY: attname is a NUL-terminated NameData.
+        let name = unsafe { CStr::from_ptr(att.attname.data.as_ptr()) }.to_string_lossy().into_owned();
+        if cfg.exclude.contains(&name) {
+            continue;
+        }
+        // SAFETY: attno is 1-based and within natts.
+        let datum = unsafe { pgrx::htup::heap_getattr_raw(tuple, NonZeroUsize::new(i + 1).unwrap(), tupdesc) };
+        let text = datum.map(|d| {
+            if cfg.redact.contains(&name) {
+                return "[redacted]".to_string();
+            }
+            let mut out_fn = pg_sys::Oid::INVALID;
+            let mut varlena = false;
+            // SAFETY: standard type output lookup and call for this column's type.
+            unsafe {
+                pg_sys::getTypeOutputInfo(att.atttypid, &mut out_fn, &mut varlena);
+                let p = pg_sys::OidOutputFunctionCall(out_fn, d);
+                CStr::from_ptr(p).to_string_lossy().into_owned()
+            }
+        });
+        out.push((name, text));
+    }
+    out
+}
+
+fn to_json(cols: &[(String, Option<String>)]) -> String {
+    let mut m = serde_json::Map::new();
+    for (k, v) in cols {
+        m.insert(k.clone(), v.clone().map(serde_json::Value::String).unwrap_or(serde_json::Value::Null));
+    }
+    serde_json::Value::Object(m).to_string()
+}
+
+/// The capture trigger. Its one argument is the table's audit config (JSON).
+#[pg_trigger]
+fn audit_capture<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::heap_tuple::PgHeapTupleError> {
+    let cfg: Config = trigger
+        .extra_args()
+        .ok()
+        .and_then(|a| a.first().and_then(|s| serde_json::from_str(s).ok()))
+        .unwrap_or_default();
+    let td = trigger.trigger_data();
+    let tbl = format!(
+        "{}.{}",
+        trigger.table_schema().unwrap_or_default(),
+        trigger.table_name().unwrap_or_default()
+    );
+    let event = td.tg_event;
+    let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
+    if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
+        append(Entry {
+            tenant: None,
+            action: "TRUNCATE".into(),
+            tbl: Some(tbl),
+            row_key: None,
+            old_values: None,
+            new_values: None,
+            payload: None,
+        });
+        return Ok(None);
+    }
+    // SAFETY: row-level AFTER trigger: tg_relation and the tuples are valid.
+    let tupdesc = unsafe { (*td.tg_relation).rd_att };
+    let (action, old, new) = unsafe {
+        match op {
+            pg_sys::TRIGGER_EVENT_INSERT => ("INSERT", None, Some(row_values(td.tg_trigtuple, tupdesc, &cfg))),
+            pg_sys::TRIGGER_EVENT_UPDATE => (
+                "UPDATE",
+                Some(row_values(td.tg_trigtuple, tupdesc, &cfg)),
+                Some(row_values(td.tg_newtuple, tupdesc, &cfg)),
+            ),
+            _ => ("DELETE", Some(row_values(td.tg_trigtuple, tupdesc, &cfg)), None),
+        }
+    };
+    let current = new.as_ref().or(old.as_ref()).cloned().unwrap_or_default();
+    let lookup = |k: &str| current.iter().find(|(n, _)| n == k).and_then(|(_, v)| v.clone());
+    let tenant = cfg.tenant.as_deref().and_then(lookup);
+    let row_key = if cfg.pk.is_empty() {
+        None
+    } else {
+        let cols: Vec<(String, Option<String>)> = cfg.pk.iter().map(|k| (k.clone(), lookup(k))).collect();
+        Some(to_json(&cols))
+    };
+    // For UPDATE only the changed columns, on both sides.
+    let (old_json, new_json) = match (old, new) {
+        (Some(o), Some(n)) => {
+            let changed: Vec<usize> = (0..o.len()).filter(|&i| o[i].1 != n[i].1).collect();
+            let pick = |v: &Vec<(String, Option<String>)>| to_json(&changed.iter().map(|&i| v[i].clone()).collect::<Vec<_>>());
+            (Some(pick(&o)), Some(pick(&n)))
+        }
+        (o, n) => (o.map(|v| to_json(&v)), n.map(|v| to_json(&v))),
+    };
+    append(Entry {
+        tenant,
+        action: action.into(),
+        tbl: Some(tbl),
+        row_key,
+        old_values: old_json,
+        new_values: new_json,
+        payload: None,
+    });
+    Ok(None)
+}
+
+pub fn is_audited(rel: pg_sys::Oid) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1
+                          AND tgname OPERATOR(pg_catalog.=) 'tenantguard_audit')",
+        &[rel.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
 }
 
 pub fn attach_on_protect() -> bool {
-    false
+    true
+}
+
+/// Attach (or re-configure) the audit triggers of a table.
+#[pg_extern(volatile, parallel_unsafe)]
+fn audit(
+    tbl: PgRelation,
+    exclude: default!(Vec<String>, "'{}'"),
+    redact: default!(Vec<String>, "'{}'"),
+) {
+    let oid = tbl.oid();
+    drop(tbl);
+    session::with_pinned_search_path(|| {
+        let (nsp, rel) = Spi::get_two_with_args::<String, String>(
+            "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+              WHERE c.oid OPERATOR(pg_catalog.=) $1",
+            &[oid.into()],
+        )
+        .unwrap_or((None, None));
+        let qualified = format!(
+            "{}.{}",
+            pgrx::spi::quote_identifier(nsp.unwrap_or_default()),
+            pgrx::spi::quote_identifier(rel.unwrap_or_default())
+        );
+        let tenant = Spi::get_one_with_args::<String>(
+            "SELECT tenant_column::text FROM tenantguard.protected_table WHERE relid::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
+            &[oid.into()],
+        )
+        .ok()
+        .flatten()
+        .or_else(|| {
+            Spi::get_one_with_args::<String>(
+                "SELECT attname::text FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) $1
+                   AND attname OPERATOR(pg_catalog.=) 'tenant_id' AND NOT attisdropped",
+                &[oid.into()],
+            )
+            .ok()
+            .flatten()
+        });
+        let pk = Spi::get_one_with_args::<Vec<String>>(
+            "SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.i)
+               FROM pg_catalog.pg_index x
+               CROSS JOIN LATERAL pg_catalog.unnest(x.indkey) WITH ORDINALITY AS k(attnum, i)
+               JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) x.indrelid AND a.attnum OPERATOR(pg_catalog.=) k.attnum
+              WHERE x.indrelid OPERATOR(pg_catalog.=) $1 AND x.indisprimary",
+            &[oid.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        let cfg = serde_json::json!({"tenant": tenant, "pk": pk, "exclude": exclude, "redact": redact}).to_string();
+        let cfg = quote_literal(cfg);
+        for stmt in [
+            format!("DROP TRIGGER IF EXISTS tenantguard_audit ON {qualified}"),
+            format!("DROP TRIGGER IF EXISTS tenantguard_audit_truncate ON {qualified}"),
+            format!("CREATE TRIGGER tenantguard_audit AFTER INSERT OR UPDATE OR DELETE ON {qualified} FOR EACH ROW EXECUTE FUNCTION tenantguard.audit_capture({cfg})"),
+            format!("CREATE TRIGGER tenantguard_audit_truncate AFTER TRUNCATE ON {qualified} FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.audit_capture({cfg})"),
+            format!("ALTER TABLE {qualified} ENABLE ALWAYS TRIGGER tenantguard_audit"),
+            format!("ALTER TABLE {qualified} ENABLE ALWAYS TRIGGER tenantguard_audit_truncate"),
+        ] {
+            crate::hooks::allow_internal(|| Spi::run(&stmt)).unwrap_or_else(|e| spi_fail(e));
+        }
+    });
+}
+
+/// Application-level events (login, export, approval, download). Needs a
+/// context: the event belongs to its tenant and actor.
+#[pg_extern(volatile, parallel_unsafe)]
+fn log_event(action: &str, entity: Option<&str>, entity_id: Option<&str>, payload: default!(Option<JsonB>, "NULL")) -> i64 {
+    let claims = context::require();
+    if action.trim().is_empty() {
+        raise_msg(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "log_event needs an action");
+    }
+    append(Entry {
+        tenant: Some(claims.tid.clone()),
+        action: format!("event:{action}"),
+        tbl: entity.map(str::to_string),
+        row_key: entity_id.map(|id| serde_json::json!({"id": id}).to_string()),
+        old_values: None,
+        new_values: None,
+        payload: payload.map(|p| p.0.to_string()),
+    })
+}
+
+/// Every row of `security_log` (bypass, revocation, support, allowlist,
+/// role and grant changes) is also appended to the tenant's chain, so the
+/// dedicated trail is tamper-evident too. Without audit keys configured,
+/// the plain (append-only) trail remains.
+#[pg_trigger]
+fn security_chain<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::heap_tuple::PgHeapTupleError> {
+    if gucs::audit_keyring().is_empty() {
+        return Ok(None);
+    }
+    let Some(new) = trigger.new() else { return Ok(None) };
+    let event: Option<String> = new.get_by_name("event").ok().flatten();
+    let tenant: Option<String> = new.get_by_name("tenant").ok().flatten();
+    let id: Option<i64> = new.get_by_name("id").ok().flatten();
+    let detail: Option<JsonB> = new.get_by_name("detail").ok().flatten();
+    append(Entry {
+        tenant,
+        action: format!("security:{}", event.unwrap_or_default()),
+        tbl: Some("tenantguard.security_log".into()),
+        row_key: id.map(|i| serde_json::json!({"id": i.to_string()}).to_string()),
+        old_values: None,
+        new_values: None,
+        payload: detail.map(|d| d.0.to_string()),
+    });
+    Ok(None)
+}
+
+// ------------------------------------------------------------ verification
+
+fn tenants(only: Option<&str>) -> Vec<String> {
+    match only {
+        Some(t) => vec![t.to_string()],
+        None => Spi::get_one::<Vec<String>>("SELECT pg_catalog.array_agg(tenant ORDER BY tenant) FROM tenantguard.audit_head")
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+    }
+}
+
+/// Verify one tenant's chain up to `upto_id` (inclusive) if given.
+fn verify_tenant(tenant: &str, upto_id: Option<i64>) -> (chain::Verdict, bool) {
+    let ring = gucs::audit_keyring();
+    let mut rows: Vec<(Record, Vec<u8>, Vec<u8>)> = Vec::new();
+    Spi::connect(|client| {
+        let t = client.select(
+            "SELECT id, tenant, seq, (EXTRACT(EPOCH FROM at) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
+                    actor, actor_roles, db_role::text, action, tbl, row_key::text, old_values::text, new_values::text,
+                    client_ip, user_agent, application_name, txid, payload::text, key_id, prev_hash, hash
+               FROM tenantguard.audit_log
+              WHERE tenant OPERATOR(pg_catalog.=) $1 AND ($2::pg_catalog.int8 IS NULL OR id OPERATOR(pg_catalog.<=) $2)
+              ORDER BY seq, id",
+            None,
+            &[tenant.into(), upto_id.into()],
+        )?;
+        for r in t {
+            rows.push((
+                Record {
+                    id: r.get(1)?.unwrap_or(0),
+                    tenant: r.get(2)?.unwrap_or_default(),
+                    seq: r.get(3)?.unwrap_or(0),
+                    at_us: r.get(4)?.unwrap_or(0),
+                    actor: r.get(5)?,
+                    actor_roles: r.get(6)?,
+                    db_role: r.get(7)?.unwrap_or_default(),
+                    action: r.get(8)?.unwrap_or_default(),
+                    tbl: r.get(9)?,
+                    row_key: r.get(10)?,
+                    old_values: r.get(11)?,
+                    new_values: r.get(12)?,
+                    client_ip: r.get(13)?,
+                    user_agent: r.get(14)?,
+                    application_name: r.get(15)?,
+                    txid: r.get(16)?.unwrap_or(0),
+                    payload: r.get(17)?,
+                    key_id: r.get(18)?.unwrap_or_default(),
+                },
+                r.get(19)?.unwrap_or_default(),
+                r.get(20)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, pgrx::spi::Error>(())
+    })
+    .unwrap_or_else(|e| spi_fail(e));
+    let verdict = chain::verify(
+        rows.iter().map(|(r, p, h)| (r, p.as_slice(), h.as_slice())),
+        |kid| ring.select(Some(kid)).ok().map(|k| k.material.clone()),
+    );
+    // The head must match the last record: catches deleted tail records.
+    let head_ok = if upto_id.is_some() {
+        true
+    } else {
+        let head = Spi::get_two_with_args::<i64, Vec<u8>>(
+            "SELECT seq, hash FROM tenantguard.audit_head WHERE tenant OPERATOR(pg_catalog.=) $1",
+            &[tenant.into()],
+        )
+        .unwrap_or((None, None));
+        match head {
+            (Some(seq), Some(hash)) => seq == verdict.last_seq && hash == verdict.head.to_vec(),
+            _ => verdict.records == 0,
+        }
+    };
+    (verdict, head_ok)
+}
+
+/// Check every record of one tenant (or all) for edits, deletions,
+/// insertions and reordering.
+#[pg_extern(volatile, parallel_unsafe)]
+fn verify_audit(
+    tenant: default!(Option<&str>, "NULL"),
+) -> TableIterator<'static, (name!(tenant, String), name!(records, i64), name!(first_bad_id, Option<i64>), name!(ok, bool))> {
+    if gucs::audit_keyring().is_empty() {
+        raise(DomainError::Policy("no audit keys configured (tenantguard.audit_keys)".into()));
+    }
+    let mut out = Vec::new();
+    for t in tenants(tenant) {
+        let (v, head_ok) = verify_tenant(&t, None);
+        let ok = v.first_bad_id.is_none() && head_ok;
+        let _ = Spi::run_with_args(
+            "INSERT INTO tenantguard.audit_verification (tenant, records, first_bad_id, ok) VALUES ($1, $2, $3, $4)",
+            &[t.clone().into(), v.records.into(), v.first_bad_id.into(), ok.into()],
+        );
+        out.push((t, v.records, v.first_bad_id, ok));
+    }
+    TableIterator::new(out)
+}
+
+/// Chain heads to copy out of the database and check later.
+#[pg_extern(stable, parallel_unsafe)]
+fn audit_digest() -> TableIterator<'static, (name!(tenant, String), name!(last_id, i64), name!(head_hash, String), name!(at, pgrx::datum::TimestampWithTimeZone))> {
+    let mut out = Vec::new();
+    Spi::connect(|c| {
+        for r in c.select(
+            "SELECT h.tenant, (SELECT pg_catalog.max(l.id) FROM tenantguard.audit_log l WHERE l.tenant OPERATOR(pg_catalog.=) h.tenant AND l.seq OPERATOR(pg_catalog.=) h.seq),
+                    pg_catalog.encode(h.hash, 'hex'), pg_catalog.now()
+               FROM tenantguard.audit_head h ORDER BY h.tenant",
+            None,
+            &[],
+        )? {
+            out.push((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<i64>(2)?.unwrap_or(0),
+                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<pgrx::datum::TimestampWithTimeZone>(4)?.unwrap(),
+            ));
+        }
+        Ok::<_, pgrx::spi::Error>(())
+    })
+    .unwrap_or_else(|e| spi_fail(e));
+    TableIterator::new(out)
+}
+
+/// Check a digest taken earlier (`jsonb_agg(audit_digest())`): every chain
+/// still verifies up to the recorded head, and that record still has the
+/// recorded hash.
+#[pg_extern(volatile, parallel_unsafe)]
+fn verify_audit_against(
+    digest: JsonB,
+) -> TableIterator<'static, (name!(tenant, String), name!(records, i64), name!(first_bad_id, Option<i64>), name!(ok, bool))> {
+    let items = digest.0.as_array().cloned().unwrap_or_default();
+    let mut out = Vec::new();
+    for it in items {
+        let tenant = it["tenant"].as_str().unwrap_or("").to_string();
+        let last_id = it["last_id"].as_i64();
+        let want = it["head_hash"].as_str().unwrap_or("").to_string();
+        let (v, _) = verify_tenant(&tenant, last_id);
+        let ok = v.first_bad_id.is_none() && chain::hex(&v.head) == want;
+        out.push((tenant, v.records, v.first_bad_id, ok));
+    }
+    TableIterator::new(out)
+}
+
+/// Regulator-ready export: one JSON object per record, with its hashes.
+#[pg_extern(volatile, parallel_unsafe)]
+fn export_audit(
+    tenant: &str,
+    since: default!(Option<pgrx::datum::TimestampWithTimeZone>, "'-infinity'"),
+    until: default!(Option<pgrx::datum::TimestampWithTimeZone>, "'infinity'"),
+) -> SetOfIterator<'static, JsonB> {
+    let mut out = Vec::new();
+    Spi::connect(|c| {
+        for r in c.select(
+            "SELECT pg_catalog.jsonb_build_object(
+                      'id', id, 'tenant', tenant, 'seq', seq, 'at', at,
+                      'at_us', (EXTRACT(EPOCH FROM at) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
+                      'actor', actor, 'actor_roles', actor_roles, 'db_role', db_role, 'action', action, 'tbl', tbl,
+                      'row_key', row_key::text, 'old_values', old_values::text, 'new_values', new_values::text,
+                      'client_ip', client_ip, 'user_agent', user_agent, 'application_name', application_name,
+                      'txid', txid, 'payload', payload::text, 'key_id', key_id,
+                      'prev_hash', pg_catalog.encode(prev_hash, 'hex'), 'hash', pg_catalog.encode(hash, 'hex'))
+               FROM tenantguard.audit_log
+              WHERE tenant OPERATOR(pg_catalog.=) $1 AND at OPERATOR(pg_catalog.>=) $2 AND at OPERATOR(pg_catalog.<) $3
+              ORDER BY seq",
+            None,
+            &[tenant.into(), since.into(), until.into()],
+        )? {
+            out.push(r.get::<JsonB>(1)?.unwrap());
+        }
+        Ok::<_, pgrx::spi::Error>(())
+    })
+    .unwrap_or_else(|e| spi_fail(e));
+    let head = out.last().map(|j| j.0["hash"].as_str().unwrap_or("").to_string());
+    let _ = Spi::run_with_args(
+        "INSERT INTO tenantguard.audit_export (tenant, since, until, records, head_hash) VALUES ($1, $2, $3, $4, $5)",
+        &[tenant.into(), since.into(), until.into(), (out.len() as i64).into(), head.into()],
+    );
+    SetOfIterator::new(out)
 }

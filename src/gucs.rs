@@ -24,8 +24,10 @@ use tenantguard_core::DomainError;
 pub static CONTEXT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 pub static SIGNING_KEYS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
+pub static AUDIT_KEYS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 
 thread_local! {
+    static AUDIT_KEYRING: RefCell<Rc<Keyring>> = RefCell::new(Rc::new(Keyring::default()));
     /// The parsed keyring and a generation counter bumped on every change,
     /// so cached verified contexts are dropped when a key is removed.
     static KEYRING: RefCell<(u64, Rc<Keyring>)> = RefCell::new((0, Rc::new(Keyring::default())));
@@ -119,6 +121,31 @@ unsafe extern "C-unwind" fn assign_signing_keys(newval: *const c_char, _extra: *
     context::forget_verified();
 }
 
+pub fn audit_keyring() -> Rc<Keyring> {
+    AUDIT_KEYRING.with(|k| k.borrow().clone())
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn assign_audit_keys(newval: *const c_char, _extra: *mut c_void) {
+    // SAFETY: newval is the value the check hook accepted (or NULL).
+    let spec = unsafe {
+        if newval.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(newval).to_string_lossy().into_owned()
+        }
+    };
+    let ring = Keyring::parse(&spec).unwrap_or_default();
+    AUDIT_KEYRING.with(|k| *k.borrow_mut() = Rc::new(ring));
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_audit_keys() -> *const c_char {
+    let c = CString::new(audit_keyring().describe()).unwrap_or_default();
+    // SAFETY: the GUC code copies the returned string.
+    unsafe { pg_sys::pstrdup(c.as_ptr()) }
+}
+
 #[pg_guard]
 unsafe extern "C-unwind" fn show_signing_keys() -> *const c_char {
     let desc = keyring().1.describe();
@@ -178,6 +205,17 @@ pub fn init() {
             Some(show_signing_keys),
         );
         GucRegistry::define_string_guc_with_hooks(
+            c"tenantguard.audit_keys",
+            c"HMAC keys of the audit hash chain, as kid:key,kid:key (first one signs).",
+            c"Superuser-only; set in postgresql.conf; separate from the signing keys. SHOW prints kids only.",
+            &AUDIT_KEYS,
+            GucContext::Sighup,
+            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+            Some(check_signing_keys),
+            Some(assign_audit_keys),
+            Some(show_audit_keys),
+        );
+        GucRegistry::define_string_guc_with_hooks(
             c"tenantguard.context",
             c"The signed tenant context token of this transaction.",
             c"Set through tenantguard.set_context(); every value is verified when set.",
@@ -196,10 +234,21 @@ pub fn reserve_prefix() {
     unsafe { pg_sys::MarkGUCPrefixReserved(c"tenantguard".as_ptr()) };
 }
 
+/// Audit capture trigger and maintenance hook switch.
+pub static AUDIT_HOOK: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 /// Longest bypass a caller may ask for, in seconds.
 pub static BYPASS_MAX_TTL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 
 pub fn init_limits() {
+    GucRegistry::define_bool_guc(
+        c"tenantguard.audit_guard",
+        c"Refuse DDL that would disable, drop or rename the audit trail (needs shared_preload_libraries).",
+        c"Sighup: set to off in postgresql.conf for maintenance only.",
+        &AUDIT_HOOK,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"tenantguard.bypass_max_ttl",
         c"Longest ttl begin_bypass() accepts, in seconds.",

@@ -8,10 +8,12 @@ use pgrx::prelude::*;
 
 mod access;
 mod audit;
+mod authz;
 mod bypass;
 mod context;
 mod error;
 mod gucs;
+mod hooks;
 mod policy;
 mod seclog;
 mod session;
@@ -20,6 +22,7 @@ mod status;
 ::pgrx::pg_module_magic!(name, version);
 
 pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+pgrx::extension_sql_file!("../sql/audit.sql", name = "audit_tables", requires = ["bootstrap"]);
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
@@ -30,6 +33,9 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::reserve_prefix();
     access::init();
     bypass::init();
+    if status::preloaded() {
+        hooks::init();
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -44,6 +50,7 @@ pub mod pg_test {
     pub fn postgresql_conf_options() -> Vec<&'static str> {
         vec![
             "tenantguard.signing_keys = 'k1:pg-test-key-0123456789abcdef0123456789,k2:pg-test-key2-0123456789abcdef012345678'",
+            "tenantguard.audit_keys = 'a1:pg-test-audit-key-0123456789abcdef01234'",
         ]
     }
 }

@@ -31,7 +31,9 @@ fn status() -> JsonB {
     JsonB(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "preloaded": preloaded(),
-        "hooks_active": false,
+        "hooks_active": crate::hooks::active(),
+        "audit_guard": crate::gucs::AUDIT_HOOK.get(),
+        "audit_keys": crate::gucs::audit_keyring().kids(),
         "shared_memory": false,
         "signing_keys": ring.kids(),
         "revocation_mode": "shared invalidation (relcache callback, checked every statement; works without preload)",

@@ -93,7 +93,7 @@ fn protect_plan_is_idempotent() {
     let first = Spi::get_one::<i64>("SELECT count(*) FROM tenantguard.protect('\"Mixed Case\"')")
         .unwrap()
         .unwrap();
-    assert_eq!(first, 9);
+    assert_eq!(first, 10);
     let second = Spi::get_one::<i64>("SELECT count(*) FROM tenantguard.protect('\"Mixed Case\"')")
         .unwrap()
         .unwrap();

@@ -5,6 +5,7 @@
 //! The extension crate (`pg_tenantguard`) only converts types and errors.
 
 pub mod access;
+pub mod chain;
 pub mod error;
 pub mod keyring;
 pub mod net;

@@ -14,6 +14,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BASE=$ROOT/target/tg-clusters
 # Development signing keys for throwaway clusters only.
 DEV_KEYS=${TG_SIGNING_KEYS:-"demo-2026:dev-signing-key-never-use-in-production-0001,old-2025:dev-signing-key-previous-generation-00002"}
+DEV_AUDIT_KEYS=${TG_AUDIT_KEYS:-"audit-2026:dev-audit-chain-key-never-use-in-production-01"}
 
 as_pg() { sudo -u postgres -- "$@"; }
 
@@ -36,6 +37,7 @@ case "$cmd" in
       echo "log_line_prefix = '%m [%p] %u@%d '"
       echo "log_min_messages = log"
       echo "tenantguard.signing_keys = '$DEV_KEYS'"
+      echo "tenantguard.audit_keys = '$DEV_AUDIT_KEYS'"
       if [ -n "$preload" ]; then echo "shared_preload_libraries = 'pg_tenantguard'"; fi
     } >>"$dir/data/postgresql.conf"
     as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null

@@ -1,0 +1,104 @@
+-- pg_tenantguard: the audit trail tables.
+CREATE SEQUENCE tenantguard.audit_log_id_seq;
+
+CREATE TABLE tenantguard.audit_log (
+    id               bigint NOT NULL,
+    tenant           text NOT NULL,
+    seq              bigint NOT NULL,
+    at               timestamptz NOT NULL,
+    actor            text,
+    actor_roles      text,
+    db_role          name NOT NULL,
+    action           text NOT NULL,
+    tbl              text,
+    row_key          jsonb,
+    old_values       jsonb,
+    new_values       jsonb,
+    client_ip        text,
+    user_agent       text,
+    application_name text,
+    txid             bigint NOT NULL,
+    payload          jsonb,
+    key_id           text NOT NULL,
+    prev_hash        bytea NOT NULL,
+    hash             bytea NOT NULL
+) PARTITION BY RANGE (at);
+COMMENT ON TABLE tenantguard.audit_log IS 'Append-only, per-tenant HMAC-chained audit records.';
+CREATE INDEX ON tenantguard.audit_log USING brin (at);
+CREATE INDEX ON tenantguard.audit_log (tenant, seq);
+CREATE INDEX ON tenantguard.audit_log (tenant, tbl, row_key);
+
+-- Chain heads: one row per tenant, locked while a transaction appends.
+CREATE TABLE tenantguard.audit_head (
+    tenant     text PRIMARY KEY,
+    seq        bigint NOT NULL,
+    hash       bytea NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE tenantguard.audit_export (
+    id          bigserial PRIMARY KEY,
+    tenant      text NOT NULL,
+    since       timestamptz,
+    until       timestamptz,
+    records     bigint NOT NULL,
+    head_hash   text,
+    exported_at timestamptz NOT NULL DEFAULT now(),
+    exported_by name NOT NULL DEFAULT session_user
+);
+
+CREATE TABLE tenantguard.audit_verification (
+    id           bigserial PRIMARY KEY,
+    at           timestamptz NOT NULL DEFAULT now(),
+    tenant       text NOT NULL,
+    records      bigint NOT NULL,
+    first_bad_id bigint,
+    ok           boolean NOT NULL
+);
+
+-- Monthly partitions (and a default one, so no write is ever lost).
+CREATE FUNCTION tenantguard.audit_add_partitions(months_ahead integer DEFAULT 3) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m date := date_trunc('month', now())::date;
+    n integer := 0;
+    part text;
+BEGIN
+    FOR i IN 0..months_ahead LOOP
+        part := format('audit_log_%s', to_char(m + make_interval(months => i), 'YYYYMM'));
+        IF to_regclass(format('tenantguard.%I', part)) IS NULL THEN
+            EXECUTE format('CREATE TABLE tenantguard.%I PARTITION OF tenantguard.audit_log FOR VALUES FROM (%L) TO (%L)',
+                           part, m + make_interval(months => i), m + make_interval(months => i + 1));
+            EXECUTE format('CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON tenantguard.%I FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.refuse_change()', part);
+            EXECUTE format('ALTER TABLE tenantguard.%I ENABLE ALWAYS TRIGGER refuse_truncate', part);
+            n := n + 1;
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
+CREATE TABLE tenantguard.audit_log_default PARTITION OF tenantguard.audit_log DEFAULT;
+CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON tenantguard.audit_log_default
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.refuse_change();
+ALTER TABLE tenantguard.audit_log_default ENABLE ALWAYS TRIGGER refuse_truncate;
+SELECT tenantguard.audit_add_partitions(3);
+
+-- Append-only for every role, table owner and superuser included.
+CREATE TRIGGER refuse_change BEFORE UPDATE OR DELETE ON tenantguard.audit_log
+    FOR EACH ROW EXECUTE FUNCTION tenantguard.refuse_change();
+CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON tenantguard.audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.refuse_change();
+ALTER TABLE tenantguard.audit_log ENABLE ALWAYS TRIGGER refuse_change;
+ALTER TABLE tenantguard.audit_log ENABLE ALWAYS TRIGGER refuse_truncate;
+
+-- The application role reads its own tenant's records only.
+ALTER TABLE tenantguard.audit_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenantguard.audit_log FORCE ROW LEVEL SECURITY;
+GRANT SELECT ON tenantguard.audit_log TO PUBLIC;
+-- (policy created in finalize.sql, after tenant_ids() exists)
+
+SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_log_default', '');
+SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_head', '');
+SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_export', '');
+SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_log_id_seq', '');

@@ -1,0 +1,257 @@
+//! The ProcessUtility hook (only with `shared_preload_libraries`). It
+//! refuses, even for superusers, DDL that would silence or remove the
+//! audit trail: disabling or re-targeting the audit triggers, dropping or
+//! renaming the audit tables or triggers, TRUNCATE of the audit tables,
+//! dropping the extension, and `SET session_replication_role` in a session
+//! that has written audit records. `tenantguard.audit_guard = off` in
+//! postgresql.conf (SIGHUP) turns it off for maintenance. Always chains to
+//! the previous hook, as pgaudit does.
+
+use crate::gucs;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::Cell;
+use std::ffi::{c_char, c_void, CStr};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    static INTERNAL: Cell<bool> = const { Cell::new(false) };
+    static WROTE_AUDIT: Cell<bool> = const { Cell::new(false) };
+}
+
+pub fn active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
+/// The extension's own DDL on audit triggers (audit()) passes the hook.
+pub fn allow_internal<R>(f: impl FnOnce() -> R) -> R {
+    let prev = INTERNAL.with(|i| i.replace(true));
+    let r = f();
+    INTERNAL.with(|i| i.set(prev));
+    r
+}
+
+pub fn note_audit_write() {
+    WROTE_AUDIT.with(|w| w.set(true));
+}
+
+fn refuse(what: &str) -> ! {
+    crate::context::alert_json("audit_tamper_refused", "ddl", what, serde_json::Value::Null);
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!("tenantguard: {what} is refused: it would silence or remove the audit trail"),
+        "Set tenantguard.audit_guard = off in postgresql.conf and reload for supervised maintenance."
+    );
+}
+
+/// SAFETY: `list` is NULL or a valid pointer List.
+unsafe fn list_ptrs(list: *mut pg_sys::List) -> Vec<*mut c_void> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: PG13+ lists are arrays of ListCell.
+    unsafe { (0..(*list).length as usize).map(|i| (*(*list).elements.add(i)).ptr_value).collect() }
+}
+
+/// SAFETY: `node` is a String (PG15+) / Value (PG13-14) node.
+unsafe fn str_node(node: *mut c_void) -> Option<String> {
+    if node.is_null() {
+        return None;
+    }
+    #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+    // SAFETY: checked by the caller's context (name lists hold String nodes).
+    unsafe {
+        let s = (*(node as *mut pg_sys::String)).sval;
+        (!s.is_null()).then(|| CStr::from_ptr(s).to_string_lossy().into_owned())
+    }
+    #[cfg(any(feature = "pg13", feature = "pg14"))]
+    // SAFETY: as above, for the older Value node.
+    unsafe {
+        let s = (*(node as *mut pg_sys::Value)).val.str_;
+        (!s.is_null()).then(|| CStr::from_ptr(s).to_string_lossy().into_owned())
+    }
+}
+
+fn cstr(p: *const c_char) -> Option<String> {
+    // SAFETY: NULL or a NUL-terminated string owned by the parse tree.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+/// SAFETY: `rv` is NULL or a valid RangeVar.
+unsafe fn relid(rv: *mut pg_sys::RangeVar) -> pg_sys::Oid {
+    if rv.is_null() {
+        return pg_sys::Oid::INVALID;
+    }
+    // SAFETY: missing_ok lookup without locking.
+    unsafe {
+        pg_sys::RangeVarGetRelidExtended(rv, pg_sys::NoLock as i32, pg_sys::RVROption::RVR_MISSING_OK, None, std::ptr::null_mut())
+    }
+}
+
+/// An audit relation: the extension's trail tables and audit_log partitions.
+fn is_audit_relation(oid: pg_sys::Oid) -> bool {
+    if oid == pg_sys::Oid::INVALID {
+        return false;
+    }
+    // SAFETY: syscache lookups that return NULL/InvalidOid when missing.
+    unsafe {
+        let nsp = pg_sys::get_rel_namespace(oid);
+        let tg = pg_sys::get_namespace_oid(c"tenantguard".as_ptr(), true);
+        if nsp == pg_sys::Oid::INVALID || nsp != tg {
+            return false;
+        }
+        let name = cstr(pg_sys::get_rel_name(oid)).unwrap_or_default();
+        name.starts_with("audit_log") || matches!(name.as_str(), "audit_head" | "security_log" | "revocation")
+    }
+}
+
+fn is_audit_trigger(name: &str) -> bool {
+    name.starts_with("tenantguard_audit") || name == "refuse_change" || name == "refuse_truncate"
+}
+
+/// SAFETY: `stmt` is the utility statement of the PlannedStmt being run.
+#[allow(non_upper_case_globals)]
+unsafe fn check(stmt: *mut pg_sys::Node) {
+    if stmt.is_null() {
+        return;
+    }
+    // SAFETY: every cast below follows the node tag.
+    unsafe {
+        match (*stmt).type_ {
+            pg_sys::NodeTag::T_AlterTableStmt => {
+                let s = stmt as *mut pg_sys::AlterTableStmt;
+                let rel = relid((*s).relation);
+                if is_audit_relation(rel) {
+                    refuse("ALTER TABLE on an audit table");
+                }
+                for c in list_ptrs((*s).cmds) {
+                    let cmd = c as *mut pg_sys::AlterTableCmd;
+                    use pg_sys::AlterTableType::*;
+                    let trig = cstr((*cmd).name).unwrap_or_default();
+                    match (*cmd).subtype {
+                        AT_DisableTrigAll | AT_DisableTrigUser => {
+                            if crate::audit::is_audited(rel) {
+                                refuse("ALTER TABLE ... DISABLE TRIGGER ALL/USER on an audited table");
+                            }
+                        }
+                        AT_DisableTrig | AT_EnableTrig | AT_EnableReplicaTrig if is_audit_trigger(&trig) => {
+                            refuse("changing when an audit trigger fires");
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            pg_sys::NodeTag::T_DropStmt => {
+                let s = stmt as *mut pg_sys::DropStmt;
+                for o in list_ptrs((*s).objects) {
+                    match (*s).removeType {
+                        pg_sys::ObjectType::OBJECT_TABLE => {
+                            let rv = pg_sys::makeRangeVarFromNameList(o as *mut pg_sys::List);
+                            if is_audit_relation(relid(rv)) {
+                                refuse("DROP TABLE of an audit table");
+                            }
+                        }
+                        pg_sys::ObjectType::OBJECT_TRIGGER => {
+                            let names = list_ptrs(o as *mut pg_sys::List);
+                            if let Some(t) = names.last().and_then(|n| str_node(*n)) {
+                                if is_audit_trigger(&t) {
+                                    refuse("DROP TRIGGER of an audit trigger");
+                                }
+                            }
+                        }
+                        pg_sys::ObjectType::OBJECT_EXTENSION | pg_sys::ObjectType::OBJECT_SCHEMA => {
+                            let name = str_node(o);
+                            if matches!(name.as_deref(), Some("pg_tenantguard") | Some("tenantguard")) {
+                                refuse("dropping the extension or its schema");
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            pg_sys::NodeTag::T_RenameStmt => {
+                let s = stmt as *mut pg_sys::RenameStmt;
+                if is_audit_relation(relid((*s).relation)) {
+                    refuse("renaming an audit table or its triggers");
+                }
+                if (*s).renameType == pg_sys::ObjectType::OBJECT_TRIGGER && is_audit_trigger(&cstr((*s).subname).unwrap_or_default()) {
+                    refuse("renaming an audit trigger");
+                }
+            }
+            pg_sys::NodeTag::T_TruncateStmt => {
+                let s = stmt as *mut pg_sys::TruncateStmt;
+                for r in list_ptrs((*s).relations) {
+                    if is_audit_relation(relid(r as *mut pg_sys::RangeVar)) {
+                        refuse("TRUNCATE of an audit table");
+                    }
+                }
+            }
+            pg_sys::NodeTag::T_VariableSetStmt => {
+                let s = stmt as *mut pg_sys::VariableSetStmt;
+                if cstr((*s).name).as_deref() == Some("session_replication_role") && WROTE_AUDIT.with(|w| w.get()) {
+                    refuse("SET session_replication_role in a session that wrote audit records");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const c_char,
+    #[cfg(not(feature = "pg13"))] read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    if gucs::AUDIT_HOOK.get() && !INTERNAL.with(|i| i.get()) {
+        // SAFETY: pstmt is the statement Postgres is about to run.
+        unsafe { check((*pstmt).utilityStmt) };
+    }
+    // SAFETY: chain to the previous hook, or the standard implementation.
+    unsafe {
+        match PREV_PROCESS_UTILITY {
+            Some(prev) => prev(
+                pstmt,
+                query_string,
+                #[cfg(not(feature = "pg13"))]
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
+            None => pg_sys::standard_ProcessUtility(
+                pstmt,
+                query_string,
+                #[cfg(not(feature = "pg13"))]
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
+        }
+    }
+}
+
+/// Install the hook. Only called while shared_preload_libraries loads.
+pub fn init() {
+    // SAFETY: single-threaded postmaster startup; save and replace the hook.
+    unsafe {
+        PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(process_utility);
+    }
+    ACTIVE.store(true, Ordering::Relaxed);
+}

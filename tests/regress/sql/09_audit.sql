@@ -1,0 +1,104 @@
+-- Audit capture, immutability and tamper evidence. Tampering is attempted
+-- as the application role (refused) and as a superuser (refused or
+-- detected by verify_audit). Hook-level refusals (DDL) need preload and are
+-- tested in tests/e2e/t_40_audit_hook.sh.
+\set VERBOSITY terse
+SELECT tenantguard.sign_context('{"tid":"acme","sub":"amy","exp":4000000000,"iat":1700000000,"ip":"203.0.113.9","ua":"demo-browser/1.0"}') AS acme \gset
+SELECT tenantguard.sign_context('{"tid":"globex","sub":"bob","exp":4000000000,"iat":1700000000}') AS globex \gset
+SELECT tenantguard.audit('app.orders', redact => '{amount}');
+\c - tg_app
+BEGIN;
+SELECT tenantguard.set_context(:'acme');
+INSERT INTO app.orders (item, amount) VALUES ('audited', 1);
+UPDATE app.orders SET item = 'audited-2' WHERE item = 'audited';
+DELETE FROM app.orders WHERE item = 'audited-2';
+SELECT tenantguard.log_event('export', 'report', 'r-1', '{"rows": 3}') > 0 AS logged;
+COMMIT;
+BEGIN;
+SELECT tenantguard.set_context(:'globex');
+INSERT INTO app.orders (item, amount) VALUES ('globex-audited', 2);
+COMMIT;
+-- The application role reads its own tenant's records only.
+BEGIN;
+SELECT tenantguard.set_context(:'acme');
+SELECT tenant, seq, actor, db_role, action, tbl, old_values - 'id' AS old_values, new_values - 'id' AS new_values,
+       client_ip, user_agent, payload
+  FROM tenantguard.audit_log ORDER BY seq;
+SELECT DISTINCT tenant FROM tenantguard.audit_log;
+ROLLBACK;
+-- ... and can neither change nor remove them.
+UPDATE tenantguard.audit_log SET actor = 'mallory';
+DELETE FROM tenantguard.audit_log;
+TRUNCATE tenantguard.audit_log;
+INSERT INTO tenantguard.audit_log (id, tenant, seq, at, db_role, action, txid, key_id, prev_hash, hash)
+    VALUES (0, 'acme', 99, now(), 'x', 'forged', 0, 'k', '\x00', '\x00');
+ALTER TABLE tenantguard.audit_log DISABLE TRIGGER refuse_change;
+SELECT tenantguard.verify_audit();
+-- Superuser: UPDATE/DELETE/TRUNCATE refused by ALWAYS triggers, also in replica mode.
+\c - postgres
+UPDATE tenantguard.audit_log SET actor = 'mallory';
+DELETE FROM tenantguard.audit_log;
+TRUNCATE tenantguard.audit_log;
+TRUNCATE tenantguard.audit_log_default;
+SET session_replication_role = replica;
+DELETE FROM tenantguard.audit_log;
+RESET session_replication_role;
+SELECT count(*) AS chains, sum(records) > 20 AS records, bool_and(first_bad_id IS NULL) AS no_bad_record, bool_and(ok) AS all_ok FROM tenantguard.verify_audit();
+SELECT tenant, records, ok FROM tenantguard.verify_audit('acme');
+SELECT jsonb_agg(d) AS digest FROM tenantguard.audit_digest() d \gset
+-- Export for auditors: one JSON object per record with its hashes.
+SELECT count(*) AS exported, bool_and(e ? 'hash' AND e ? 'prev_hash') AS with_hashes
+  FROM tenantguard.export_audit('acme') e;
+-- From here on, tampering a superuser can do without the preload hook,
+-- each detected by verify_audit.
+-- (each tamper runs in a subtransaction that is rolled back afterwards,
+--  so the next one starts from the intact chain; the verdict is captured first)
+CREATE TEMP TABLE verdicts (what text, tenant text, first_bad_is_set boolean, ok boolean);
+CREATE FUNCTION pg_temp.try(what text, sql text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE v_tenant text; v_bad boolean; v_ok boolean;
+BEGIN
+    BEGIN
+        ALTER TABLE tenantguard.audit_log DISABLE TRIGGER refuse_change;
+        EXECUTE sql;
+        ALTER TABLE tenantguard.audit_log ENABLE ALWAYS TRIGGER refuse_change;
+        SELECT r.tenant, r.first_bad_id IS NOT NULL, r.ok INTO v_tenant, v_bad, v_ok
+          FROM tenantguard.verify_audit('acme') r;
+        RAISE EXCEPTION 'undo' USING ERRCODE = 'P0001';
+    EXCEPTION WHEN SQLSTATE 'P0001' THEN
+        NULL;  -- the tamper is rolled back; the verdict survives in variables
+    END;
+    INSERT INTO verdicts VALUES (what, v_tenant, v_bad, v_ok);
+END $$;
+SELECT pg_temp.try('update a payload', $q$UPDATE tenantguard.audit_log SET payload = '{"rows": 3000}' WHERE tenant = 'acme' AND payload IS NOT NULL$q$);
+SELECT pg_temp.try('update the actor', $q$UPDATE tenantguard.audit_log SET actor = 'mallory' WHERE tenant = 'acme' AND seq = 2$q$);
+SELECT pg_temp.try('delete a row', $q$DELETE FROM tenantguard.audit_log WHERE tenant = 'acme' AND seq = 2$q$);
+SELECT pg_temp.try('delete the last row', $q$DELETE FROM tenantguard.audit_log WHERE tenant = 'acme' AND seq = (SELECT max(seq) FROM tenantguard.audit_log WHERE tenant = 'acme')$q$);
+SELECT pg_temp.try('insert a forged row', $q$INSERT INTO tenantguard.audit_log SELECT id + 1000, tenant, seq, at, actor, actor_roles, db_role, 'DELETE', tbl, row_key, old_values, new_values, client_ip, user_agent, application_name, txid, payload, key_id, prev_hash, hash FROM tenantguard.audit_log WHERE tenant = 'acme' AND seq = 2$q$);
+SELECT pg_temp.try('reorder two rows', $q$UPDATE tenantguard.audit_log SET seq = CASE seq WHEN 2 THEN 3 ELSE 2 END WHERE tenant = 'acme' AND seq IN (2, 3)$q$);
+SELECT pg_temp.try('recompute one hash without the key', $q$UPDATE tenantguard.audit_log SET action = 'INSERT', hash = sha256(convert_to('guess', 'UTF8')) WHERE tenant = 'acme' AND seq = 3$q$);
+SELECT pg_temp.try('move a record to another tenant', $q$UPDATE tenantguard.audit_log SET tenant = 'acme', seq = 99 WHERE tenant = 'globex'$q$);
+SELECT pg_temp.try('truncate the trail', $q$
+    DO $d$ DECLARE p regclass; BEGIN
+      FOR p IN SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'tenantguard.audit_log'::regclass LOOP
+        EXECUTE format('ALTER TABLE %s DISABLE TRIGGER refuse_truncate', p);
+      END LOOP; END $d$;
+    ALTER TABLE tenantguard.audit_log DISABLE TRIGGER refuse_truncate;
+    TRUNCATE tenantguard.audit_log$q$);
+SELECT * FROM verdicts;
+-- After all that (rolled back), the chain and the earlier digest still verify.
+SELECT count(*) AS chains, bool_and(ok) AS all_ok FROM tenantguard.verify_audit();
+SELECT count(*) AS chains, bool_and(ok) AS all_ok FROM tenantguard.verify_audit_against(:'digest');
+-- Drop and re-create the table (detaching it from the extension first, as
+-- only a superuser can): the chain heads no longer match.
+BEGIN;
+DROP TABLE tenantguard.audit_log;            -- refused: the extension owns it
+ROLLBACK;
+BEGIN;
+ALTER EXTENSION pg_tenantguard DROP TABLE tenantguard.audit_log;
+CREATE TABLE tenantguard.audit_log_new (LIKE tenantguard.audit_log);
+DROP TABLE tenantguard.audit_log CASCADE;
+ALTER TABLE tenantguard.audit_log_new RENAME TO audit_log;
+SELECT count(*) AS chains, bool_and(ok) AS all_ok, sum(records) AS records FROM tenantguard.verify_audit();
+ROLLBACK;
+-- Security events (bypass, revocation, ...) are chained too.
+SELECT count(*) > 0 AS security_events_chained FROM tenantguard.audit_log WHERE action LIKE 'security:%';
