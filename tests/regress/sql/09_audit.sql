@@ -22,7 +22,7 @@ COMMIT;
 BEGIN;
 SELECT tenantguard.set_context(:'acme');
 SELECT tenant, seq, actor, db_role, action, tbl, old_values - 'id' AS old_values, new_values - 'id' AS new_values,
-       client_ip, user_agent, payload
+       client_ip, user_agent, payload - 'valid_until' AS payload
   FROM tenantguard.audit_log ORDER BY seq;
 SELECT DISTINCT tenant FROM tenantguard.audit_log;
 ROLLBACK;
