@@ -47,18 +47,26 @@ unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys
 pub fn init() {
     // SAFETY: registers a callback for the life of the backend; it only
     // bumps a counter and never raises.
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0)) };
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0))
+    };
 }
 
 fn spi_err(e: pgrx::spi::Error) -> ! {
-    crate::error::raise_msg(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("tenantguard: {e}"))
+    crate::error::raise_msg(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("tenantguard: {e}"),
+    )
 }
 
 /// Read every rule. One pass per table; revocations are aggregated to the
 /// latest instant per key. Runs as the extension owner (the application
 /// role has no privileges on these tables).
 fn load_rules() -> Rules {
-    let Some(oids) = TABLES.iter().map(|t| session::relation_oid(t)).collect::<Option<Vec<_>>>()
+    let Some(oids) = TABLES
+        .iter()
+        .map(|t| session::relation_oid(t))
+        .collect::<Option<Vec<_>>>()
     else {
         // Extension not installed in this database: no rules exist.
         return Rules::default();
@@ -142,7 +150,12 @@ fn rules() -> Rc<Rules> {
     // acquisition does; our callback only bumps a counter.
     unsafe { pg_sys::AcceptInvalidationMessages() };
     let gen = generation();
-    if let Some(r) = RULES.with(|r| r.borrow().as_ref().filter(|(g, _)| *g == gen).map(|(_, r)| r.clone())) {
+    if let Some(r) = RULES.with(|r| {
+        r.borrow()
+            .as_ref()
+            .filter(|(g, _)| *g == gen)
+            .map(|(_, r)| r.clone())
+    }) {
         return r;
     }
     let r = Rc::new(load_rules());
@@ -160,7 +173,11 @@ pub fn check(c: &Claims, now_us: i64) -> Result<(), DomainError> {
     let rules = rules();
     let facts = rules.facts_for(c);
     // The client address is only looked up when a list applies to it.
-    let client = if facts.allowlist.is_some() && c.ip.is_none() { session::client_ip() } else { None };
+    let client = if facts.allowlist.is_some() && c.ip.is_none() {
+        session::client_ip()
+    } else {
+        None
+    };
     let grant = evaluate(c, &facts, now_us, client)?;
     if let Some(g) = grant {
         log_support_statement(c, g);

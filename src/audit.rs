@@ -53,7 +53,10 @@ fn unix_us_now() -> i64 {
 }
 
 fn spi_fail(e: pgrx::spi::Error) -> ! {
-    raise_msg(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("tenantguard audit: {e}"))
+    raise_msg(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("tenantguard audit: {e}"),
+    )
 }
 
 /// Append one record to its tenant's chain. Returns the record id.
@@ -67,10 +70,18 @@ pub fn append(e: Entry) -> i64 {
         ),
     };
     let claims = context::current().ok().flatten();
-    let tenant = e.tenant.or_else(|| claims.as_ref().map(|c| c.tid.clone())).unwrap_or_else(|| "*".into());
+    let tenant = e
+        .tenant
+        .or_else(|| claims.as_ref().map(|c| c.tid.clone()))
+        .unwrap_or_else(|| "*".into());
     let actor = claims.as_ref().map(|c| c.sub.clone());
-    let actor_roles = claims.as_ref().and_then(|c| crate::authz::roles_of(&c.tid, &c.sub));
-    let client_ip = claims.as_ref().and_then(|c| c.ip.map(|i| i.to_string())).or_else(session::client_addr);
+    let actor_roles = claims
+        .as_ref()
+        .and_then(|c| crate::authz::roles_of(&c.tid, &c.sub));
+    let client_ip = claims
+        .as_ref()
+        .and_then(|c| c.ip.map(|i| i.to_string()))
+        .or_else(session::client_addr);
     let user_agent = claims.as_ref().and_then(|c| c.ua.clone());
     let db_role = session::current_role_name().unwrap_or_default();
     let at_us = unix_us_now();
@@ -181,12 +192,16 @@ unsafe fn row_values(
             continue;
         }
         // SAFETY: attname is a NUL-terminated NameData.
-        let name = unsafe { CStr::from_ptr(att.attname.data.as_ptr()) }.to_string_lossy().into_owned();
+        let name = unsafe { CStr::from_ptr(att.attname.data.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
         if cfg.exclude.contains(&name) {
             continue;
         }
         // SAFETY: attno is 1-based and within natts.
-        let datum = unsafe { pgrx::htup::heap_getattr_raw(tuple, NonZeroUsize::new(i + 1).unwrap(), tupdesc) };
+        let datum = unsafe {
+            pgrx::htup::heap_getattr_raw(tuple, NonZeroUsize::new(i + 1).unwrap(), tupdesc)
+        };
         let text = datum.map(|d| {
             if cfg.redact.contains(&name) {
                 return "[redacted]".to_string();
@@ -208,7 +223,12 @@ unsafe fn row_values(
 fn to_json(cols: &[(String, Option<String>)]) -> String {
     let mut m = serde_json::Map::new();
     for (k, v) in cols {
-        m.insert(k.clone(), v.clone().map(serde_json::Value::String).unwrap_or(serde_json::Value::Null));
+        m.insert(
+            k.clone(),
+            v.clone()
+                .map(serde_json::Value::String)
+                .unwrap_or(serde_json::Value::Null),
+        );
     }
     serde_json::Value::Object(m).to_string()
 }
@@ -247,29 +267,45 @@ fn audit_capture<'a>(
     let tupdesc = unsafe { (*td.tg_relation).rd_att };
     let (action, old, new) = unsafe {
         match op {
-            pg_sys::TRIGGER_EVENT_INSERT => ("INSERT", None, Some(row_values(td.tg_trigtuple, tupdesc, &cfg))),
+            pg_sys::TRIGGER_EVENT_INSERT => (
+                "INSERT",
+                None,
+                Some(row_values(td.tg_trigtuple, tupdesc, &cfg)),
+            ),
             pg_sys::TRIGGER_EVENT_UPDATE => (
                 "UPDATE",
                 Some(row_values(td.tg_trigtuple, tupdesc, &cfg)),
                 Some(row_values(td.tg_newtuple, tupdesc, &cfg)),
             ),
-            _ => ("DELETE", Some(row_values(td.tg_trigtuple, tupdesc, &cfg)), None),
+            _ => (
+                "DELETE",
+                Some(row_values(td.tg_trigtuple, tupdesc, &cfg)),
+                None,
+            ),
         }
     };
     let current = new.as_ref().or(old.as_ref()).cloned().unwrap_or_default();
-    let lookup = |k: &str| current.iter().find(|(n, _)| n == k).and_then(|(_, v)| v.clone());
+    let lookup = |k: &str| {
+        current
+            .iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.clone())
+    };
     let tenant = cfg.tenant.as_deref().and_then(lookup);
     let row_key = if cfg.pk.is_empty() {
         None
     } else {
-        let cols: Vec<(String, Option<String>)> = cfg.pk.iter().map(|k| (k.clone(), lookup(k))).collect();
+        let cols: Vec<(String, Option<String>)> =
+            cfg.pk.iter().map(|k| (k.clone(), lookup(k))).collect();
         Some(to_json(&cols))
     };
     // For UPDATE only the changed columns, on both sides.
     let (old_json, new_json) = match (old, new) {
         (Some(o), Some(n)) => {
             let changed: Vec<usize> = (0..o.len()).filter(|&i| o[i].1 != n[i].1).collect();
-            let pick = |v: &Vec<(String, Option<String>)>| to_json(&changed.iter().map(|&i| v[i].clone()).collect::<Vec<_>>());
+            let pick = |v: &Vec<(String, Option<String>)>| {
+                to_json(&changed.iter().map(|&i| v[i].clone()).collect::<Vec<_>>())
+            };
             (Some(pick(&o)), Some(pick(&n)))
         }
         (o, n) => (o.map(|v| to_json(&v)), n.map(|v| to_json(&v))),
@@ -349,16 +385,24 @@ fn audit(
         .ok()
         .flatten()
         .unwrap_or_default();
-        let cfg = serde_json::json!({"tenant": tenant, "pk": pk, "exclude": exclude, "redact": redact}).to_string();
+        let cfg =
+            serde_json::json!({"tenant": tenant, "pk": pk, "exclude": exclude, "redact": redact})
+                .to_string();
         let cfg = quote_literal(cfg);
-        for stmt in [
-            format!("DROP TRIGGER IF EXISTS tenantguard_audit ON {qualified}"),
-            format!("DROP TRIGGER IF EXISTS tenantguard_audit_truncate ON {qualified}"),
+        let mut stmts = Vec::new();
+        if is_audited(oid) {
+            stmts.push(format!("DROP TRIGGER tenantguard_audit ON {qualified}"));
+            stmts.push(format!(
+                "DROP TRIGGER IF EXISTS tenantguard_audit_truncate ON {qualified}"
+            ));
+        }
+        stmts.extend([
             format!("CREATE TRIGGER tenantguard_audit AFTER INSERT OR UPDATE OR DELETE ON {qualified} FOR EACH ROW EXECUTE FUNCTION tenantguard.audit_capture({cfg})"),
             format!("CREATE TRIGGER tenantguard_audit_truncate AFTER TRUNCATE ON {qualified} FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.audit_capture({cfg})"),
             format!("ALTER TABLE {qualified} ENABLE ALWAYS TRIGGER tenantguard_audit"),
             format!("ALTER TABLE {qualified} ENABLE ALWAYS TRIGGER tenantguard_audit_truncate"),
-        ] {
+        ]);
+        for stmt in stmts {
             crate::hooks::allow_internal(|| Spi::run(&stmt)).unwrap_or_else(|e| spi_fail(e));
         }
     });
@@ -367,10 +411,18 @@ fn audit(
 /// Application-level events (login, export, approval, download). Needs a
 /// context: the event belongs to its tenant and actor.
 #[pg_extern(volatile, parallel_unsafe)]
-fn log_event(action: &str, entity: Option<&str>, entity_id: Option<&str>, payload: default!(Option<JsonB>, "NULL")) -> i64 {
+fn log_event(
+    action: &str,
+    entity: Option<&str>,
+    entity_id: Option<&str>,
+    payload: default!(Option<JsonB>, "NULL"),
+) -> i64 {
     let claims = context::require();
     if action.trim().is_empty() {
-        raise_msg(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "log_event needs an action");
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "log_event needs an action",
+        );
     }
     append(Entry {
         tenant: Some(claims.tid.clone()),
@@ -394,7 +446,9 @@ fn security_chain<'a>(
     if gucs::audit_keyring().is_empty() {
         return Ok(None);
     }
-    let Some(new) = trigger.new() else { return Ok(None) };
+    let Some(new) = trigger.new() else {
+        return Ok(None);
+    };
     let event: Option<String> = new.get_by_name("event").ok().flatten();
     let tenant: Option<String> = new.get_by_name("tenant").ok().flatten();
     let id: Option<i64> = new.get_by_name("id").ok().flatten();
@@ -416,10 +470,12 @@ fn security_chain<'a>(
 fn tenants(only: Option<&str>) -> Vec<String> {
     match only {
         Some(t) => vec![t.to_string()],
-        None => Spi::get_one::<Vec<String>>("SELECT pg_catalog.array_agg(tenant ORDER BY tenant) FROM tenantguard.audit_head")
-            .ok()
-            .flatten()
-            .unwrap_or_default(),
+        None => Spi::get_one::<Vec<String>>(
+            "SELECT pg_catalog.array_agg(tenant ORDER BY tenant) FROM tenantguard.audit_head",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default(),
     }
 }
 
@@ -493,9 +549,19 @@ fn verify_tenant(tenant: &str, upto_id: Option<i64>) -> (chain::Verdict, bool) {
 #[pg_extern(volatile, parallel_unsafe)]
 fn verify_audit(
     tenant: default!(Option<&str>, "NULL"),
-) -> TableIterator<'static, (name!(tenant, String), name!(records, i64), name!(first_bad_id, Option<i64>), name!(ok, bool))> {
+) -> TableIterator<
+    'static,
+    (
+        name!(tenant, String),
+        name!(records, i64),
+        name!(first_bad_id, Option<i64>),
+        name!(ok, bool),
+    ),
+> {
     if gucs::audit_keyring().is_empty() {
-        raise(DomainError::Policy("no audit keys configured (tenantguard.audit_keys)".into()));
+        raise(DomainError::Policy(
+            "no audit keys configured (tenantguard.audit_keys)".into(),
+        ));
     }
     let mut out = Vec::new();
     for t in tenants(tenant) {
@@ -512,7 +578,15 @@ fn verify_audit(
 
 /// Chain heads to copy out of the database and check later.
 #[pg_extern(stable, parallel_unsafe)]
-fn audit_digest() -> TableIterator<'static, (name!(tenant, String), name!(last_id, i64), name!(head_hash, String), name!(at, pgrx::datum::TimestampWithTimeZone))> {
+fn audit_digest() -> TableIterator<
+    'static,
+    (
+        name!(tenant, String),
+        name!(last_id, i64),
+        name!(head_hash, String),
+        name!(at, pgrx::datum::TimestampWithTimeZone),
+    ),
+> {
     let mut out = Vec::new();
     Spi::connect(|c| {
         for r in c.select(
@@ -541,7 +615,15 @@ fn audit_digest() -> TableIterator<'static, (name!(tenant, String), name!(last_i
 #[pg_extern(volatile, parallel_unsafe)]
 fn verify_audit_against(
     digest: JsonB,
-) -> TableIterator<'static, (name!(tenant, String), name!(records, i64), name!(first_bad_id, Option<i64>), name!(ok, bool))> {
+) -> TableIterator<
+    'static,
+    (
+        name!(tenant, String),
+        name!(records, i64),
+        name!(first_bad_id, Option<i64>),
+        name!(ok, bool),
+    ),
+> {
     let items = digest.0.as_array().cloned().unwrap_or_default();
     let mut out = Vec::new();
     for it in items {
@@ -584,7 +666,9 @@ fn export_audit(
         Ok::<_, pgrx::spi::Error>(())
     })
     .unwrap_or_else(|e| spi_fail(e));
-    let head = out.last().map(|j| j.0["hash"].as_str().unwrap_or("").to_string());
+    let head = out
+        .last()
+        .map(|j| j.0["hash"].as_str().unwrap_or("").to_string());
     let _ = Spi::run_with_args(
         "INSERT INTO tenantguard.audit_export (tenant, since, until, records, head_hash) VALUES ($1, $2, $3, $4, $5)",
         &[tenant.into(), since.into(), until.into(), (out.len() as i64).into(), head.into()],

@@ -54,7 +54,11 @@ unsafe fn list_ptrs(list: *mut pg_sys::List) -> Vec<*mut c_void> {
         return Vec::new();
     }
     // SAFETY: PG13+ lists are arrays of ListCell.
-    unsafe { (0..(*list).length as usize).map(|i| (*(*list).elements.add(i)).ptr_value).collect() }
+    unsafe {
+        (0..(*list).length as usize)
+            .map(|i| (*(*list).elements.add(i)).ptr_value)
+            .collect()
+    }
 }
 
 /// SAFETY: `node` is a String (PG15+) / Value (PG13-14) node.
@@ -88,7 +92,13 @@ unsafe fn relid(rv: *mut pg_sys::RangeVar) -> pg_sys::Oid {
     }
     // SAFETY: missing_ok lookup without locking.
     unsafe {
-        pg_sys::RangeVarGetRelidExtended(rv, pg_sys::NoLock as i32, pg_sys::RVROption::RVR_MISSING_OK, None, std::ptr::null_mut())
+        pg_sys::RangeVarGetRelidExtended(
+            rv,
+            pg_sys::NoLock as i32,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            std::ptr::null_mut(),
+        )
     }
 }
 
@@ -105,7 +115,8 @@ fn is_audit_relation(oid: pg_sys::Oid) -> bool {
             return false;
         }
         let name = cstr(pg_sys::get_rel_name(oid)).unwrap_or_default();
-        name.starts_with("audit_log") || matches!(name.as_str(), "audit_head" | "security_log" | "revocation")
+        name.starts_with("audit_log")
+            || matches!(name.as_str(), "audit_head" | "security_log" | "revocation")
     }
 }
 
@@ -125,20 +136,26 @@ unsafe fn check(stmt: *mut pg_sys::Node) {
             pg_sys::NodeTag::T_AlterTableStmt => {
                 let s = stmt as *mut pg_sys::AlterTableStmt;
                 let rel = relid((*s).relation);
-                if is_audit_relation(rel) {
-                    refuse("ALTER TABLE on an audit table");
-                }
+                let audit_rel = is_audit_relation(rel);
                 for c in list_ptrs((*s).cmds) {
                     let cmd = c as *mut pg_sys::AlterTableCmd;
                     use pg_sys::AlterTableType::*;
                     let trig = cstr((*cmd).name).unwrap_or_default();
+                    // Making a trigger fire ALWAYS only strengthens the trail.
+                    if audit_rel && (*cmd).subtype != AT_EnableAlwaysTrig {
+                        refuse("ALTER TABLE on an audit table");
+                    }
                     match (*cmd).subtype {
                         AT_DisableTrigAll | AT_DisableTrigUser => {
                             if crate::audit::is_audited(rel) {
-                                refuse("ALTER TABLE ... DISABLE TRIGGER ALL/USER on an audited table");
+                                refuse(
+                                    "ALTER TABLE ... DISABLE TRIGGER ALL/USER on an audited table",
+                                );
                             }
                         }
-                        AT_DisableTrig | AT_EnableTrig | AT_EnableReplicaTrig if is_audit_trigger(&trig) => {
+                        AT_DisableTrig | AT_EnableTrig | AT_EnableReplicaTrig
+                            if is_audit_trigger(&trig) =>
+                        {
                             refuse("changing when an audit trigger fires");
                         }
                         _ => {}
@@ -163,9 +180,13 @@ unsafe fn check(stmt: *mut pg_sys::Node) {
                                 }
                             }
                         }
-                        pg_sys::ObjectType::OBJECT_EXTENSION | pg_sys::ObjectType::OBJECT_SCHEMA => {
+                        pg_sys::ObjectType::OBJECT_EXTENSION
+                        | pg_sys::ObjectType::OBJECT_SCHEMA => {
                             let name = str_node(o);
-                            if matches!(name.as_deref(), Some("pg_tenantguard") | Some("tenantguard")) {
+                            if matches!(
+                                name.as_deref(),
+                                Some("pg_tenantguard") | Some("tenantguard")
+                            ) {
                                 refuse("dropping the extension or its schema");
                             }
                         }
@@ -178,7 +199,9 @@ unsafe fn check(stmt: *mut pg_sys::Node) {
                 if is_audit_relation(relid((*s).relation)) {
                     refuse("renaming an audit table or its triggers");
                 }
-                if (*s).renameType == pg_sys::ObjectType::OBJECT_TRIGGER && is_audit_trigger(&cstr((*s).subname).unwrap_or_default()) {
+                if (*s).renameType == pg_sys::ObjectType::OBJECT_TRIGGER
+                    && is_audit_trigger(&cstr((*s).subname).unwrap_or_default())
+                {
                     refuse("renaming an audit trigger");
                 }
             }
@@ -192,7 +215,9 @@ unsafe fn check(stmt: *mut pg_sys::Node) {
             }
             pg_sys::NodeTag::T_VariableSetStmt => {
                 let s = stmt as *mut pg_sys::VariableSetStmt;
-                if cstr((*s).name).as_deref() == Some("session_replication_role") && WROTE_AUDIT.with(|w| w.get()) {
+                if cstr((*s).name).as_deref() == Some("session_replication_role")
+                    && WROTE_AUDIT.with(|w| w.get())
+                {
                     refuse("SET session_replication_role in a session that wrote audit records");
                 }
             }
@@ -213,7 +238,10 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    if gucs::AUDIT_HOOK.get() && !INTERNAL.with(|i| i.get()) {
+    // The extension's own install/upgrade scripts are not tampering.
+    // SAFETY: plain read of a backend-global flag.
+    let creating = unsafe { pg_sys::creating_extension };
+    if gucs::AUDIT_HOOK.get() && !INTERNAL.with(|i| i.get()) && !creating {
         // SAFETY: pstmt is the statement Postgres is about to run.
         unsafe { check((*pstmt).utilityStmt) };
     }

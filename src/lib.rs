@@ -22,7 +22,11 @@ mod status;
 ::pgrx::pg_module_magic!(name, version);
 
 pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
-pgrx::extension_sql_file!("../sql/audit.sql", name = "audit_tables", requires = ["bootstrap"]);
+pgrx::extension_sql_file!(
+    "../sql/audit.sql",
+    name = "audit_tables",
+    requires = ["bootstrap"]
+);
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

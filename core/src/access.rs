@@ -58,11 +58,25 @@ impl Rules {
         const NO_GRANTS: &[Grant] = &[];
         let key = (c.tid.clone(), c.sub.clone());
         AccessFacts {
-            tenant_revoked_at: c.read_scope.iter().filter_map(|t| self.tenant_revoked.get(t).copied()).max(),
+            tenant_revoked_at: c
+                .read_scope
+                .iter()
+                .filter_map(|t| self.tenant_revoked.get(t).copied())
+                .max(),
             user_revoked_at: self.user_revoked.get(&key).copied(),
-            session_revoked: c.jti.as_ref().is_some_and(|j| self.session_revoked.contains(j)),
+            session_revoked: c
+                .jti
+                .as_ref()
+                .is_some_and(|j| self.session_revoked.contains(j)),
             allowlist: self.allowlists.get(&c.tid).map(|v| v.as_slice()),
-            grants: if c.staff { self.grants.get(&key).map(|v| v.as_slice()).unwrap_or(NO_GRANTS) } else { NO_GRANTS },
+            grants: if c.staff {
+                self.grants
+                    .get(&key)
+                    .map(|v| v.as_slice())
+                    .unwrap_or(NO_GRANTS)
+            } else {
+                NO_GRANTS
+            },
         }
     }
 }

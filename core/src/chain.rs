@@ -98,7 +98,10 @@ pub struct Verdict {
 
 /// Verify records of one tenant given in `seq` order, each with its stored
 /// `prev_hash` and `hash`. `key_for` resolves a record's key id.
-pub fn verify<'a, K>(records: impl IntoIterator<Item = (&'a Record, &'a [u8], &'a [u8])>, key_for: K) -> Verdict
+pub fn verify<'a, K>(
+    records: impl IntoIterator<Item = (&'a Record, &'a [u8], &'a [u8])>,
+    key_for: K,
+) -> Verdict
 where
     K: Fn(&str) -> Option<Vec<u8>>,
 {
@@ -127,7 +130,12 @@ where
     if prev.len() == 32 {
         head.copy_from_slice(&prev);
     }
-    Verdict { records: n, first_bad_id: bad, head, last_seq: expected_seq - 1 }
+    Verdict {
+        records: n,
+        first_bad_id: bad,
+        head,
+        last_seq: expected_seq - 1,
+    }
 }
 
 pub fn hex(b: &[u8]) -> String {
@@ -139,7 +147,10 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -177,7 +188,10 @@ mod tests {
     }
 
     fn check(c: &[(Record, Vec<u8>, Vec<u8>)]) -> Verdict {
-        verify(c.iter().map(|(r, p, h)| (r, p.as_slice(), h.as_slice())), |k| (k == "a1").then(|| KEY.to_vec()))
+        verify(
+            c.iter().map(|(r, p, h)| (r, p.as_slice(), h.as_slice())),
+            |k| (k == "a1").then(|| KEY.to_vec()),
+        )
     }
 
     #[test]
@@ -228,7 +242,10 @@ mod tests {
         assert_ne!(canonical(&a), canonical(&b));
         let mut c = rec(1, "INSERT");
         c.tenant = "globex".into();
-        assert_ne!(link(KEY, &rec(1, "INSERT"), &GENESIS), link(KEY, &c, &GENESIS));
+        assert_ne!(
+            link(KEY, &rec(1, "INSERT"), &GENESIS),
+            link(KEY, &c, &GENESIS)
+        );
         let mut none = rec(1, "INSERT");
         none.actor = None;
         let mut empty = rec(1, "INSERT");

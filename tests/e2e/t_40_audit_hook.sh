@@ -1,0 +1,32 @@
+# With shared_preload_libraries, the ProcessUtility hook refuses DDL that
+# would silence or remove the audit trail, even for a superuser.
+q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO t VALUES (40, 'acme'); COMMIT;" >/dev/null
+check "status reports the hook active" test "$(q postgres "SELECT tenantguard.status()->>'hooks_active'")" = "true"
+refused() { local what=$1 sql=$2; local out; out=$(q_err postgres "$sql" 2>&1); if echo "$out" | grep -q "is refused: it would silence or remove the audit trail"; then ok "superuser: $what refused"; else fail "superuser: $what refused (got: $out)"; fi; }
+refused "DISABLE TRIGGER on the audit table" "ALTER TABLE tenantguard.audit_log DISABLE TRIGGER refuse_change"
+refused "DISABLE TRIGGER tenantguard_audit" "ALTER TABLE t DISABLE TRIGGER tenantguard_audit"
+refused "DISABLE TRIGGER ALL on an audited table" "ALTER TABLE t DISABLE TRIGGER ALL"
+refused "ENABLE REPLICA TRIGGER tenantguard_audit" "ALTER TABLE t ENABLE REPLICA TRIGGER tenantguard_audit"
+refused "DROP TRIGGER tenantguard_audit" "DROP TRIGGER tenantguard_audit ON t"
+refused "DROP TABLE audit_log" "DROP TABLE tenantguard.audit_log"
+refused "DROP TABLE of a partition" "DROP TABLE tenantguard.audit_log_default"
+refused "RENAME audit_log" "ALTER TABLE tenantguard.audit_log RENAME TO audit_log_old"
+refused "TRUNCATE audit_log" "TRUNCATE tenantguard.audit_log"
+refused "DROP EXTENSION" "DROP EXTENSION pg_tenantguard CASCADE"
+out=$(psql -X -q -h "$SOCK" -p "$PORT" -U postgres -d postgres 2>&1 <<SQL
+BEGIN;
+SELECT tenantguard.set_context('$ACME');
+INSERT INTO t VALUES (41, 'acme');
+COMMIT;
+SET session_replication_role = replica;
+SQL
+)
+check "superuser: SET session_replication_role refused after audited writes" bash -c "echo '$out' | grep -q 'SET session_replication_role in a session that wrote audit records is refused'"
+check "refusals leave tenantguard-alert lines" grep -q '"event":"audit_tamper_refused"' "$LOG"
+check "the chain still verifies" test "$(q postgres "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = "t"
+# Maintenance: the switch is in postgresql.conf (sighup), not per session.
+check "app role cannot turn the guard off" bash -c "q_err() { :; }; ! psql -X -q -h '$SOCK' -p '$PORT' -U app -d postgres -c 'SET tenantguard.audit_guard = off' 2>/dev/null"
+q postgres "ALTER SYSTEM SET tenantguard.audit_guard = off" && q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+check "with audit_guard = off a superuser may maintain triggers" q postgres "ALTER TABLE t DISABLE TRIGGER tenantguard_audit; ALTER TABLE t ENABLE ALWAYS TRIGGER tenantguard_audit"
+q postgres "ALTER SYSTEM RESET tenantguard.audit_guard" && q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+refused "DISABLE TRIGGER once the guard is back on" "ALTER TABLE t DISABLE TRIGGER tenantguard_audit"
