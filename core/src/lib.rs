@@ -5,7 +5,9 @@
 //! The extension crate (`pg_tenantguard`) only converts types and errors.
 
 pub mod access;
+pub mod authz;
 pub mod chain;
+pub mod cond;
 pub mod error;
 pub mod keyring;
 pub mod net;

@@ -1,0 +1,704 @@
+//! The condition language: a small, CEL-like expression language.
+//!
+//! ```text
+//! expr    := or
+//! or      := and ( "||" and )*
+//! and     := unary ( "&&" unary )*
+//! unary   := "!" unary | cmp
+//! cmp     := primary ( ("==" | "!=" | "<" | "<=" | ">" | ">=" | "in") primary )?
+//! primary := number | string | true | false | null | now
+//!          | timestamp("2026-01-01T00:00:00Z")
+//!          | path | has(path) | "(" expr ")" | "[" [expr ("," expr)*] "]"
+//! path    := ("principal" | "resource" | "context") ("." ident)+
+//! ```
+//!
+//! Values are null, booleans, numbers, strings, timestamps and lists.
+//! Comparing different types, reading a missing attribute outside `has()`,
+//! or a non-boolean result is an evaluation error, and an error denies.
+//! Parsing is bounded (4 KiB of source, nesting depth 32) and never panics.
+
+use serde_json::Value as Json;
+use std::fmt;
+
+pub const MAX_SOURCE: usize = 4096;
+pub const MAX_DEPTH: usize = 32;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    /// Unix microseconds.
+    Time(i64),
+    List(Vec<Val>),
+}
+
+impl fmt::Display for Val {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Val::Null => write!(f, "null"),
+            Val::Bool(b) => write!(f, "{b}"),
+            Val::Num(n) => write!(f, "{n}"),
+            Val::Str(s) => write!(f, "{s:?}"),
+            Val::Time(t) => write!(f, "timestamp({t}us)"),
+            Val::List(l) => {
+                write!(f, "[")?;
+                for (i, v) in l.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                write!(f, "]")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    In,
+}
+
+impl Op {
+    fn text(self) -> &'static str {
+        match self {
+            Op::Eq => "==",
+            Op::Ne => "!=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::In => "in",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    Lit(Val),
+    Now,
+    Path(Vec<String>),
+    Has(Vec<String>),
+    List(Vec<Expr>),
+    Not(Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Cmp(Op, Box<Expr>, Box<Expr>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based character position.
+    pub position: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at position {}: {}", self.position, self.message)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Num(f64),
+    Str(String),
+    Ident(String),
+    Sym(&'static str),
+}
+
+fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
+    let err = |p: usize, m: &str| ParseError { position: p + 1, message: m.to_string() };
+    if src.len() > MAX_SOURCE {
+        return Err(err(MAX_SOURCE, "condition longer than 4096 bytes"));
+    }
+    let cs: Vec<char> = src.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < cs.len() {
+        let c = cs[i];
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        if c.is_ascii_digit() || (c == '-' && cs.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+            i += 1;
+            while i < cs.len() && (cs[i].is_ascii_digit() || cs[i] == '.') {
+                i += 1;
+            }
+            let s: String = cs[start..i].iter().collect();
+            let n: f64 = s.parse().map_err(|_| err(start, "invalid number"))?;
+            out.push((Tok::Num(n), start));
+            continue;
+        }
+        if c == '"' || c == '\'' {
+            i += 1;
+            let mut s = String::new();
+            loop {
+                match cs.get(i) {
+                    None => return Err(err(start, "unterminated string")),
+                    Some('\\') => {
+                        match cs.get(i + 1) {
+                            Some(e @ ('"' | '\'' | '\\')) => s.push(*e),
+                            Some('n') => s.push('\n'),
+                            _ => return Err(err(i, "invalid escape")),
+                        }
+                        i += 2;
+                    }
+                    Some(q) if *q == c => {
+                        i += 1;
+                        break;
+                    }
+                    Some(o) => {
+                        s.push(*o);
+                        i += 1;
+                    }
+                }
+            }
+            out.push((Tok::Str(s), start));
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == '_' {
+            while i < cs.len() && (cs[i].is_ascii_alphanumeric() || cs[i] == '_') {
+                i += 1;
+            }
+            out.push((Tok::Ident(cs[start..i].iter().collect()), start));
+            continue;
+        }
+        let two: String = cs[i..(i + 2).min(cs.len())].iter().collect();
+        let sym = match two.as_str() {
+            "==" => Some("=="),
+            "!=" => Some("!="),
+            "<=" => Some("<="),
+            ">=" => Some(">="),
+            "&&" => Some("&&"),
+            "||" => Some("||"),
+            _ => None,
+        };
+        if let Some(s) = sym {
+            out.push((Tok::Sym(s), start));
+            i += 2;
+            continue;
+        }
+        let one = match c {
+            '<' => "<",
+            '>' => ">",
+            '!' => "!",
+            '(' => "(",
+            ')' => ")",
+            '[' => "[",
+            ']' => "]",
+            ',' => ",",
+            '.' => ".",
+            _ => return Err(err(start, &format!("unexpected character {c:?}"))),
+        };
+        out.push((Tok::Sym(one), start));
+        i += 1;
+    }
+    Ok(out)
+}
+
+struct Parser {
+    toks: Vec<(Tok, usize)>,
+    pos: usize,
+    end: usize,
+    depth: usize,
+}
+
+impl Parser {
+    fn err<T>(&self, m: impl Into<String>) -> Result<T, ParseError> {
+        let p = self.toks.get(self.pos).map(|t| t.1).unwrap_or(self.end);
+        Err(ParseError { position: p + 1, message: m.into() })
+    }
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.pos).map(|t| &t.0)
+    }
+    fn eat(&mut self, s: &str) -> bool {
+        if matches!(self.peek(), Some(Tok::Sym(x)) if *x == s) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+    fn expect(&mut self, s: &str) -> Result<(), ParseError> {
+        if self.eat(s) {
+            Ok(())
+        } else {
+            self.err(format!("expected {s:?}"))
+        }
+    }
+    fn enter(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return self.err("expression nested too deeply");
+        }
+        Ok(())
+    }
+    fn expr(&mut self) -> Result<Expr, ParseError> {
+        self.enter()?;
+        let mut l = self.and()?;
+        while self.eat("||") {
+            let r = self.and()?;
+            l = Expr::Or(Box::new(l), Box::new(r));
+        }
+        self.depth -= 1;
+        Ok(l)
+    }
+    fn and(&mut self) -> Result<Expr, ParseError> {
+        let mut l = self.unary()?;
+        while self.eat("&&") {
+            let r = self.unary()?;
+            l = Expr::And(Box::new(l), Box::new(r));
+        }
+        Ok(l)
+    }
+    fn unary(&mut self) -> Result<Expr, ParseError> {
+        if self.eat("!") {
+            self.enter()?;
+            let e = self.unary()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(e)));
+        }
+        self.cmp()
+    }
+    fn cmp(&mut self) -> Result<Expr, ParseError> {
+        let l = self.primary()?;
+        let op = match self.peek() {
+            Some(Tok::Sym("==")) => Op::Eq,
+            Some(Tok::Sym("!=")) => Op::Ne,
+            Some(Tok::Sym("<")) => Op::Lt,
+            Some(Tok::Sym("<=")) => Op::Le,
+            Some(Tok::Sym(">")) => Op::Gt,
+            Some(Tok::Sym(">=")) => Op::Ge,
+            Some(Tok::Ident(i)) if i == "in" => Op::In,
+            _ => return Ok(l),
+        };
+        self.pos += 1;
+        let r = self.primary()?;
+        Ok(Expr::Cmp(op, Box::new(l), Box::new(r)))
+    }
+    fn path(&mut self, root: String) -> Result<Vec<String>, ParseError> {
+        if !matches!(root.as_str(), "principal" | "resource" | "context") {
+            self.pos -= 1;
+            return self.err(format!("unknown name {root:?}; attributes start with principal., resource. or context."));
+        }
+        let mut p = vec![root];
+        if !matches!(self.peek(), Some(Tok::Sym("."))) {
+            return self.err("expected \".\" and an attribute name");
+        }
+        while self.eat(".") {
+            match self.peek().cloned() {
+                Some(Tok::Ident(i)) => {
+                    self.pos += 1;
+                    p.push(i);
+                }
+                _ => return self.err("expected an attribute name"),
+            }
+        }
+        Ok(p)
+    }
+    fn primary(&mut self) -> Result<Expr, ParseError> {
+        let Some(t) = self.peek().cloned() else {
+            return self.err("unexpected end of condition");
+        };
+        self.pos += 1;
+        match t {
+            Tok::Num(n) => Ok(Expr::Lit(Val::Num(n))),
+            Tok::Str(s) => Ok(Expr::Lit(Val::Str(s))),
+            Tok::Sym("(") => {
+                let e = self.expr()?;
+                self.expect(")")?;
+                Ok(e)
+            }
+            Tok::Sym("[") => {
+                self.enter()?;
+                let mut items = Vec::new();
+                if !self.eat("]") {
+                    loop {
+                        items.push(self.expr()?);
+                        if self.eat("]") {
+                            break;
+                        }
+                        self.expect(",")?;
+                    }
+                }
+                self.depth -= 1;
+                Ok(Expr::List(items))
+            }
+            Tok::Ident(i) => match i.as_str() {
+                "true" => Ok(Expr::Lit(Val::Bool(true))),
+                "false" => Ok(Expr::Lit(Val::Bool(false))),
+                "null" => Ok(Expr::Lit(Val::Null)),
+                "now" => Ok(Expr::Now),
+                "has" => {
+                    self.expect("(")?;
+                    let root = match self.peek().cloned() {
+                        Some(Tok::Ident(r)) => {
+                            self.pos += 1;
+                            r
+                        }
+                        _ => return self.err("has() takes an attribute path"),
+                    };
+                    let p = self.path(root)?;
+                    self.expect(")")?;
+                    Ok(Expr::Has(p))
+                }
+                "timestamp" => {
+                    self.expect("(")?;
+                    let s = match self.peek().cloned() {
+                        Some(Tok::Str(s)) => {
+                            self.pos += 1;
+                            s
+                        }
+                        _ => return self.err("timestamp() takes an RFC 3339 string"),
+                    };
+                    let t = match parse_rfc3339(&s) {
+                        Some(t) => t,
+                        None => return self.err("invalid RFC 3339 timestamp"),
+                    };
+                    self.expect(")")?;
+                    Ok(Expr::Lit(Val::Time(t)))
+                }
+                _ => Ok(Expr::Path(self.path(i.clone())?)),
+            },
+            Tok::Sym(s) => {
+                self.pos -= 1;
+                self.err(format!("unexpected {s:?}"))
+            }
+        }
+    }
+}
+
+/// Parse `YYYY-MM-DDTHH:MM:SS[.ffffff](Z|+HH:MM|-HH:MM)` to Unix µs.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac_us = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let st = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let digits = s.get(st..i)?;
+        if digits.is_empty() {
+            return None;
+        }
+        let mut f = digits.chars().take(6).collect::<String>();
+        while f.len() < 6 {
+            f.push('0');
+        }
+        frac_us = f.parse().ok()?;
+    }
+    let off = match s.get(i..)? {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            sign * (o[1..3].parse::<i64>().ok()? * 3600 + o[4..6].parse::<i64>().ok()? * 60)
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y2, m2) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(((days * 86400 + h * 3600 + mi * 60 + se - off) * 1_000_000) + frac_us)
+}
+
+/// Parse and statically check a condition. Errors carry the position.
+pub fn parse(src: &str) -> Result<Expr, ParseError> {
+    let toks = lex(src)?;
+    let mut p = Parser { end: src.chars().count(), toks, pos: 0, depth: 0 };
+    if p.toks.is_empty() {
+        return p.err("empty condition");
+    }
+    let e = p.expr()?;
+    if p.pos < p.toks.len() {
+        return p.err("unexpected text after the condition");
+    }
+    check(&e).map_err(|m| ParseError { position: 1, message: m })?;
+    Ok(e)
+}
+
+/// Static type check of what is known without data: a condition must be
+/// boolean-shaped, and comparisons of two literals must be of one type.
+fn check(e: &Expr) -> Result<(), String> {
+    fn lit_type(e: &Expr) -> Option<&'static str> {
+        match e {
+            Expr::Lit(Val::Num(_)) => Some("number"),
+            Expr::Lit(Val::Str(_)) => Some("string"),
+            Expr::Lit(Val::Bool(_)) => Some("boolean"),
+            Expr::Lit(Val::Time(_)) | Expr::Now => Some("timestamp"),
+            Expr::List(_) => Some("list"),
+            _ => None,
+        }
+    }
+    match e {
+        Expr::Lit(Val::Bool(_)) | Expr::Has(_) | Expr::Path(_) => Ok(()),
+        Expr::Lit(v) => Err(format!("a condition must be boolean, not {v}")),
+        Expr::Now | Expr::List(_) => Err("a condition must be boolean".into()),
+        Expr::Not(x) => check(x),
+        Expr::And(a, b) | Expr::Or(a, b) => check(a).and(check(b)),
+        Expr::Cmp(op, a, b) => {
+            if *op == Op::In {
+                if let Some(t) = lit_type(b) {
+                    if t != "list" && t != "string" {
+                        return Err(format!("right side of \"in\" must be a list, not a {t}"));
+                    }
+                }
+                return Ok(());
+            }
+            match (lit_type(a), lit_type(b)) {
+                (Some(x), Some(y)) if x != y => Err(format!("cannot compare a {x} with a {y}")),
+                (Some("list"), _) | (_, Some("list")) if !matches!(op, Op::Eq | Op::Ne) => {
+                    Err("lists can only be compared with == and !=".into())
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// The data a condition reads.
+pub struct Env<'a> {
+    pub principal: &'a Json,
+    pub resource: &'a Json,
+    pub context: &'a Json,
+    pub now_us: i64,
+}
+
+fn lookup<'a>(env: &'a Env, path: &[String]) -> Option<&'a Json> {
+    let mut cur = match path.first()?.as_str() {
+        "principal" => env.principal,
+        "resource" => env.resource,
+        "context" => env.context,
+        _ => return None,
+    };
+    for k in &path[1..] {
+        cur = cur.as_object()?.get(k)?;
+    }
+    Some(cur)
+}
+
+fn from_json(j: &Json) -> Val {
+    match j {
+        Json::Null => Val::Null,
+        Json::Bool(b) => Val::Bool(*b),
+        Json::Number(n) => Val::Num(n.as_f64().unwrap_or(f64::NAN)),
+        Json::String(s) => match parse_rfc3339(s) {
+            // Strings that are RFC 3339 instants compare as timestamps
+            // against timestamps, and as strings against strings.
+            Some(_) => Val::Str(s.clone()),
+            None => Val::Str(s.clone()),
+        },
+        Json::Array(a) => Val::List(a.iter().map(from_json).collect()),
+        Json::Object(_) => Val::Str(j.to_string()),
+    }
+}
+
+/// A trace of the comparisons evaluated, for explain().
+pub type Trace = Vec<(String, String)>;
+
+fn eval(e: &Expr, env: &Env, trace: &mut Option<&mut Trace>) -> Result<Val, String> {
+    Ok(match e {
+        Expr::Lit(v) => v.clone(),
+        Expr::Now => Val::Time(env.now_us),
+        Expr::Path(p) => match lookup(env, p) {
+            Some(j) => from_json(j),
+            None => return Err(format!("attribute {} is missing", p.join("."))),
+        },
+        Expr::Has(p) => Val::Bool(lookup(env, p).is_some_and(|j| !j.is_null())),
+        Expr::List(items) => Val::List(items.iter().map(|i| eval(i, env, trace)).collect::<Result<_, _>>()?),
+        Expr::Not(x) => Val::Bool(!truthy(eval(x, env, trace)?)?),
+        Expr::And(a, b) => Val::Bool(truthy(eval(a, env, trace)?)? && truthy(eval(b, env, trace)?)?),
+        Expr::Or(a, b) => Val::Bool(truthy(eval(a, env, trace)?)? || truthy(eval(b, env, trace)?)?),
+        Expr::Cmp(op, a, b) => {
+            let (l, r) = (eval(a, env, trace)?, eval(b, env, trace)?);
+            let res = compare(*op, &l, &r);
+            if let Some(t) = trace.as_mut() {
+                let shown = match &res {
+                    Ok(v) => format!("{l} {} {r} => {v}", op.text()),
+                    Err(m) => format!("{l} {} {r} => error: {m}", op.text()),
+                };
+                t.push((format!("{} {} {}", show(a), op.text(), show(b)), shown));
+            }
+            Val::Bool(res?)
+        }
+    })
+}
+
+fn show(e: &Expr) -> String {
+    match e {
+        Expr::Lit(v) => v.to_string(),
+        Expr::Now => "now".into(),
+        Expr::Path(p) => p.join("."),
+        Expr::Has(p) => format!("has({})", p.join(".")),
+        Expr::List(_) => "[...]".into(),
+        _ => "(...)".into(),
+    }
+}
+
+fn truthy(v: Val) -> Result<bool, String> {
+    match v {
+        Val::Bool(b) => Ok(b),
+        other => Err(format!("expected a boolean, got {other}")),
+    }
+}
+
+fn as_time(v: &Val) -> Option<i64> {
+    match v {
+        Val::Time(t) => Some(*t),
+        Val::Str(s) => parse_rfc3339(s),
+        _ => None,
+    }
+}
+
+fn compare(op: Op, l: &Val, r: &Val) -> Result<bool, String> {
+    use std::cmp::Ordering;
+    if op == Op::In {
+        return match r {
+            Val::List(items) => Ok(items.iter().any(|i| compare(Op::Eq, l, i).unwrap_or(false))),
+            Val::Str(s) => match l {
+                Val::Str(x) => Ok(s.contains(x.as_str())),
+                _ => Err("\"in\" on a string needs a string".into()),
+            },
+            other => Err(format!("\"in\" needs a list, got {other}")),
+        };
+    }
+    let ord: Option<Ordering> = match (l, r) {
+        (Val::Num(a), Val::Num(b)) => a.partial_cmp(b),
+        (Val::Str(a), Val::Str(b)) => Some(a.cmp(b)),
+        (Val::Bool(a), Val::Bool(b)) => Some(a.cmp(b)),
+        (Val::Null, Val::Null) => Some(Ordering::Equal),
+        (Val::Time(_), _) | (_, Val::Time(_)) => match (as_time(l), as_time(r)) {
+            (Some(a), Some(b)) => Some(a.cmp(&b)),
+            _ => None,
+        },
+        (Val::List(a), Val::List(b)) if matches!(op, Op::Eq | Op::Ne) => Some(if a == b { Ordering::Equal } else { Ordering::Less }),
+        (Val::Null, _) | (_, Val::Null) if matches!(op, Op::Eq | Op::Ne) => Some(Ordering::Less),
+        _ => None,
+    };
+    let Some(o) = ord else {
+        return Err(format!("cannot compare {l} with {r}"));
+    };
+    Ok(match op {
+        Op::Eq => o == Ordering::Equal,
+        Op::Ne => o != Ordering::Equal,
+        Op::Lt => o == Ordering::Less,
+        Op::Le => o != Ordering::Greater,
+        Op::Gt => o == Ordering::Greater,
+        Op::Ge => o != Ordering::Less,
+        Op::In => unreachable!(),
+    })
+}
+
+/// Evaluate; an error is reported (and denies).
+pub fn evaluate(e: &Expr, env: &Env, trace: Option<&mut Trace>) -> Result<bool, String> {
+    let mut t = trace;
+    truthy(eval(e, env, &mut t)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn run(src: &str, p: Json, r: Json) -> Result<bool, String> {
+        let e = parse(src).map_err(|e| e.to_string())?;
+        evaluate(&e, &Env { principal: &p, resource: &r, context: &json!({}), now_us: 1_800_000_000_000_000 }, None)
+    }
+
+    #[test]
+    fn reference_rules() {
+        let p = json!({"id": "u1", "department": "finance", "approval_limit": 1000});
+        assert_eq!(run("principal.id != resource.submitted_by", p.clone(), json!({"submitted_by": "u2"})), Ok(true));
+        assert_eq!(run("principal.id != resource.submitted_by", p.clone(), json!({"submitted_by": "u1"})), Ok(false));
+        assert_eq!(run("resource.department == principal.department", p.clone(), json!({"department": "finance"})), Ok(true));
+        assert_eq!(run("resource.department == principal.department", p.clone(), json!({"department": "sales"})), Ok(false));
+        assert_eq!(run("resource.amount <= principal.approval_limit", p.clone(), json!({"amount": 1000})), Ok(true));
+        assert_eq!(run("resource.amount <= principal.approval_limit", p.clone(), json!({"amount": 1001})), Ok(false));
+    }
+
+    #[test]
+    fn operators_lists_has_and_time() {
+        let p = json!({"roles": ["a", "b"], "n": 3});
+        assert_eq!(run("'a' in principal.roles && !('c' in principal.roles)", p.clone(), json!({})), Ok(true));
+        assert_eq!(run("principal.n in [1, 2, 3]", p.clone(), json!({})), Ok(true));
+        assert_eq!(run("has(resource.x) || principal.n > 2", p.clone(), json!({})), Ok(true));
+        assert_eq!(run("has(resource.x)", p.clone(), json!({"x": null})), Ok(false));
+        assert_eq!(run("now < timestamp('2030-01-01T00:00:00Z')", p.clone(), json!({})), Ok(true));
+        assert_eq!(run("resource.due < now", p.clone(), json!({"due": "2020-05-01T10:00:00+02:00"})), Ok(true));
+    }
+
+    #[test]
+    fn errors_deny() {
+        assert!(run("resource.amount <= principal.approval_limit", json!({}), json!({"amount": 1})).is_err());
+        assert!(run("resource.amount <= 'ten'", json!({}), json!({"amount": 1})).is_err());
+        assert!(run("resource.flag", json!({}), json!({"flag": "yes"})).is_err());
+    }
+
+    #[test]
+    fn parse_errors_have_positions() {
+        let e = parse("principal.id == ").unwrap_err();
+        assert_eq!(e.position, 17);
+        let e = parse("principal.id = 'x'").unwrap_err();
+        assert!(e.message.contains("unexpected"), "{e}");
+        assert!(parse("user.id == 'x'").unwrap_err().message.contains("unknown name"));
+        assert!(parse("1 == 'x'").is_err());
+        assert!(parse("'just a string'").is_err());
+        assert!(parse("principal.a in 5").is_err());
+        assert!(parse("(".repeat(100).as_str()).unwrap_err().message.contains("deeply"));
+        assert!(parse(&"principal.a || ".repeat(400)).is_err());
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2000-01-01T00:00:00.5Z"), Some(946_684_800_500_000));
+        assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_rfc3339("1970-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("garbage"), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1500))]
+        #[test]
+        fn parser_never_panics(s in "\\PC{0,200}") {
+            let _ = parse(&s);
+        }
+
+        #[test]
+        fn parser_never_panics_on_tokens(parts in proptest::collection::vec(prop_oneof![
+            Just("principal.a"), Just("resource.b"), Just("=="), Just("<="), Just("&&"), Just("||"),
+            Just("!"), Just("("), Just(")"), Just("["), Just("]"), Just(","), Just("in"), Just("1"),
+            Just("'s'"), Just("has("), Just("now"), Just("timestamp('2020-01-01T00:00:00Z')")], 0..60)) {
+            let src = parts.join(" ");
+            if let Ok(e) = parse(&src) {
+                let env = Env { principal: &json!({"a": 1}), resource: &json!({"b": "x"}), context: &json!({}), now_us: 0 };
+                let _ = evaluate(&e, &env, None);
+            }
+        }
+    }
+}
