@@ -142,3 +142,28 @@ CREATE TRIGGER tenantguard_audit_security AFTER INSERT ON tenantguard.security_l
 ALTER TABLE tenantguard.security_log ENABLE ALWAYS TRIGGER tenantguard_audit_security;
 REVOKE ALL ON FUNCTION tenantguard.security_chain() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.audit_capture() FROM PUBLIC;
+
+-- Authorization --------------------------------------------------------------
+CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.authz_role
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
+CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.authz_permission
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
+CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.authz_assignment
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
+CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.authz_principal
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
+ALTER TABLE tenantguard.authz_role ENABLE ALWAYS TRIGGER access_changed;
+ALTER TABLE tenantguard.authz_permission ENABLE ALWAYS TRIGGER access_changed;
+ALTER TABLE tenantguard.authz_assignment ENABLE ALWAYS TRIGGER access_changed;
+ALTER TABLE tenantguard.authz_principal ENABLE ALWAYS TRIGGER access_changed;
+DO $$
+DECLARE f text;
+BEGIN
+    FOREACH f IN ARRAY ARRAY['create_role(text,text,text[],text)', 'drop_role(text,text)',
+        'grant_permission(text,text,text,text,text)', 'revoke_permission(text,text,text,text)',
+        'assign_role(text,text,text,timestamptz,timestamptz)', 'unassign_role(text,text,text)',
+        'set_principal_attrs(text,text,jsonb)'] LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION tenantguard.%s FROM PUBLIC', f);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION tenantguard.%s TO tenantguard_admin', f);
+    END LOOP;
+END $$;

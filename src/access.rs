@@ -21,6 +21,16 @@ use tenantguard_core::token::Claims;
 use tenantguard_core::DomainError;
 
 const TABLES: [&std::ffi::CStr; 3] = [c"revocation", c"ip_allowlist", c"support_grant"];
+/// Every table whose changes invalidate per-backend caches.
+const WATCHED: [&std::ffi::CStr; 7] = [
+    c"revocation",
+    c"ip_allowlist",
+    c"support_grant",
+    c"authz_role",
+    c"authz_permission",
+    c"authz_assignment",
+    c"authz_principal",
+];
 
 thread_local! {
     static GENERATION: Cell<u64> = const { Cell::new(1) };
@@ -63,15 +73,11 @@ fn spi_err(e: pgrx::spi::Error) -> ! {
 /// latest instant per key. Runs as the extension owner (the application
 /// role has no privileges on these tables).
 fn load_rules() -> Rules {
-    let Some(oids) = TABLES
-        .iter()
-        .map(|t| session::relation_oid(t))
-        .collect::<Option<Vec<_>>>()
-    else {
+    if TABLES.iter().any(|t| session::relation_oid(t).is_none()) {
         // Extension not installed in this database: no rules exist.
         return Rules::default();
-    };
-    OIDS.with(|o| *o.borrow_mut() = Some(oids));
+    }
+    watch_tables();
     let mut rules = Rules::default();
     session::as_owner(|| {
         Spi::connect(|client| {
@@ -145,11 +151,32 @@ fn load_rules() -> Rules {
     rules
 }
 
-fn rules() -> Rc<Rules> {
+/// Record the OIDs of every cache-relevant table (access rules and authz
+/// policy) for the relcache callback's filter. Until known, every relcache
+/// invalidation bumps the generation (safe, only slower).
+fn watch_tables() {
+    let oids: Vec<pg_sys::Oid> = WATCHED
+        .iter()
+        .filter_map(|t| session::relation_oid(t))
+        .collect();
+    if oids.len() == WATCHED.len() {
+        OIDS.with(|o| *o.borrow_mut() = Some(oids));
+    }
+}
+
+/// Process pending invalidations, then return the cache generation.
+pub fn current_generation() -> u64 {
     // SAFETY: processes pending shared invalidations, as every lock
     // acquisition does; our callback only bumps a counter.
     unsafe { pg_sys::AcceptInvalidationMessages() };
-    let gen = generation();
+    if OIDS.with(|o| o.borrow().is_none()) {
+        watch_tables();
+    }
+    generation()
+}
+
+fn rules() -> Rc<Rules> {
+    let gen = current_generation();
     if let Some(r) = RULES.with(|r| {
         r.borrow()
             .as_ref()
@@ -226,4 +253,14 @@ fn access_changed<'a>(
         unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
     }
     Ok(None)
+}
+
+/// The relations whose changes invalidate caches (for status()).
+pub fn watched() -> Vec<u32> {
+    OIDS.with(|o| {
+        o.borrow()
+            .as_ref()
+            .map(|v| v.iter().map(|x| x.to_u32()).collect())
+            .unwrap_or_default()
+    })
 }

@@ -1,5 +1,301 @@
-//! RBAC + ABAC `authorize()` (issue 6). Until it lands, no roles are known.
+//! `authorize()`: RBAC + ABAC inside the engine.
+//!
+//! Policies live in the `authz_*` tables, per tenant, with global templates
+//! under tenant `*` that a tenant may override. Each backend compiles a
+//! tenant's policy once and keeps it until any backend changes the tables
+//! (the same shared-invalidation path as revocation, see `access.rs`), so a
+//! role change applies from the next call in every session. Roles in a
+//! token are never consulted: the tables are authoritative.
 
-pub fn roles_of(_tenant: &str, _user: &str) -> Option<String> {
-    None
+use crate::context;
+use crate::error::raise_msg;
+use crate::session;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use tenantguard_core::authz::{decide, effective_roles, Assignment, Effect, Perm, Policy};
+use tenantguard_core::cond::{self, Env};
+
+type Principal = (Vec<Assignment>, Value);
+
+thread_local! {
+    static POLICIES: RefCell<HashMap<String, (u64, Rc<Policy>)>> = RefCell::new(HashMap::new());
+    static PRINCIPALS: RefCell<HashMap<(String, String), (u64, Rc<Principal>)>> = RefCell::new(HashMap::new());
+}
+
+fn spi_fail(e: pgrx::spi::Error) -> ! {
+    raise_msg(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("tenantguard authz: {e}"),
+    )
+}
+
+fn load_policy(tenant: &str) -> Policy {
+    let mut roles: HashMap<String, (bool, Vec<String>)> = HashMap::new();
+    let mut perms: Vec<(bool, Perm)> = Vec::new();
+    session::as_owner(|| {
+        Spi::connect(|c| {
+            for r in c.select(
+                "SELECT tenant OPERATOR(pg_catalog.<>) '*', role, inherits FROM tenantguard.authz_role
+                  WHERE tenant OPERATOR(pg_catalog.=) ANY (ARRAY['*', $1])",
+                None,
+                &[tenant.into()],
+            )? {
+                let own: bool = r.get(1)?.unwrap_or(false);
+                let role: String = r.get(2)?.unwrap_or_default();
+                let inh: Vec<String> = r.get(3)?.unwrap_or_default();
+                // A tenant's own definition overrides the global template.
+                if own || !roles.get(&role).is_some_and(|(o, _)| *o) {
+                    roles.insert(role, (own, inh));
+                }
+            }
+            for r in c.select(
+                "SELECT tenant OPERATOR(pg_catalog.<>) '*', id, role, action, condition, effect
+                   FROM tenantguard.authz_permission WHERE tenant OPERATOR(pg_catalog.=) ANY (ARRAY['*', $1]) ORDER BY id",
+                None,
+                &[tenant.into()],
+            )? {
+                let src: Option<String> = r.get(5)?;
+                let parsed = src.as_ref().map(|s| (s.clone(), cond::parse(s)));
+                let condition = match parsed {
+                    None => None,
+                    Some((s, Ok(e))) => Some((s, e)),
+                    // Stored conditions were checked at grant time; one that
+                    // no longer parses can never be satisfied.
+                    Some((s, Err(_))) => Some((s, cond::parse("false").expect("literal false parses"))),
+                };
+                perms.push((
+                    r.get(1)?.unwrap_or(false),
+                    Perm {
+                        id: r.get(2)?.unwrap_or(0),
+                        role: r.get(3)?.unwrap_or_default(),
+                        action: r.get(4)?.unwrap_or_default(),
+                        condition,
+                        effect: if r.get::<String>(6)?.as_deref() == Some("forbid") { Effect::Forbid } else { Effect::Permit },
+                    },
+                ));
+            }
+            Ok::<_, pgrx::spi::Error>(())
+        })
+        .unwrap_or_else(|e| spi_fail(e))
+    });
+    let mut p = Policy::default();
+    for (role, (_, inh)) in &roles {
+        p.inherits.insert(role.clone(), inh.clone());
+    }
+    for (own, perm) in perms {
+        // Global permissions of a role the tenant redefined do not apply.
+        let tenant_defines = roles.get(&perm.role).is_some_and(|(o, _)| *o);
+        if !own && tenant_defines {
+            continue;
+        }
+        p.perms.entry(perm.role.clone()).or_default().push(perm);
+    }
+    p
+}
+
+fn load_principal(tenant: &str, user: &str) -> Principal {
+    session::as_owner(|| {
+        Spi::connect(|c| {
+            let mut a = Vec::new();
+            for r in c.select(
+                "SELECT role, (EXTRACT(EPOCH FROM valid_from) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
+                        (EXTRACT(EPOCH FROM valid_until) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8
+                   FROM tenantguard.authz_assignment
+                  WHERE tenant OPERATOR(pg_catalog.=) $1 AND user_id OPERATOR(pg_catalog.=) $2",
+                None,
+                &[tenant.into(), user.into()],
+            )? {
+                a.push(Assignment {
+                    role: r.get(1)?.unwrap_or_default(),
+                    valid_from_us: r.get(2)?.unwrap_or(i64::MAX),
+                    valid_until_us: r.get(3)?,
+                });
+            }
+            let mut attrs = Value::Null;
+            for r in c.select(
+                "SELECT attrs FROM tenantguard.authz_principal WHERE tenant OPERATOR(pg_catalog.=) $1 AND user_id OPERATOR(pg_catalog.=) $2",
+                None,
+                &[tenant.into(), user.into()],
+            )? {
+                attrs = r.get::<JsonB>(1)?.map(|j| j.0).unwrap_or(Value::Null);
+            }
+            Ok::<_, pgrx::spi::Error>((a, attrs))
+        })
+        .unwrap_or_else(|e| spi_fail(e))
+    })
+}
+
+fn cached<K: std::hash::Hash + Eq + Clone, V>(
+    map: &'static std::thread::LocalKey<RefCell<HashMap<K, (u64, Rc<V>)>>>,
+    key: K,
+    load: impl FnOnce() -> V,
+) -> Rc<V> {
+    let gen = crate::access::current_generation();
+    if let Some(v) = map.with(|m| {
+        m.borrow()
+            .get(&key)
+            .filter(|(g, _)| *g == gen)
+            .map(|(_, v)| v.clone())
+    }) {
+        return v;
+    }
+    let v = Rc::new(load());
+    map.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() > 4096 {
+            m.clear();
+        }
+        m.insert(key, (gen, v.clone()));
+    });
+    v
+}
+
+fn now_us() -> i64 {
+    // SAFETY: reads a backend-global timestamp (stable within a statement).
+    context::to_unix_us(unsafe { pg_sys::GetCurrentStatementStartTimestamp() })
+}
+
+struct Subject {
+    policy: Rc<Policy>,
+    roles: Vec<String>,
+    principal: Value,
+}
+
+fn subject() -> Subject {
+    let c = context::require();
+    let policy = cached(&POLICIES, c.tid.clone(), || load_policy(&c.tid));
+    let pr = cached(&PRINCIPALS, (c.tid.clone(), c.sub.clone()), || {
+        load_principal(&c.tid, &c.sub)
+    });
+    let roles = effective_roles(&policy, &pr.0, now_us());
+    // principal = token attrs, overridden by the table's attrs, plus id/tenant/roles.
+    let mut p = serde_json::Map::new();
+    for (k, v) in &c.attrs {
+        p.insert(k.clone(), v.clone());
+    }
+    if let Value::Object(m) = &pr.1 {
+        for (k, v) in m {
+            p.insert(k.clone(), v.clone());
+        }
+    }
+    p.insert("id".into(), json!(c.sub));
+    p.insert("tenant".into(), json!(c.tid));
+    p.insert("roles".into(), json!(roles));
+    Subject {
+        policy,
+        roles,
+        principal: Value::Object(p),
+    }
+}
+
+/// Effective roles of a user, for the audit record (None without policy).
+pub fn roles_of(tenant: &str, user: &str) -> Option<String> {
+    if session::relation_oid(c"authz_assignment").is_none() || !session::in_transaction() {
+        return None;
+    }
+    let policy = cached(&POLICIES, tenant.to_string(), || load_policy(tenant));
+    let pr = cached(&PRINCIPALS, (tenant.to_string(), user.to_string()), || {
+        load_principal(tenant, user)
+    });
+    let r = effective_roles(&policy, &pr.0, now_us());
+    (!r.is_empty()).then(|| r.join(","))
+}
+
+fn run(
+    action: &str,
+    resource: &Value,
+    context_v: &Value,
+    explain: bool,
+) -> tenantguard_core::authz::Decision {
+    let s = subject();
+    let env = Env {
+        principal: &s.principal,
+        resource,
+        context: context_v,
+        now_us: now_us(),
+    };
+    decide(&s.policy, &s.roles, action, &env, explain)
+}
+
+/// May the current principal do `action` on `resource`? Default deny.
+#[pg_extern(stable, parallel_safe)]
+fn authorize(
+    action: &str,
+    resource: default!(JsonB, "'{}'"),
+    context: default!(JsonB, "'{}'"),
+) -> bool {
+    run(action, &resource.0, &context.0, false).allowed
+}
+
+/// RBAC-only form for RLS policies: no jsonb is built per row.
+#[pg_extern(stable, parallel_safe)]
+fn authorize_action(action: &str) -> bool {
+    run(action, &Value::Null, &Value::Null, false).allowed
+}
+
+/// Row-level form for RLS policies: attributes as parallel arrays.
+#[pg_extern(stable, parallel_safe)]
+fn authorize_attrs(action: &str, keys: Vec<String>, vals: Vec<Option<String>>) -> bool {
+    let mut m = serde_json::Map::new();
+    for (k, v) in keys.into_iter().zip(vals) {
+        let v = match v {
+            None => Value::Null,
+            Some(s) => s
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(|f| json!(f))
+                .unwrap_or(Value::String(s)),
+        };
+        m.insert(k, v);
+    }
+    run(action, &Value::Object(m), &Value::Null, false).allowed
+}
+
+/// As authorize(), but raises 42501 naming the action when the answer is no.
+#[pg_extern(stable, parallel_safe)]
+fn require(action: &str, resource: default!(JsonB, "'{}'"), context: default!(JsonB, "'{}'")) {
+    if !run(action, &resource.0, &context.0, false).allowed {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("not authorized: {action}"),
+            "tenantguard.explain_authorize() shows the roles, permissions and conditions considered."
+        );
+    }
+}
+
+/// The decision with its reasons: roles considered, permissions matched,
+/// the forbid that won, conditions that failed and their operand values.
+#[pg_extern(stable, parallel_safe)]
+fn explain_authorize(
+    action: &str,
+    resource: default!(JsonB, "'{}'"),
+    context: default!(JsonB, "'{}'"),
+) -> JsonB {
+    let d = run(action, &resource.0, &context.0, true);
+    JsonB(json!({
+        "action": action,
+        "decision": if d.allowed { "allow" } else { "deny" },
+        "roles": d.roles,
+        "forbidden_by": d.forbidden_by,
+        "matched": d.matched,
+        "default_deny": d.matched.iter().all(|m| !m.satisfied),
+    }))
+}
+
+/// Parse and type-check a condition; raises 22023 with the position.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn check_condition(condition: &str) -> bool {
+    match cond::parse(condition) {
+        Ok(_) => true,
+        Err(e) => raise_msg(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("invalid condition {e}"),
+        ),
+    }
 }

@@ -27,6 +27,11 @@ pgrx::extension_sql_file!(
     name = "audit_tables",
     requires = ["bootstrap"]
 );
+pgrx::extension_sql_file!(
+    "../sql/authz.sql",
+    name = "authz_tables",
+    requires = ["bootstrap"]
+);
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

@@ -38,6 +38,8 @@ fn status() -> JsonB {
         "signing_keys": ring.kids(),
         "revocation_mode": "shared invalidation (relcache callback, checked every statement; works without preload)",
         "bypass_max_ttl_seconds": gucs::BYPASS_MAX_TTL.get(),
+        "cache_generation": crate::access::current_generation(),
+        "watched_relations": crate::access::watched(),
         "protected_tables": protected,
         "shared_tables": shared,
     }))

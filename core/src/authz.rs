@@ -92,11 +92,22 @@ pub struct Decision {
     pub forbidden_by: Option<i64>,
 }
 
-pub fn decide(policy: &Policy, roles: &[String], action: &str, env: &Env, explain: bool) -> Decision {
-    let mut d = Decision { roles: if explain { roles.to_vec() } else { Vec::new() }, ..Default::default() };
+pub fn decide(
+    policy: &Policy,
+    roles: &[String],
+    action: &str,
+    env: &Env,
+    explain: bool,
+) -> Decision {
+    let mut d = Decision {
+        roles: if explain { roles.to_vec() } else { Vec::new() },
+        ..Default::default()
+    };
     let mut permitted = false;
     for role in roles {
-        let Some(perms) = policy.perms.get(role) else { continue };
+        let Some(perms) = policy.perms.get(role) else {
+            continue;
+        };
         for p in perms {
             if !action_matches(&p.action, action) {
                 continue;
@@ -109,17 +120,23 @@ pub fn decide(policy: &Policy, roles: &[String], action: &str, env: &Env, explai
             let mut trace: Trace = Vec::new();
             let (ok, err) = match &p.condition {
                 None => (true, None),
-                Some((_, e)) => match cond::evaluate(e, env, if explain { Some(&mut trace) } else { None }) {
-                    Ok(b) => (b, None),
-                    Err(m) => (false, Some(m)),
-                },
+                Some((_, e)) => {
+                    match cond::evaluate(e, env, if explain { Some(&mut trace) } else { None }) {
+                        Ok(b) => (b, None),
+                        Err(m) => (false, Some(m)),
+                    }
+                }
             };
             if explain {
                 d.matched.push(Match {
                     permission_id: p.id,
                     role: role.clone(),
                     action: p.action.clone(),
-                    effect: if p.effect == Effect::Permit { "permit" } else { "forbid" },
+                    effect: if p.effect == Effect::Permit {
+                        "permit"
+                    } else {
+                        "forbid"
+                    },
                     condition: p.condition.as_ref().map(|c| c.0.clone()),
                     satisfied: ok,
                     error: err,
@@ -175,12 +192,28 @@ mod tests {
         p
     }
 
-    fn env<'a>(p: &'a serde_json::Value, r: &'a serde_json::Value, c: &'a serde_json::Value) -> Env<'a> {
-        Env { principal: p, resource: r, context: c, now_us: 100 }
+    fn env<'a>(
+        p: &'a serde_json::Value,
+        r: &'a serde_json::Value,
+        c: &'a serde_json::Value,
+    ) -> Env<'a> {
+        Env {
+            principal: p,
+            resource: r,
+            context: c,
+            now_us: 100,
+        }
     }
 
     fn roles(names: &[&str]) -> Vec<String> {
-        let a: Vec<Assignment> = names.iter().map(|r| Assignment { role: r.to_string(), valid_from_us: 0, valid_until_us: None }).collect();
+        let a: Vec<Assignment> = names
+            .iter()
+            .map(|r| Assignment {
+                role: r.to_string(),
+                valid_from_us: 0,
+                valid_until_us: None,
+            })
+            .collect();
         effective_roles(&policy(), &a, 100)
     }
 
@@ -197,7 +230,13 @@ mod tests {
     fn hierarchy_three_levels() {
         assert_eq!(roles(&["owner"]), vec!["owner", "manager", "employee"]);
         let p = json!({"id": "u"});
-        let d = decide(&policy(), &roles(&["owner"]), "invoice:read", &env(&p, &json!({}), &json!({})), false);
+        let d = decide(
+            &policy(),
+            &roles(&["owner"]),
+            "invoice:read",
+            &env(&p, &json!({}), &json!({})),
+            false,
+        );
         assert!(d.allowed);
     }
 
@@ -207,7 +246,13 @@ mod tests {
         let (r, c) = (json!({}), json!({}));
         let e = env(&p, &r, &c);
         assert!(decide(&policy(), &roles(&["owner"]), "settings:write", &e, false).allowed);
-        let d = decide(&policy(), &roles(&["owner", "blocked"]), "settings:write", &e, false);
+        let d = decide(
+            &policy(),
+            &roles(&["owner", "blocked"]),
+            "settings:write",
+            &e,
+            false,
+        );
         assert!(!d.allowed);
         assert_eq!(d.forbidden_by, Some(4));
     }
@@ -215,22 +260,67 @@ mod tests {
     #[test]
     fn abac_rules_and_default_deny() {
         let p = json!({"id": "m1", "approval_limit": 500});
-        let ok = decide(&policy(), &roles(&["manager"]), "invoice:approve", &env(&p, &json!({"submitted_by": "e1", "amount": 500}), &json!({})), false);
+        let ok = decide(
+            &policy(),
+            &roles(&["manager"]),
+            "invoice:approve",
+            &env(
+                &p,
+                &json!({"submitted_by": "e1", "amount": 500}),
+                &json!({}),
+            ),
+            false,
+        );
         assert!(ok.allowed);
-        let own = decide(&policy(), &roles(&["manager"]), "invoice:approve", &env(&p, &json!({"submitted_by": "m1", "amount": 5}), &json!({})), true);
+        let own = decide(
+            &policy(),
+            &roles(&["manager"]),
+            "invoice:approve",
+            &env(&p, &json!({"submitted_by": "m1", "amount": 5}), &json!({})),
+            true,
+        );
         assert!(!own.allowed);
         assert!(!own.matched[0].satisfied);
         assert!(!own.matched[0].trace.is_empty());
-        let over = decide(&policy(), &roles(&["manager"]), "invoice:approve", &env(&p, &json!({"submitted_by": "e1", "amount": 501}), &json!({})), false);
+        let over = decide(
+            &policy(),
+            &roles(&["manager"]),
+            "invoice:approve",
+            &env(
+                &p,
+                &json!({"submitted_by": "e1", "amount": 501}),
+                &json!({}),
+            ),
+            false,
+        );
         assert!(!over.allowed);
-        let missing = decide(&policy(), &roles(&["manager"]), "invoice:approve", &env(&p, &json!({}), &json!({})), true);
+        let missing = decide(
+            &policy(),
+            &roles(&["manager"]),
+            "invoice:approve",
+            &env(&p, &json!({}), &json!({})),
+            true,
+        );
         assert!(!missing.allowed && missing.matched[0].error.is_some());
-        assert!(!decide(&policy(), &roles(&["employee"]), "invoice:delete", &env(&p, &json!({}), &json!({})), false).allowed);
+        assert!(
+            !decide(
+                &policy(),
+                &roles(&["employee"]),
+                "invoice:delete",
+                &env(&p, &json!({}), &json!({})),
+                false
+            )
+            .allowed
+        );
     }
 
     #[test]
     fn time_windows_at_the_boundaries() {
-        let a = vec![Assignment { role: "employee".into(), valid_from_us: 100, valid_until_us: Some(200) }];
+        let a = vec![Assignment {
+            role: "employee".into(),
+            valid_from_us: 100,
+            valid_until_us: Some(200),
+        }];
         assert!(effective_roles(&policy(), &a, 99).is_empty());
         assert_eq!(effective_roles(&policy(), &a, 100), vec!["employee"]);
         assert_eq!(effective_roles(&policy(), &a, 199), vec!["employee"]);
@@ -241,7 +331,11 @@ mod tests {
     fn cycles_terminate() {
         let mut p = policy();
         p.inherits.insert("employee".into(), vec!["owner".into()]);
-        let a = vec![Assignment { role: "owner".into(), valid_from_us: 0, valid_until_us: None }];
+        let a = vec![Assignment {
+            role: "owner".into(),
+            valid_from_us: 0,
+            valid_until_us: None,
+        }];
         assert_eq!(effective_roles(&p, &a, 1).len(), 3);
     }
 }

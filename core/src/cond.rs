@@ -116,7 +116,10 @@ enum Tok {
 }
 
 fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
-    let err = |p: usize, m: &str| ParseError { position: p + 1, message: m.to_string() };
+    let err = |p: usize, m: &str| ParseError {
+        position: p + 1,
+        message: m.to_string(),
+    };
     if src.len() > MAX_SOURCE {
         return Err(err(MAX_SOURCE, "condition longer than 4096 bytes"));
     }
@@ -217,7 +220,10 @@ struct Parser {
 impl Parser {
     fn err<T>(&self, m: impl Into<String>) -> Result<T, ParseError> {
         let p = self.toks.get(self.pos).map(|t| t.1).unwrap_or(self.end);
-        Err(ParseError { position: p + 1, message: m.into() })
+        Err(ParseError {
+            position: p + 1,
+            message: m.into(),
+        })
     }
     fn peek(&self) -> Option<&Tok> {
         self.toks.get(self.pos).map(|t| &t.0)
@@ -290,7 +296,9 @@ impl Parser {
     fn path(&mut self, root: String) -> Result<Vec<String>, ParseError> {
         if !matches!(root.as_str(), "principal" | "resource" | "context") {
             self.pos -= 1;
-            return self.err(format!("unknown name {root:?}; attributes start with principal., resource. or context."));
+            return self.err(format!(
+                "unknown name {root:?}; attributes start with principal., resource. or context."
+            ));
         }
         let mut p = vec![root];
         if !matches!(self.peek(), Some(Tok::Sym("."))) {
@@ -382,11 +390,24 @@ impl Parser {
 /// Parse `YYYY-MM-DDTHH:MM:SS[.ffffff](Z|+HH:MM|-HH:MM)` to Unix µs.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || (b[10] != b'T' && b[10] != b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
@@ -417,7 +438,11 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         _ => return None,
     };
     // Days from civil (Howard Hinnant's algorithm).
-    let (y2, m2) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let (y2, m2) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
     let era = y2.div_euclid(400);
     let yoe = y2 - era * 400;
     let doy = (153 * m2 + 2) / 5 + d - 1;
@@ -429,7 +454,12 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 /// Parse and statically check a condition. Errors carry the position.
 pub fn parse(src: &str) -> Result<Expr, ParseError> {
     let toks = lex(src)?;
-    let mut p = Parser { end: src.chars().count(), toks, pos: 0, depth: 0 };
+    let mut p = Parser {
+        end: src.chars().count(),
+        toks,
+        pos: 0,
+        depth: 0,
+    };
     if p.toks.is_empty() {
         return p.err("empty condition");
     }
@@ -437,7 +467,10 @@ pub fn parse(src: &str) -> Result<Expr, ParseError> {
     if p.pos < p.toks.len() {
         return p.err("unexpected text after the condition");
     }
-    check(&e).map_err(|m| ParseError { position: 1, message: m })?;
+    check(&e).map_err(|m| ParseError {
+        position: 1,
+        message: m,
+    })?;
     Ok(e)
 }
 
@@ -529,9 +562,16 @@ fn eval(e: &Expr, env: &Env, trace: &mut Option<&mut Trace>) -> Result<Val, Stri
             None => return Err(format!("attribute {} is missing", p.join("."))),
         },
         Expr::Has(p) => Val::Bool(lookup(env, p).is_some_and(|j| !j.is_null())),
-        Expr::List(items) => Val::List(items.iter().map(|i| eval(i, env, trace)).collect::<Result<_, _>>()?),
+        Expr::List(items) => Val::List(
+            items
+                .iter()
+                .map(|i| eval(i, env, trace))
+                .collect::<Result<_, _>>()?,
+        ),
         Expr::Not(x) => Val::Bool(!truthy(eval(x, env, trace)?)?),
-        Expr::And(a, b) => Val::Bool(truthy(eval(a, env, trace)?)? && truthy(eval(b, env, trace)?)?),
+        Expr::And(a, b) => {
+            Val::Bool(truthy(eval(a, env, trace)?)? && truthy(eval(b, env, trace)?)?)
+        }
         Expr::Or(a, b) => Val::Bool(truthy(eval(a, env, trace)?)? || truthy(eval(b, env, trace)?)?),
         Expr::Cmp(op, a, b) => {
             let (l, r) = (eval(a, env, trace)?, eval(b, env, trace)?);
@@ -595,7 +635,11 @@ fn compare(op: Op, l: &Val, r: &Val) -> Result<bool, String> {
             (Some(a), Some(b)) => Some(a.cmp(&b)),
             _ => None,
         },
-        (Val::List(a), Val::List(b)) if matches!(op, Op::Eq | Op::Ne) => Some(if a == b { Ordering::Equal } else { Ordering::Less }),
+        (Val::List(a), Val::List(b)) if matches!(op, Op::Eq | Op::Ne) => Some(if a == b {
+            Ordering::Equal
+        } else {
+            Ordering::Less
+        }),
         (Val::Null, _) | (_, Val::Null) if matches!(op, Op::Eq | Op::Ne) => Some(Ordering::Less),
         _ => None,
     };
@@ -627,34 +671,120 @@ mod tests {
 
     fn run(src: &str, p: Json, r: Json) -> Result<bool, String> {
         let e = parse(src).map_err(|e| e.to_string())?;
-        evaluate(&e, &Env { principal: &p, resource: &r, context: &json!({}), now_us: 1_800_000_000_000_000 }, None)
+        evaluate(
+            &e,
+            &Env {
+                principal: &p,
+                resource: &r,
+                context: &json!({}),
+                now_us: 1_800_000_000_000_000,
+            },
+            None,
+        )
     }
 
     #[test]
     fn reference_rules() {
         let p = json!({"id": "u1", "department": "finance", "approval_limit": 1000});
-        assert_eq!(run("principal.id != resource.submitted_by", p.clone(), json!({"submitted_by": "u2"})), Ok(true));
-        assert_eq!(run("principal.id != resource.submitted_by", p.clone(), json!({"submitted_by": "u1"})), Ok(false));
-        assert_eq!(run("resource.department == principal.department", p.clone(), json!({"department": "finance"})), Ok(true));
-        assert_eq!(run("resource.department == principal.department", p.clone(), json!({"department": "sales"})), Ok(false));
-        assert_eq!(run("resource.amount <= principal.approval_limit", p.clone(), json!({"amount": 1000})), Ok(true));
-        assert_eq!(run("resource.amount <= principal.approval_limit", p.clone(), json!({"amount": 1001})), Ok(false));
+        assert_eq!(
+            run(
+                "principal.id != resource.submitted_by",
+                p.clone(),
+                json!({"submitted_by": "u2"})
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            run(
+                "principal.id != resource.submitted_by",
+                p.clone(),
+                json!({"submitted_by": "u1"})
+            ),
+            Ok(false)
+        );
+        assert_eq!(
+            run(
+                "resource.department == principal.department",
+                p.clone(),
+                json!({"department": "finance"})
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            run(
+                "resource.department == principal.department",
+                p.clone(),
+                json!({"department": "sales"})
+            ),
+            Ok(false)
+        );
+        assert_eq!(
+            run(
+                "resource.amount <= principal.approval_limit",
+                p.clone(),
+                json!({"amount": 1000})
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            run(
+                "resource.amount <= principal.approval_limit",
+                p.clone(),
+                json!({"amount": 1001})
+            ),
+            Ok(false)
+        );
     }
 
     #[test]
     fn operators_lists_has_and_time() {
         let p = json!({"roles": ["a", "b"], "n": 3});
-        assert_eq!(run("'a' in principal.roles && !('c' in principal.roles)", p.clone(), json!({})), Ok(true));
-        assert_eq!(run("principal.n in [1, 2, 3]", p.clone(), json!({})), Ok(true));
-        assert_eq!(run("has(resource.x) || principal.n > 2", p.clone(), json!({})), Ok(true));
-        assert_eq!(run("has(resource.x)", p.clone(), json!({"x": null})), Ok(false));
-        assert_eq!(run("now < timestamp('2030-01-01T00:00:00Z')", p.clone(), json!({})), Ok(true));
-        assert_eq!(run("resource.due < now", p.clone(), json!({"due": "2020-05-01T10:00:00+02:00"})), Ok(true));
+        assert_eq!(
+            run(
+                "'a' in principal.roles && !('c' in principal.roles)",
+                p.clone(),
+                json!({})
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            run("principal.n in [1, 2, 3]", p.clone(), json!({})),
+            Ok(true)
+        );
+        assert_eq!(
+            run("has(resource.x) || principal.n > 2", p.clone(), json!({})),
+            Ok(true)
+        );
+        assert_eq!(
+            run("has(resource.x)", p.clone(), json!({"x": null})),
+            Ok(false)
+        );
+        assert_eq!(
+            run(
+                "now < timestamp('2030-01-01T00:00:00Z')",
+                p.clone(),
+                json!({})
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            run(
+                "resource.due < now",
+                p.clone(),
+                json!({"due": "2020-05-01T10:00:00+02:00"})
+            ),
+            Ok(true)
+        );
     }
 
     #[test]
     fn errors_deny() {
-        assert!(run("resource.amount <= principal.approval_limit", json!({}), json!({"amount": 1})).is_err());
+        assert!(run(
+            "resource.amount <= principal.approval_limit",
+            json!({}),
+            json!({"amount": 1})
+        )
+        .is_err());
         assert!(run("resource.amount <= 'ten'", json!({}), json!({"amount": 1})).is_err());
         assert!(run("resource.flag", json!({}), json!({"flag": "yes"})).is_err());
     }
@@ -665,18 +795,27 @@ mod tests {
         assert_eq!(e.position, 17);
         let e = parse("principal.id = 'x'").unwrap_err();
         assert!(e.message.contains("unexpected"), "{e}");
-        assert!(parse("user.id == 'x'").unwrap_err().message.contains("unknown name"));
+        assert!(parse("user.id == 'x'")
+            .unwrap_err()
+            .message
+            .contains("unknown name"));
         assert!(parse("1 == 'x'").is_err());
         assert!(parse("'just a string'").is_err());
         assert!(parse("principal.a in 5").is_err());
-        assert!(parse("(".repeat(100).as_str()).unwrap_err().message.contains("deeply"));
+        assert!(parse("(".repeat(100).as_str())
+            .unwrap_err()
+            .message
+            .contains("deeply"));
         assert!(parse(&"principal.a || ".repeat(400)).is_err());
     }
 
     #[test]
     fn rfc3339() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2000-01-01T00:00:00.5Z"), Some(946_684_800_500_000));
+        assert_eq!(
+            parse_rfc3339("2000-01-01T00:00:00.5Z"),
+            Some(946_684_800_500_000)
+        );
         assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Some(0));
         assert_eq!(parse_rfc3339("1970-13-01T00:00:00Z"), None);
         assert_eq!(parse_rfc3339("garbage"), None);
