@@ -123,6 +123,45 @@ psql -X -q -h "$SOCK" -p "$PORT" -U ops -d demo -c "SELECT tenantguard.revoke_us
 live "SELECT count(*) AS visible_invoices FROM invoices;"
 echo '\q' >&"${LIVE[1]}"; wait "$LIVE_PID" 2>/dev/null || true
 
+step "10. Audit: every change recorded, chained per tenant, immutable even for superusers"
+run app <<'SQL'
+BEGIN;
+SELECT tenantguard.set_context(:'globex');
+UPDATE invoices SET amount = 98000 WHERE customer = 'Hank Scorpio';
+SELECT tenantguard.log_event('export', 'report', 'q3-revenue', '{"rows": 1}') > 0 AS event_logged;
+SELECT seq, actor, db_role, action, tbl, old_values, new_values, payload
+  FROM tenantguard.audit_log WHERE action NOT LIKE 'security:%' ORDER BY seq;   -- own tenant only
+COMMIT;
+SQL
+run postgres <<'SQL'
+UPDATE tenantguard.audit_log SET payload = '{"rows": 1000000}';         -- refused, even for a superuser
+TRUNCATE tenantguard.audit_log;                                         -- refused by the preload hook
+ALTER TABLE invoices DISABLE TRIGGER tenantguard_audit;                -- refused by the preload hook
+SELECT tenant, records, ok FROM tenantguard.verify_audit() ORDER BY tenant;
+SQL
+
+step "11. authorize(): roles from tables (never from the token), conditions on the request"
+run postgres <<'SQL'
+\o /dev/null
+\i sql/examples/three_role.sql
+\o
+SELECT tenantguard.assign_role('acme', 'alice', 'business_user');
+SELECT tenantguard.set_principal_attrs('acme', 'alice', '{"department": "finance", "approval_limit": 1000}');
+SQL
+ACME2=$(tok '{"tid":"acme","sub":"alice","exp":4000000000,"iat":'"$(( $(date +%s) + 1 ))"'}')
+sleep 1.2
+ACME="$ACME2" run app <<'SQL'
+BEGIN;
+SELECT tenantguard.set_context(:'acme');
+SELECT tenantguard.authorize('document:approve', '{"submitted_by": "bob", "department": "finance", "amount": 900}') AS approve_900,
+       tenantguard.authorize('document:approve', '{"submitted_by": "bob", "department": "finance", "amount": 1001}') AS approve_1001,
+       tenantguard.authorize('document:approve', '{"submitted_by": "alice", "department": "finance", "amount": 10}') AS approve_own,
+       tenantguard.authorize('document:approve', '{"submitted_by": "bob", "department": "sales", "amount": 10}') AS other_dept;
+SELECT tenantguard.explain_authorize('document:approve', '{"submitted_by": "alice", "department": "finance", "amount": 10}') -> 'matched' -> 0 -> 'trace' AS why_not;
+SELECT tenantguard.require('user:delete');
+ROLLBACK;
+SQL
+
 echo
 echo "${G}Demo complete.${N} The cluster keeps running on port $PORT (socket $SOCK):"
 echo "   psql -h $SOCK -p $PORT -U app demo      # try it yourself"
