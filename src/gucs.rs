@@ -234,6 +234,11 @@ pub fn reserve_prefix() {
     unsafe { pg_sys::MarkGUCPrefixReserved(c"tenantguard".as_ptr()) };
 }
 
+/// Reason recorded when a guarded schema gets a table without the tenant
+/// column: `SET LOCAL tenantguard.shared_reason = '...'; CREATE TABLE ...`.
+pub static SHARED_REASON: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
+
 /// Audit capture trigger and maintenance hook switch.
 pub static AUDIT_HOOK: GucSetting<bool> = GucSetting::<bool>::new(true);
 
@@ -241,6 +246,14 @@ pub static AUDIT_HOOK: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static BYPASS_MAX_TTL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 
 pub fn init_limits() {
+    GucRegistry::define_string_guc(
+        c"tenantguard.shared_reason",
+        c"Marks the next table created in a guarded schema as shared, with this reason.",
+        c"Set it with SET LOCAL in the migration that creates a reference table.",
+        &SHARED_REASON,
+        GucContext::Userset,
+        GucFlags::NO_SHOW_ALL,
+    );
     GucRegistry::define_bool_guc(
         c"tenantguard.audit_guard",
         c"Refuse DDL that would disable, drop or rename the audit trail (needs shared_preload_libraries).",

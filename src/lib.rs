@@ -14,6 +14,7 @@ mod context;
 mod error;
 mod gucs;
 mod hooks;
+mod lint;
 mod policy;
 mod seclog;
 mod session;
@@ -33,6 +34,7 @@ pgrx::extension_sql_file!(
     requires = ["bootstrap"]
 );
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+pgrx::extension_sql_file!("../sql/guard.sql", name = "guard", requires = ["finalize"]);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -1,0 +1,106 @@
+-- pg_tenantguard: guarded schemas (event triggers). Created by guard_schema().
+CREATE TABLE tenantguard.guarded_schema (
+    nspname       name PRIMARY KEY,
+    tenant_column name NOT NULL DEFAULT 'tenant_id',
+    guarded_at    timestamptz NOT NULL DEFAULT now(),
+    guarded_by    name NOT NULL DEFAULT session_user
+);
+SELECT pg_catalog.pg_extension_config_dump('tenantguard.guarded_schema', '');
+GRANT SELECT ON tenantguard.guarded_schema TO PUBLIC;
+
+-- Runs with the rights of the guard (protect/mark_shared need them); only
+-- acts on a table that the current command just created in a guarded schema.
+CREATE FUNCTION tenantguard.guard_new_table(tbl oid, tenant_column name, shared_reason text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_class c JOIN tenantguard.guarded_schema g ON g.nspname = c.relnamespace::regnamespace::name
+                    WHERE c.oid = tbl) THEN
+        RAISE EXCEPTION 'tenantguard: % is not in a guarded schema', tbl::regclass USING ERRCODE = '42501';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = tbl AND attname = tenant_column AND NOT attisdropped) THEN
+        PERFORM tenantguard.protect(tbl::regclass, tenant_column);
+    ELSIF shared_reason IS NOT NULL THEN
+        PERFORM tenantguard.mark_shared(tbl::regclass, shared_reason);
+    END IF;
+END $$;
+
+CREATE FUNCTION tenantguard.guard_ddl_end() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    g record;
+    reason text := nullif(current_setting('tenantguard.shared_reason', true), '');
+    is_super boolean := (SELECT rolsuper FROM pg_roles WHERE oid = current_user::regrole);
+BEGIN
+    FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE object_type = 'table' LOOP
+        SELECT * INTO g FROM tenantguard.guarded_schema WHERE nspname = r.schema_name;
+        CONTINUE WHEN NOT FOUND;
+        IF r.command_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') THEN
+            IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = r.objid AND attname = g.tenant_column AND NOT attisdropped)
+               AND reason IS NULL THEN
+                RAISE EXCEPTION 'tenantguard: table % in guarded schema % has no tenant column "%"', r.object_identity, r.schema_name, g.tenant_column
+                    USING ERRCODE = '42501',
+                          HINT = format('Add a %I column, or run SET LOCAL tenantguard.shared_reason = ''why it is global'' before creating a legitimately shared table.', g.tenant_column);
+            END IF;
+            PERFORM tenantguard.guard_new_table(r.objid, g.tenant_column, reason);
+        ELSIF r.command_tag = 'ALTER TABLE' AND NOT is_super
+              AND EXISTS (SELECT 1 FROM tenantguard.protected_table p WHERE p.relid = r.objid)
+              AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = r.objid AND NOT (c.relrowsecurity AND c.relforcerowsecurity)) THEN
+            RAISE EXCEPTION 'tenantguard: % is protected; disabling or un-forcing row-level security is refused', r.object_identity
+                USING ERRCODE = '42501', HINT = 'A superuser can run tenantguard.unprotect() for a reviewed change.';
+        END IF;
+    END LOOP;
+END $$;
+
+CREATE FUNCTION tenantguard.guard_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    is_super boolean := (SELECT rolsuper FROM pg_roles WHERE oid = current_user::regrole);
+BEGIN
+    IF is_super THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT * FROM pg_event_trigger_dropped_objects()
+              WHERE object_type = 'policy' AND object_identity LIKE 'tenantguard\_% on %'
+                AND schema_name IN (SELECT nspname FROM tenantguard.guarded_schema) LOOP
+        RAISE EXCEPTION 'tenantguard: dropping policy % is refused: the table is protected', r.object_identity
+            USING ERRCODE = '42501', HINT = 'A superuser can run tenantguard.unprotect() for a reviewed change.';
+    END LOOP;
+END $$;
+
+CREATE FUNCTION tenantguard.guard_schema(schema name, tenant_column name DEFAULT 'tenant_id') RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF to_regnamespace(schema::text) IS NULL THEN
+        RAISE EXCEPTION 'schema % does not exist', schema USING ERRCODE = '3F000';
+    END IF;
+    INSERT INTO tenantguard.guarded_schema (nspname, tenant_column) VALUES (schema, tenant_column)
+    ON CONFLICT (nspname) DO UPDATE SET tenant_column = EXCLUDED.tenant_column;
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'tenantguard_guard_ddl') THEN
+        CREATE EVENT TRIGGER tenantguard_guard_ddl ON ddl_command_end
+            WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE')
+            EXECUTE FUNCTION tenantguard.guard_ddl_end();
+        CREATE EVENT TRIGGER tenantguard_guard_drop ON sql_drop
+            WHEN TAG IN ('DROP POLICY')
+            EXECUTE FUNCTION tenantguard.guard_sql_drop();
+    END IF;
+    INSERT INTO tenantguard.security_log (event, db_role, detail)
+    VALUES ('schema_guarded', session_user, jsonb_build_object('schema', schema, 'tenant_column', tenant_column));
+END $$;
+
+CREATE FUNCTION tenantguard.unguard_schema(schema name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM tenantguard.guarded_schema WHERE nspname = schema;
+    IF NOT EXISTS (SELECT 1 FROM tenantguard.guarded_schema) THEN
+        DROP EVENT TRIGGER IF EXISTS tenantguard_guard_ddl;
+        DROP EVENT TRIGGER IF EXISTS tenantguard_guard_drop;
+    END IF;
+    INSERT INTO tenantguard.security_log (event, db_role, detail)
+    VALUES ('schema_unguarded', session_user, jsonb_build_object('schema', schema));
+END $$;
+
+REVOKE ALL ON FUNCTION tenantguard.guard_schema(name, name), tenantguard.unguard_schema(name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.guard_new_table(oid, name, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantguard.guard_new_table(oid, name, text) TO PUBLIC;

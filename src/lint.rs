@@ -1,0 +1,212 @@
+//! `tenantguard.lint()`: find every hole in tenant isolation. Each check is
+//! one catalog query returning findings with a stable code and a fix the
+//! DBA can run (identifiers quoted by `format('%I')`).
+
+use pgrx::prelude::*;
+
+/// (code, severity, query). Each query takes $1 = schema filter (NULL =
+/// every user schema) and returns (object, detail, fix).
+const CHECKS: &[(&str, &str, &str)] = &[
+    (
+        "TG001",
+        "error",
+        r#"
+        SELECT format('%I.%I', n.nspname, c.relname), 'table has a tenant column but row-level security is off',
+               format('SELECT tenantguard.protect(%L);', format('%I.%I', n.nspname, c.relname))
+          FROM tg_tables c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.has_tenant_col AND NOT c.relrowsecurity AND NOT c.shared"#,
+    ),
+    (
+        "TG002",
+        "error",
+        r#"
+        SELECT format('%I.%I', n.nspname, c.relname), 'row-level security is enabled but not FORCEd: the owner bypasses it',
+               format('ALTER TABLE %I.%I FORCE ROW LEVEL SECURITY;', n.nspname, c.relname)
+          FROM tg_tables c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relrowsecurity AND NOT c.relforcerowsecurity"#,
+    ),
+    (
+        "TG003",
+        "error",
+        r#"
+        SELECT format('%I.%I', n.nspname, c.relname), 'row-level security is enabled but the table has no policy (every non-owner sees nothing, owners everything)',
+               format('SELECT tenantguard.protect(%L);', format('%I.%I', n.nspname, c.relname))
+          FROM tg_tables c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relrowsecurity AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)"#,
+    ),
+    (
+        "TG004",
+        "error",
+        r#"
+        SELECT format('%I on %I.%I', p.polname, n.nspname, c.relname), 'permissive policy is always true: it opens the table to every tenant',
+               format('DROP POLICY %I ON %I.%I;', p.polname, n.nspname, c.relname)
+          FROM pg_policy p JOIN tg_tables c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE p.polpermissive
+           AND (pg_get_expr(p.polqual, p.polrelid) = 'true' OR pg_get_expr(p.polwithcheck, p.polrelid) = 'true')"#,
+    ),
+    (
+        "TG005",
+        "error",
+        r#"
+        SELECT format('%I on %I.%I', p.polname, n.nspname, c.relname), 'policy reads current_setting() directly: any session can SET that value and switch tenants',
+               format('DROP POLICY %I ON %I.%I; SELECT tenantguard.protect(%L);', p.polname, n.nspname, c.relname, format('%I.%I', n.nspname, c.relname))
+          FROM pg_policy p JOIN tg_tables c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE coalesce(pg_get_expr(p.polqual, p.polrelid), '') || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '') ~* 'current_setting'"#,
+    ),
+    (
+        "TG006",
+        "warning",
+        r#"
+        SELECT format('%I on %I.%I', p.polname, n.nspname, c.relname), 'extra permissive policy ORed with the tenant policy widens what a tenant can see',
+               format('ALTER POLICY ... or: DROP POLICY %I ON %I.%I; -- or recreate it AS RESTRICTIVE', p.polname, n.nspname, c.relname)
+          FROM pg_policy p JOIN tg_tables c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.protected AND p.polpermissive AND p.polname NOT LIKE 'tenantguard\_%'"#,
+    ),
+    (
+        "TG007",
+        "error",
+        r#"
+        SELECT format('%I.%I', n.nspname, c.relname), format('login role %I owns a protected table: it can disable RLS or drop policies', r.rolname),
+               format('ALTER TABLE %I.%I OWNER TO <a NOLOGIN owner role>;', n.nspname, c.relname)
+          FROM tg_tables c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles r ON r.oid = c.relowner
+         WHERE (c.protected OR c.has_tenant_col) AND r.rolcanlogin AND NOT r.rolsuper"#,
+    ),
+    (
+        "TG008",
+        "warning",
+        r#"
+        SELECT format('role %I', r.rolname), CASE WHEN r.rolsuper THEN 'superuser that can log in: bypasses every policy' ELSE 'BYPASSRLS role that can log in: bypasses every policy' END,
+               format('ALTER ROLE %I NOLOGIN; -- or NOBYPASSRLS', r.rolname)
+          FROM pg_roles r
+         WHERE r.rolcanlogin AND (r.rolsuper OR r.rolbypassrls) AND r.oid <> 10 AND $1 IS NULL"#,
+    ),
+    (
+        "TG009",
+        "error",
+        r#"
+        SELECT DISTINCT format('%I.%I', vn.nspname, v.relname), format('view over protected table %I.%I runs with its owner''s rights (no security_invoker)', n.nspname, c.relname),
+               format('ALTER VIEW %I.%I SET (security_invoker = on);', vn.nspname, v.relname)
+          FROM pg_class v JOIN pg_namespace vn ON vn.oid = v.relnamespace
+          JOIN pg_rewrite rw ON rw.ev_class = v.oid
+          JOIN pg_depend d ON d.objid = rw.oid AND d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+          JOIN tg_tables c ON c.oid = d.refobjid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE v.relkind IN ('v', 'm') AND (c.protected OR c.relrowsecurity)
+           AND NOT coalesce(v.reloptions::text[] && ARRAY['security_invoker=true', 'security_invoker=on'], false)
+           AND ($1 IS NULL OR vn.nspname = $1)"#,
+    ),
+    (
+        "TG010",
+        "warning",
+        r#"
+        SELECT format('%I.%I(%s)', pn.nspname, f.proname, pg_get_function_identity_arguments(f.oid)), format('SECURITY DEFINER function reads protected table %I.%I with its owner''s rights', n.nspname, c.relname),
+               format('ALTER FUNCTION %I.%I(%s) SECURITY INVOKER;', pn.nspname, f.proname, pg_get_function_identity_arguments(f.oid))
+          FROM pg_proc f JOIN pg_namespace pn ON pn.oid = f.pronamespace
+          JOIN tg_tables c ON c.protected OR c.relrowsecurity JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE f.prosecdef AND pn.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard')
+           AND f.prosrc ~* ('\m' || c.relname || '\M')
+           AND ($1 IS NULL OR pn.nspname = $1)"#,
+    ),
+    (
+        "TG011",
+        "warning",
+        r#"
+        SELECT format('%I.%I(%s)', pn.nspname, f.proname, pg_get_function_identity_arguments(f.oid)), 'SECURITY DEFINER function without a pinned search_path: callers can hijack the objects it resolves',
+               format('ALTER FUNCTION %I.%I(%s) SET search_path = pg_catalog, pg_temp;', pn.nspname, f.proname, pg_get_function_identity_arguments(f.oid))
+          FROM pg_proc f JOIN pg_namespace pn ON pn.oid = f.pronamespace
+         WHERE f.prosecdef AND pn.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard')
+           AND NOT coalesce(f.proconfig::text[] && (SELECT array_agg(x) FROM unnest(f.proconfig) x WHERE x LIKE 'search\_path=%'), false)
+           AND ($1 IS NULL OR pn.nspname = $1)"#,
+    ),
+    (
+        "TG012",
+        "error",
+        r#"
+        SELECT format('%I on %I.%I', con.conname, n.nspname, c.relname), format('foreign key to protected table %s does not include the tenant column: a row can point at another tenant''s row', con.confrelid::regclass),
+               format('ALTER TABLE %I.%I DROP CONSTRAINT %I; -- recreate it as FOREIGN KEY (%I, ...) REFERENCES %s (%I, ...)', n.nspname, c.relname, con.conname, c.tenant_column, con.confrelid::regclass, r.tenant_column)
+          FROM pg_constraint con
+          JOIN tg_tables c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+          JOIN tg_tables r ON r.oid = con.confrelid
+         WHERE con.contype = 'f' AND c.has_tenant_col AND r.has_tenant_col
+           AND NOT (c.tenant_attnum = ANY (con.conkey) AND r.tenant_attnum = ANY (con.confkey))"#,
+    ),
+    (
+        "TG013",
+        "warning",
+        r#"
+        SELECT format('%I.%I', n.nspname, c.relname), format('no index leads with tenant column %I: tenant-scoped queries scan the table', c.tenant_column),
+               format('CREATE INDEX ON %I.%I (%I);', n.nspname, c.relname, c.tenant_column)
+          FROM tg_tables c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.protected AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indkey[0] = c.tenant_attnum)"#,
+    ),
+    (
+        "TG014",
+        "warning",
+        r#"
+        SELECT format('%I.%I', n.nspname, c.relname), 'table is neither protected nor marked shared',
+               CASE WHEN c.has_tenant_col THEN format('SELECT tenantguard.protect(%L);', format('%I.%I', n.nspname, c.relname))
+                    ELSE format('SELECT tenantguard.mark_shared(%L, ''why it is global'');', format('%I.%I', n.nspname, c.relname)) END
+          FROM tg_tables c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE NOT c.protected AND NOT c.shared AND NOT c.relrowsecurity"#,
+    ),
+];
+
+/// The tables in scope, with what every check needs to know about them.
+const TABLES_CTE: &str = r#"
+WITH tg_tables AS (
+    SELECT c.oid, c.relname, c.relnamespace, c.relowner, c.relrowsecurity, c.relforcerowsecurity,
+           pt.relid IS NOT NULL AS protected,
+           st.relid IS NOT NULL AS shared,
+           coalesce(pt.tenant_column, 'tenant_id') AS tenant_column,
+           a.attnum AS tenant_attnum,
+           a.attnum IS NOT NULL AS has_tenant_col
+      FROM pg_class c
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+      LEFT JOIN tenantguard.protected_table pt ON pt.relid = c.oid
+      LEFT JOIN tenantguard.shared_table st ON st.relid = c.oid
+      LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = coalesce(pt.tenant_column, 'tenant_id') AND NOT a.attisdropped
+     WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard', 'pg_toast')
+       AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
+       AND ($1 IS NULL OR n.nspname = $1)
+)
+"#;
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn lint(
+    schema: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(severity, String),
+        name!(code, String),
+        name!(object, String),
+        name!(detail, String),
+        name!(fix, String),
+    ),
+> {
+    let mut out = Vec::new();
+    crate::session::with_pinned_search_path(|| {
+        Spi::connect(|c| {
+            for (code, severity, q) in CHECKS {
+                let sql = format!("{TABLES_CTE} {q} ORDER BY 1");
+                for r in c.select(&sql, None, &[schema.into()])? {
+                    out.push((
+                        severity.to_string(),
+                        code.to_string(),
+                        r.get::<String>(1)?.unwrap_or_default(),
+                        r.get::<String>(2)?.unwrap_or_default(),
+                        r.get::<String>(3)?.unwrap_or_default(),
+                    ));
+                }
+            }
+            Ok::<_, pgrx::spi::Error>(())
+        })
+        .unwrap_or_else(|e| {
+            crate::error::raise_msg(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("tenantguard lint: {e}"),
+            )
+        })
+    });
+    TableIterator::new(out)
+}

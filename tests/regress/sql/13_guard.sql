@@ -1,0 +1,46 @@
+-- Guarded schemas refuse unscoped tables, protect scoped ones in the same
+-- transaction, and stop non-superusers from weakening RLS.
+\set VERBOSITY terse
+CREATE SCHEMA guarded;
+CREATE ROLE guard_owner LOGIN;
+CREATE SCHEMA unguarded;
+GRANT USAGE, CREATE ON SCHEMA guarded, unguarded TO guard_owner, tg_app;
+\c - tg_app
+SELECT tenantguard.guard_schema('guarded');
+\c - postgres
+SELECT tenantguard.guard_schema('guarded');
+\c - tg_app
+-- Unscoped: refused, with an explanation.
+CREATE TABLE guarded.notes (id int, body text);
+-- Scoped: protected automatically, in the same transaction.
+BEGIN;
+CREATE TABLE guarded.tasks (id int PRIMARY KEY, tenant_id text NOT NULL, title text);
+SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'guarded.tasks'::regclass;
+SELECT polname FROM pg_policy WHERE polrelid = 'guarded.tasks'::regclass ORDER BY 1;
+COMMIT;
+-- Legitimately shared: with a reason.
+BEGIN;
+SET LOCAL tenantguard.shared_reason = 'currency codes';
+CREATE TABLE guarded.currencies (code text PRIMARY KEY);
+COMMIT;
+SELECT relid, reason FROM tenantguard.shared_table WHERE relid = 'guarded.currencies'::regclass;
+-- The owner (not a superuser) may not weaken the protection.
+ALTER TABLE guarded.tasks NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE guarded.tasks DISABLE ROW LEVEL SECURITY;
+DROP POLICY tenantguard_select ON guarded.tasks;
+\c - guard_owner
+CREATE TABLE guarded.owned (id int PRIMARY KEY, tenant_id text NOT NULL);
+ALTER TABLE guarded.owned NO FORCE ROW LEVEL SECURITY;
+DROP POLICY tenantguard_delete ON guarded.owned;
+CREATE TABLE guarded.owned_notes (id int);
+-- Tables outside guarded schemas are not affected.
+CREATE TABLE unguarded.free_for_all (id int);
+DROP TABLE unguarded.free_for_all;
+-- A superuser may (reviewed change), and unguard_schema lifts the guard.
+\c - postgres
+ALTER TABLE guarded.owned NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE guarded.owned FORCE ROW LEVEL SECURITY;
+SELECT tenantguard.unguard_schema('guarded');
+\c - tg_app
+CREATE TABLE guarded.notes (id int, body text);
+DROP TABLE guarded.notes;
