@@ -167,3 +167,8 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION tenantguard.%s TO tenantguard_admin', f);
     END LOOP;
 END $$;
+
+-- Encryption keys: changes (rotation, shredding) invalidate every backend's key cache.
+CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.tenant_key
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
+ALTER TABLE tenantguard.tenant_key ENABLE ALWAYS TRIGGER access_changed;

@@ -25,9 +25,11 @@ pub static CONTEXT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>:
 pub static SIGNING_KEYS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
 pub static AUDIT_KEYS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+pub static MASTER_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 
 thread_local! {
     static AUDIT_KEYRING: RefCell<Rc<Keyring>> = RefCell::new(Rc::new(Keyring::default()));
+    static MASTER_KEYRING: RefCell<Rc<Keyring>> = RefCell::new(Rc::new(Keyring::default()));
     /// The parsed keyring and a generation counter bumped on every change,
     /// so cached verified contexts are dropped when a key is removed.
     static KEYRING: RefCell<(u64, Rc<Keyring>)> = RefCell::new((0, Rc::new(Keyring::default())));
@@ -119,6 +121,32 @@ unsafe extern "C-unwind" fn assign_signing_keys(newval: *const c_char, _extra: *
         k.1 = Rc::new(ring);
     });
     context::forget_verified();
+}
+
+pub fn master_keyring() -> Rc<Keyring> {
+    MASTER_KEYRING.with(|k| k.borrow().clone())
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn assign_master_key(newval: *const c_char, _extra: *mut c_void) {
+    // SAFETY: newval is the value the check hook accepted (or NULL).
+    let spec = unsafe {
+        if newval.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(newval).to_string_lossy().into_owned()
+        }
+    };
+    let ring = Keyring::parse(&spec).unwrap_or_default();
+    MASTER_KEYRING.with(|k| *k.borrow_mut() = Rc::new(ring));
+    crate::crypto::forget_keys();
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_master_key() -> *const c_char {
+    let c = CString::new(master_keyring().describe()).unwrap_or_default();
+    // SAFETY: the GUC code copies the returned string.
+    unsafe { pg_sys::pstrdup(c.as_ptr()) }
 }
 
 pub fn audit_keyring() -> Rc<Keyring> {
@@ -214,6 +242,17 @@ pub fn init() {
             Some(check_signing_keys),
             Some(assign_audit_keys),
             Some(show_audit_keys),
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"tenantguard.master_key",
+            c"Master key for tenant data keys (encrypt/decrypt), as kid:key.",
+            c"Superuser-only; set in postgresql.conf. Tenant keys are derived from it with HKDF-SHA256. SHOW prints the kid only.",
+            &MASTER_KEY,
+            GucContext::Sighup,
+            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+            Some(check_signing_keys),
+            Some(assign_master_key),
+            Some(show_master_key),
         );
         GucRegistry::define_string_guc_with_hooks(
             c"tenantguard.context",

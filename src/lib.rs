@@ -11,6 +11,7 @@ mod audit;
 mod authz;
 mod bypass;
 mod context;
+mod crypto;
 mod error;
 mod gucs;
 mod hooks;
@@ -31,6 +32,11 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "../sql/authz.sql",
     name = "authz_tables",
+    requires = ["bootstrap"]
+);
+pgrx::extension_sql_file!(
+    "../sql/crypto.sql",
+    name = "crypto_tables",
     requires = ["bootstrap"]
 );
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
@@ -62,6 +68,7 @@ pub mod pg_test {
         vec![
             "tenantguard.signing_keys = 'k1:pg-test-key-0123456789abcdef0123456789,k2:pg-test-key2-0123456789abcdef012345678'",
             "tenantguard.audit_keys = 'a1:pg-test-audit-key-0123456789abcdef01234'",
+            "tenantguard.master_key = 'm1:pg-test-master-key-0123456789abcdef0123'",
         ]
     }
 }

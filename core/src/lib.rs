@@ -8,6 +8,7 @@ pub mod access;
 pub mod authz;
 pub mod chain;
 pub mod cond;
+pub mod crypto;
 pub mod error;
 pub mod keyring;
 pub mod net;

@@ -15,6 +15,7 @@ BASE=$ROOT/target/tg-clusters
 # Development signing keys for throwaway clusters only.
 DEV_KEYS=${TG_SIGNING_KEYS:-"demo-2026:dev-signing-key-never-use-in-production-0001,old-2025:dev-signing-key-previous-generation-00002"}
 DEV_AUDIT_KEYS=${TG_AUDIT_KEYS:-"audit-2026:dev-audit-chain-key-never-use-in-production-01"}
+DEV_MASTER_KEY=${TG_MASTER_KEY:-"master-2026:dev-master-key-never-use-in-production-0000001"}
 
 as_pg() { sudo -u postgres -- "$@"; }
 
@@ -38,6 +39,7 @@ case "$cmd" in
       echo "log_min_messages = log"
       echo "tenantguard.signing_keys = '$DEV_KEYS'"
       echo "tenantguard.audit_keys = '$DEV_AUDIT_KEYS'"
+      [ -n "${TG_NO_MASTER_KEY:-}" ] || echo "tenantguard.master_key = '$DEV_MASTER_KEY'"
       if [ -n "$preload" ]; then echo "shared_preload_libraries = 'pg_tenantguard'"; fi
     } >>"$dir/data/postgresql.conf"
     as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
