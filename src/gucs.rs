@@ -281,10 +281,22 @@ pub static SHARED_REASON: GucSetting<Option<CString>> =
 /// Audit capture trigger and maintenance hook switch.
 pub static AUDIT_HOOK: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// Revocation / allowlist / staff-grant checks. Only postgresql.conf can
+/// turn them off (benchmarking, emergencies); status() reports it.
+pub static ACCESS_CHECKS: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 /// Longest bypass a caller may ask for, in seconds.
 pub static BYPASS_MAX_TTL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 
 pub fn init_limits() {
+    GucRegistry::define_bool_guc(
+        c"tenantguard.access_checks",
+        c"Check revocations, IP allowlists and staff grants at every statement.",
+        c"Sighup. Turning it off fails open for revocation (never for signatures); for benchmarking only.",
+        &ACCESS_CHECKS,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"tenantguard.shared_reason",
         c"Marks the next table created in a guarded schema as shared, with this reason.",

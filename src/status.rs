@@ -36,7 +36,11 @@ fn status() -> JsonB {
         "audit_keys": crate::gucs::audit_keyring().kids(),
         "shared_memory": false,
         "signing_keys": ring.kids(),
-        "revocation_mode": "shared invalidation (relcache callback, checked every statement; works without preload)",
+        "revocation_mode": if crate::gucs::ACCESS_CHECKS.get() {
+            "shared invalidation (relcache callback, checked every statement; works without preload)"
+        } else {
+            "OFF (tenantguard.access_checks = off): revocations, allowlists and staff grants are not enforced"
+        },
         "bypass_max_ttl_seconds": gucs::BYPASS_MAX_TTL.get(),
         "cache_generation": crate::access::current_generation(),
         "watched_relations": crate::access::watched(),

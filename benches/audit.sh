@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Issue 5: single-row INSERT + UPDATE per transaction: no audit vs
+# tenantguard audit (Rust trigger, HMAC chain) vs a typical PL/pgSQL jsonb
+# audit trigger. All three tables carry the same tenantguard RLS and the
+# same statements, so the ratio isolates the audit cost.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd); cd "$ROOT"
+. benches/setup_cluster.sh
+psqlb <<'SQL' >/dev/null
+CREATE TABLE bench_tokens (tid int PRIMARY KEY, tenant text NOT NULL, token text NOT NULL);
+INSERT INTO bench_tokens SELECT i, 't' || i,
+  tenantguard.sign_context(jsonb_build_object('tid', 't' || i, 'sub', 'user' || i, 'exp', 4000000000, 'iat', 1700000000))
+  FROM generate_series(1, 100) i;
+GRANT SELECT ON bench_tokens TO bench;
+CREATE TABLE a_none (id bigserial PRIMARY KEY, tenant_id text NOT NULL, payload text);
+INSERT INTO a_none (tenant_id, payload) SELECT 't' || ((g - 1) / 100 + 1), md5(g::text) FROM generate_series(1, 10000) g;
+CREATE TABLE a_tg (LIKE a_none INCLUDING ALL);       INSERT INTO a_tg SELECT * FROM a_none;
+CREATE TABLE a_plpgsql (LIKE a_none INCLUDING ALL);  INSERT INTO a_plpgsql SELECT * FROM a_none;
+CREATE SEQUENCE a_tg_id_seq START 10001;  ALTER TABLE a_tg ALTER id SET DEFAULT nextval('a_tg_id_seq');
+CREATE SEQUENCE a_pl_id_seq START 10001;  ALTER TABLE a_plpgsql ALTER id SET DEFAULT nextval('a_pl_id_seq');
+SELECT setval('a_none_id_seq', 10001);
+SELECT count(*) FROM tenantguard.protect('a_none');
+SELECT count(*) FROM tenantguard.protect('a_tg');
+SELECT count(*) FROM tenantguard.protect('a_plpgsql');
+-- "no audit" and the PL/pgSQL variant lose the tenantguard trigger (supervised maintenance).
+ALTER SYSTEM SET tenantguard.audit_guard = off; SELECT pg_reload_conf();
+SQL
+sleep 0.5
+psqlb <<'SQL' >/dev/null
+DROP TRIGGER tenantguard_audit ON a_none;       DROP TRIGGER tenantguard_audit_truncate ON a_none;
+DROP TRIGGER tenantguard_audit ON a_plpgsql;    DROP TRIGGER tenantguard_audit_truncate ON a_plpgsql;
+ALTER SYSTEM RESET tenantguard.audit_guard; SELECT pg_reload_conf();
+-- The usual PL/pgSQL jsonb audit trigger.
+CREATE TABLE pl_audit_log (id bigserial PRIMARY KEY, tbl text, op text, old_row jsonb, new_row jsonb,
+                           actor text, tenant text, at timestamptz NOT NULL DEFAULT now(), txid bigint DEFAULT txid_current());
+CREATE FUNCTION pl_audit() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+  INSERT INTO pl_audit_log (tbl, op, old_row, new_row, actor, tenant)
+  VALUES (TG_TABLE_NAME, TG_OP,
+          CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN to_jsonb(OLD) END,
+          CASE WHEN TG_OP IN ('INSERT', 'UPDATE') THEN to_jsonb(NEW) END,
+          tenantguard.user_id(), tenantguard.tenant_id());
+  RETURN NULL;
+END $$;
+CREATE TRIGGER pl_audit AFTER INSERT OR UPDATE OR DELETE ON a_plpgsql FOR EACH ROW EXECUTE FUNCTION pl_audit();
+GRANT SELECT, INSERT, UPDATE ON a_none, a_tg, a_plpgsql TO bench;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO bench;
+VACUUM ANALYZE;
+SQL
+echo "== audit: INSERT + UPDATE per transaction, $CLIENTS clients, ${SECS}s x $ROUNDS rounds"
+rounds "no audit" benches/pgbench/audit_none.sql "tenantguard audit" benches/pgbench/audit_tg.sql "PL/pgSQL jsonb audit" benches/pgbench/audit_plpgsql.sql
+a=$(median ${TPS["no audit"]}); b=$(median ${TPS["tenantguard audit"]}); c=$(median ${TPS["PL/pgSQL jsonb audit"]})
+echo
+echo "| variant | median tps | vs no audit |"
+echo "|---|---|---|"
+echo "| no audit | $a | 1.000 |"
+echo "| PL/pgSQL jsonb audit trigger (unchained) | $c | $(ratio "$c" "$a") |"
+echo "| tenantguard audit (Rust, HMAC chain) | $b | $(ratio "$b" "$a") |"
+echo "tenantguard / no audit = $(ratio "$b" "$a") (target >= 0.85); tenantguard / PL/pgSQL = $(ratio "$b" "$c") (target >= 1.5)"
+TPS=()
+CLIENTS=8
+echo
+echo "== audit chain with 8 clients on 8 tenants (one tenant per client)"
+rounds "chained (tenantguard)" benches/pgbench/audit8_tg.sql "unchained (PL/pgSQL)" benches/pgbench/audit8_plpgsql.sql
+b=$(median ${TPS["chained (tenantguard)"]}); c=$(median ${TPS["unchained (PL/pgSQL)"]})
+echo "chained / unchained = $(ratio "$b" "$c") (target >= 0.8)"
+echo "chains verify after the run: $(psqlb -c "SELECT bool_and(ok) FROM tenantguard.verify_audit()")"

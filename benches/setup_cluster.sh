@@ -1,0 +1,20 @@
+# Sourced by benches: a preloaded bench cluster with database "bench".
+. benches/lib.sh
+PORT=${BENCH_PORT:-55460}
+tests/lib/cluster.sh start bench "$PORT" preload
+SOCK=$(tests/lib/cluster.sh dir bench)/sock
+trap 'tests/lib/cluster.sh stop bench' EXIT
+psql -X -q -h "$SOCK" -p "$PORT" -U postgres -c "CREATE DATABASE bench"
+psqlb -c "CREATE EXTENSION pg_tenantguard; CREATE EXTENSION pgcrypto; CREATE ROLE bench LOGIN NOSUPERUSER NOBYPASSRLS;" >/dev/null
+# rounds helper: rounds NAME SCRIPT NAME SCRIPT ... (alternating order each round)
+rounds() {
+  local -a names=() scripts=()
+  while [ $# -gt 0 ]; do names+=("$1"); scripts+=("$2"); shift 2; done
+  local n=${#names[@]}
+  for ROUND in $(seq 1 "$ROUNDS"); do
+    for k in $(seq 0 $((n - 1))); do
+      local i=$(( (k + ROUND - 1) % n ))
+      pgb "${names[$i]}" "${scripts[$i]}" ${PGB_EXTRA:-}
+    done
+  done
+}
