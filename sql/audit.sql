@@ -71,6 +71,14 @@ BEGIN
                            part, m + make_interval(months => i), m + make_interval(months => i + 1));
             EXECUTE format('CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON tenantguard.%I FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.refuse_change()', part);
             EXECUTE format('ALTER TABLE tenantguard.%I ENABLE ALWAYS TRIGGER refuse_truncate', part);
+            -- Partitions made by CREATE EXTENSION are extension members:
+            -- mark them so pg_dump keeps their rows. Later ones are plain
+            -- tables, which pg_dump keeps anyway.
+            BEGIN
+                PERFORM pg_catalog.pg_extension_config_dump(format('tenantguard.%I', part)::regclass, '');
+            EXCEPTION WHEN OTHERS THEN
+                NULL;
+            END;
             n := n + 1;
         END IF;
     END LOOP;

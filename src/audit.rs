@@ -233,11 +233,30 @@ fn to_json(cols: &[(String, Option<String>)]) -> String {
     serde_json::Value::Object(m).to_string()
 }
 
+/// A superuser's pg_restore session re-loads records that already exist in
+/// the dump (audit rows included): capturing them again would duplicate
+/// the trail and break the restored chains. Only a superuser session
+/// whose application_name is pg_restore qualifies: the application role
+/// cannot silence capture by naming itself pg_restore.
+fn restoring() -> bool {
+    // SAFETY: superuser() and GetConfigOption are plain backend lookups.
+    unsafe {
+        if !pg_sys::superuser() {
+            return false;
+        }
+        let p = pg_sys::GetConfigOption(c"application_name".as_ptr(), true, false);
+        !p.is_null() && CStr::from_ptr(p).to_bytes() == b"pg_restore"
+    }
+}
+
 /// The capture trigger. Its one argument is the table's audit config (JSON).
 #[pg_trigger]
 fn audit_capture<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::heap_tuple::PgHeapTupleError> {
+    if restoring() {
+        return Ok(None);
+    }
     let cfg: Config = trigger
         .extra_args()
         .ok()
@@ -443,7 +462,7 @@ fn log_event(
 fn security_chain<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::heap_tuple::PgHeapTupleError> {
-    if gucs::audit_keyring().is_empty() {
+    if gucs::audit_keyring().is_empty() || restoring() {
         return Ok(None);
     }
     let Some(new) = trigger.new() else {
