@@ -1,5 +1,5 @@
-//! `#[pg_test]`s: internals that need a backend. Isolation and attack tests
-//! run as a non-superuser through psql (tests/regress, tests/e2e).
+// `#[pg_test]`s: internals that need a backend. Isolation and attack tests
+// run as a non-superuser through psql (tests/regress, tests/e2e).
 
 use pgrx::prelude::*;
 
@@ -40,7 +40,10 @@ fn no_context_fails_closed() {
 #[pg_test(error = "tenant context token signature is invalid")]
 fn tampered_token_refused_by_check_hook() {
     let t = sign(r#"{"tid":"acme","sub":"alice","exp":4000000000}"#);
-    let forged = format!("{}x", &t[..t.len() - 1]);
+    // Change one character in the middle of the signature (still valid base64url).
+    let mid = t.len() - 20;
+    let c = if &t[mid..mid + 1] == "A" { "B" } else { "A" };
+    let forged = format!("{}{}{}", &t[..mid], c, &t[mid + 1..]);
     Spi::run_with_args(
         "SELECT set_config('tenantguard.context', $1, true)",
         &[forged.as_str().into()],
