@@ -28,7 +28,7 @@ DECLARE attrs jsonb; has_role boolean;
 BEGIN
   SELECT EXISTS (SELECT 1 FROM tenantguard.authz_assignment a
                   JOIN tenantguard.authz_permission p ON p.role = a.role AND p.tenant IN ('*', a.tenant)
-                 WHERE a.tenant = tenant AND a.user_id = uid AND p.action = 'document:approve'
+                 WHERE a.tenant = plpgsql_can_approve.tenant AND a.user_id = uid AND p.action = 'document:approve'
                    AND a.valid_from <= now() AND (a.valid_until IS NULL OR a.valid_until > now())) INTO has_role;
   IF NOT has_role THEN RETURN false; END IF;
   SELECT p.attrs INTO attrs FROM tenantguard.authz_principal p WHERE p.tenant = plpgsql_can_approve.tenant AND p.user_id = uid;

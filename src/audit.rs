@@ -18,10 +18,13 @@ use crate::{gucs, session};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_literal;
-use pgrx::{JsonB, PgRelation};
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::{JsonB, PgOid, PgRelation};
 use serde::Deserialize;
+use std::cell::RefCell;
 use std::ffi::CStr;
 use std::num::NonZeroUsize;
+use std::rc::Rc;
 use tenantguard_core::chain::{self, Record};
 use tenantguard_core::DomainError;
 
@@ -59,6 +62,54 @@ fn spi_fail(e: pgrx::spi::Error) -> ! {
     )
 }
 
+const HEAD_SQL: &str = "WITH h AS (
+                   INSERT INTO tenantguard.audit_head AS h (tenant, seq, hash) VALUES ($1, 0, $6)
+                   ON CONFLICT (tenant) DO UPDATE SET seq = h.seq RETURNING h.seq, h.hash)
+                 SELECT h.seq, h.hash, $2::pg_catalog.jsonb::pg_catalog.text, $3::pg_catalog.jsonb::pg_catalog.text,
+                        $4::pg_catalog.jsonb::pg_catalog.text, $5::pg_catalog.jsonb::pg_catalog.text,
+                        pg_catalog.txid_current(), pg_catalog.current_setting('application_name'),
+                        pg_catalog.nextval('tenantguard.audit_log_id_seq')
+                   FROM h";
+
+const INSERT_SQL: &str = "WITH u AS (UPDATE tenantguard.audit_head SET seq = $3, hash = $20, updated_at = pg_catalog.now()
+                             WHERE tenant OPERATOR(pg_catalog.=) $2)
+                 INSERT INTO tenantguard.audit_log (id, tenant, seq, at, actor, actor_roles, db_role, action, tbl,
+                        row_key, old_values, new_values, client_ip, user_agent, application_name, txid, payload,
+                        key_id, prev_hash, hash)
+                 VALUES ($1, $2, $3, pg_catalog.to_timestamp(0) OPERATOR(pg_catalog.+)
+                                     ($4::pg_catalog.int8 OPERATOR(pg_catalog.*) INTERVAL '1 microsecond'),
+                         $5, $6, $7, $8, $9, $10::pg_catalog.jsonb, $11::pg_catalog.jsonb, $12::pg_catalog.jsonb,
+                         $13, $14, $15, $16, $17::pg_catalog.jsonb, $18, $19, $20)";
+
+thread_local! {
+    /// The two statements of an append, planned once per backend and kept
+    /// (the plan cache re-plans them after DDL on the audit tables).
+    static PLANS: RefCell<Option<Rc<(OwnedPreparedStatement, OwnedPreparedStatement)>>> = const { RefCell::new(None) };
+}
+
+fn plans(
+    client: &pgrx::spi::SpiClient<'_>,
+) -> Result<Rc<(OwnedPreparedStatement, OwnedPreparedStatement)>, pgrx::spi::Error> {
+    if let Some(p) = PLANS.with(|p| p.borrow().clone()) {
+        return Ok(p);
+    }
+    let t = PgOid::from(pg_sys::TEXTOID);
+    let i8 = PgOid::from(pg_sys::INT8OID);
+    let b = PgOid::from(pg_sys::BYTEAOID);
+    let head = client.prepare_mut(HEAD_SQL, &[t, t, t, t, t, b])?.keep();
+    let insert = client
+        .prepare_mut(
+            INSERT_SQL,
+            &[
+                i8, t, i8, i8, t, t, t, t, t, t, t, t, t, t, t, i8, t, t, b, b,
+            ],
+        )?
+        .keep();
+    let p = Rc::new((head, insert));
+    PLANS.with(|slot| *slot.borrow_mut() = Some(p.clone()));
+    Ok(p)
+}
+
 /// Append one record to its tenant's chain. Returns the record id.
 pub fn append(e: Entry) -> i64 {
     let ring = gucs::audit_keyring();
@@ -91,15 +142,9 @@ pub fn append(e: Entry) -> i64 {
         Spi::connect_mut(|client| {
             // Lock this tenant's chain head (creating it on first use) and
             // let Postgres normalise the JSON we will hash.
+            let plans = plans(client)?;
             let row = client.update(
-                "WITH h AS (
-                   INSERT INTO tenantguard.audit_head AS h (tenant, seq, hash) VALUES ($1, 0, $6)
-                   ON CONFLICT (tenant) DO UPDATE SET seq = h.seq RETURNING h.seq, h.hash)
-                 SELECT h.seq, h.hash, $2::pg_catalog.jsonb::pg_catalog.text, $3::pg_catalog.jsonb::pg_catalog.text,
-                        $4::pg_catalog.jsonb::pg_catalog.text, $5::pg_catalog.jsonb::pg_catalog.text,
-                        pg_catalog.txid_current(), pg_catalog.current_setting('application_name'),
-                        pg_catalog.nextval('tenantguard.audit_log_id_seq')
-                   FROM h",
+                &plans.0,
                 None,
                 &[
                     tenant.clone().into(),
@@ -135,15 +180,7 @@ pub fn append(e: Entry) -> i64 {
             };
             let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
             client.update(
-                "WITH u AS (UPDATE tenantguard.audit_head SET seq = $3, hash = $20, updated_at = pg_catalog.now()
-                             WHERE tenant OPERATOR(pg_catalog.=) $2)
-                 INSERT INTO tenantguard.audit_log (id, tenant, seq, at, actor, actor_roles, db_role, action, tbl,
-                        row_key, old_values, new_values, client_ip, user_agent, application_name, txid, payload,
-                        key_id, prev_hash, hash)
-                 VALUES ($1, $2, $3, pg_catalog.to_timestamp(0) OPERATOR(pg_catalog.+)
-                                     ($4::pg_catalog.int8 OPERATOR(pg_catalog.*) INTERVAL '1 microsecond'),
-                         $5, $6, $7, $8, $9, $10::pg_catalog.jsonb, $11::pg_catalog.jsonb, $12::pg_catalog.jsonb,
-                         $13, $14, $15, $16, $17::pg_catalog.jsonb, $18, $19, $20)",
+                &plans.1,
                 None,
                 &[
                     rec.id.into(),

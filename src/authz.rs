@@ -165,8 +165,28 @@ struct Subject {
     principal: Value,
 }
 
-fn subject() -> Subject {
+thread_local! {
+    /// The compiled subject of the current statement (see context::statement_key).
+    static SUBJECT: RefCell<Option<((i64, u32, u64), String, String, Rc<Subject>)>> = const { RefCell::new(None) };
+}
+
+fn subject() -> Rc<Subject> {
     let c = context::require();
+    let key = context::statement_key();
+    if let Some(s) = SUBJECT.with(|m| {
+        m.borrow()
+            .as_ref()
+            .filter(|(k, t, u, _)| *k == key && *t == c.tid && *u == c.sub)
+            .map(|(_, _, _, s)| s.clone())
+    }) {
+        return s;
+    }
+    let s = Rc::new(build_subject(&c));
+    SUBJECT.with(|m| *m.borrow_mut() = Some((key, c.tid.clone(), c.sub.clone(), s.clone())));
+    s
+}
+
+fn build_subject(c: &tenantguard_core::token::Claims) -> Subject {
     let policy = cached(&POLICIES, c.tid.clone(), || load_policy(&c.tid));
     let pr = cached(&PRINCIPALS, (c.tid.clone(), c.sub.clone()), || {
         load_principal(&c.tid, &c.sub)

@@ -83,11 +83,46 @@ pub fn verify_for_set(raw: &[u8]) -> Result<(), DomainError> {
     access::check(&claims, to_unix_us(now))
 }
 
+/// Identity of "this statement": its start time, its command id and the
+/// cache generation (any revocation/policy change starts a new one).
+pub fn statement_key() -> (i64, u32, u64) {
+    // SAFETY: plain reads of backend-global statement state.
+    unsafe {
+        (
+            pg_sys::GetCurrentStatementStartTimestamp(),
+            pg_sys::GetCurrentCommandId(false),
+            access::current_generation(),
+        )
+    }
+}
+
+thread_local! {
+    /// The last successful check, valid for the rest of the same statement
+    /// with the same token: policies and row-level authorize() calls do not
+    /// re-run the checks for every row.
+    static CHECKED: RefCell<Option<((i64, u32, u64), Vec<u8>, Rc<Claims>)>> = const { RefCell::new(None) };
+}
+
 /// The verified, unexpired, unrevoked context of this statement, if any.
 pub fn current() -> Result<Option<Rc<Claims>>, DomainError> {
     let Some(raw) = gucs::context_raw() else {
         return Ok(None);
     };
+    let key = statement_key();
+    if let Some(c) = CHECKED.with(|m| {
+        m.borrow()
+            .as_ref()
+            .filter(|(k, tok, _)| *k == key && tok.as_slice() == raw)
+            .map(|(_, _, c)| c.clone())
+    }) {
+        return Ok(Some(c));
+    }
+    let checked = check_current(raw)?;
+    CHECKED.with(|m| *m.borrow_mut() = Some((key, raw.to_vec(), checked.clone())));
+    Ok(Some(checked))
+}
+
+fn check_current(raw: &[u8]) -> Result<Rc<Claims>, DomainError> {
     let claims = lookup_or_verify(raw)?;
     // SAFETY: reads a backend-global timestamp (propagated to workers).
     let stmt = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
@@ -95,7 +130,7 @@ pub fn current() -> Result<Option<Rc<Claims>>, DomainError> {
         .check_time(to_unix(stmt))
         .map_err(|_| DomainError::ContextExpired)?;
     access::check(&claims, to_unix_us(stmt))?;
-    Ok(Some(claims))
+    Ok(claims)
 }
 
 /// The context, or the fail-closed error `no tenant context` (42501).

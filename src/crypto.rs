@@ -13,10 +13,12 @@ thread_local! {
     /// Derived keys by (tenant, version), tagged with the cache generation
     /// so a shred in any backend drops them everywhere.
     static KEYS: RefCell<HashMap<(String, u32), (u64, [u8; 32])>> = RefCell::new(HashMap::new());
+    static VERSIONS: RefCell<HashMap<String, (u64, u32)>> = RefCell::new(HashMap::new());
 }
 
 pub fn forget_keys() {
     KEYS.with(|k| k.borrow_mut().clear());
+    VERSIONS.with(|k| k.borrow_mut().clear());
 }
 
 fn crypto_err(e: CryptoError) -> ! {
@@ -68,8 +70,30 @@ fn key(tenant: &str, version: u32) -> Option<[u8; 32]> {
     Some(key)
 }
 
-/// The tenant's current key version, creating version 1 on first use.
+/// The tenant's current key version, cached per backend until any backend
+/// changes `tenant_key` (rotation, shredding), creating version 1 on first use.
 fn current_version(tenant: &str) -> u32 {
+    let gen = crate::access::current_generation();
+    if let Some(v) = VERSIONS.with(|m| {
+        m.borrow()
+            .get(tenant)
+            .filter(|(g, _)| *g == gen)
+            .map(|(_, v)| *v)
+    }) {
+        return v;
+    }
+    let v = load_current_version(tenant);
+    // The insert above (first use) bumps the generation at commit only; the
+    // version itself cannot change inside this transaction except through
+    // rotate_tenant_key, whose trigger invalidates.
+    VERSIONS.with(|m| {
+        m.borrow_mut()
+            .insert(tenant.to_string(), (crate::access::current_generation(), v))
+    });
+    v
+}
+
+fn load_current_version(tenant: &str) -> u32 {
     let mut fresh = [0u8; 32];
     getrandom::getrandom(&mut fresh).unwrap_or_else(|e| {
         raise_msg(
@@ -114,8 +138,17 @@ fn nonce() -> [u8; 12] {
 fn do_encrypt(data: &[u8], aad: Option<&str>) -> Vec<u8> {
     let c = context::require();
     let _ = master();
-    let v = current_version(&c.tid);
-    let k = key(&c.tid, v).unwrap_or_else(|| crypto_err(CryptoError::Authentication));
+    let mut v = current_version(&c.tid);
+    let k = match key(&c.tid, v) {
+        Some(k) => k,
+        None => {
+            // A cached version whose salt is gone (an aborted first use):
+            // reload once, never encrypt under a key we cannot re-derive.
+            VERSIONS.with(|m| m.borrow_mut().remove(&c.tid));
+            v = current_version(&c.tid);
+            key(&c.tid, v).unwrap_or_else(|| crypto_err(CryptoError::Authentication))
+        }
+    };
     crypto::encrypt(&k, &c.tid, v, &nonce(), data, aad).unwrap_or_else(|e| crypto_err(e))
 }
 

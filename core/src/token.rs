@@ -555,3 +555,34 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod vector_tests {
+    use super::*;
+
+    /// tests/vectors/tokens.json: the same verdicts as every client recipe.
+    #[test]
+    fn shared_vectors_agree() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/tokens.json");
+        let spec: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let ring = Keyring::parse(&format!(
+            "{}:{}",
+            spec["kid"].as_str().unwrap(),
+            spec["key"].as_str().unwrap()
+        ))
+        .unwrap();
+        let now = 1_800_000_000;
+        let vectors = spec["vectors"].as_array().unwrap();
+        assert!(vectors.len() >= 8);
+        for v in vectors {
+            let got = match verify(v["token"].as_str().unwrap(), &ring)
+                .and_then(|c| c.check_time(now).map(|_| c))
+            {
+                Ok(_) => "accept",
+                Err(_) => "reject",
+            };
+            assert_eq!(got, v["expect"].as_str().unwrap(), "vector {}", v["name"]);
+        }
+    }
+}
