@@ -18,7 +18,7 @@ pub fn preloaded() -> bool {
     PRELOADED.load(Ordering::Relaxed)
 }
 
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(volatile, parallel_unsafe)]
 fn status() -> JsonB {
     let (_, ring) = gucs::keyring();
     let protected =
@@ -28,7 +28,31 @@ fn status() -> JsonB {
     let shared = Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM tenantguard.shared_table")
         .unwrap_or(None)
         .unwrap_or(0);
+    let lint = Spi::get_one::<JsonB>(
+        "SELECT COALESCE(pg_catalog.jsonb_object_agg(severity, n), '{}') FROM
+           (SELECT severity, pg_catalog.count(*) AS n FROM tenantguard.lint() GROUP BY 1) s",
+    )
+    .ok()
+    .flatten()
+    .map(|j| j.0)
+    .unwrap_or(serde_json::Value::Null);
+    let last_verification = Spi::get_one::<JsonB>(
+        "SELECT pg_catalog.jsonb_build_object('at', max(at), 'tenants', pg_catalog.count(*), 'all_ok', pg_catalog.bool_and(ok))
+           FROM tenantguard.audit_verification
+          WHERE at OPERATOR(pg_catalog.=) (SELECT pg_catalog.max(at) FROM tenantguard.audit_verification)",
+    )
+    .ok()
+    .flatten()
+    .map(|j| j.0)
+    .unwrap_or(serde_json::Value::Null);
+    let guarded = Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM tenantguard.guarded_schema")
+        .unwrap_or(None)
+        .unwrap_or(0);
     JsonB(serde_json::json!({
+        "lint_findings": lint,
+        "last_audit_verification": last_verification,
+        "guarded_schemas": guarded,
+        "master_key": crate::gucs::master_keyring().kids(),
         "version": env!("CARGO_PKG_VERSION"),
         "preloaded": preloaded(),
         "hooks_active": crate::hooks::active(),

@@ -105,8 +105,25 @@ pub fn verify<'a, K>(
 where
     K: Fn(&str) -> Option<Vec<u8>>,
 {
-    let mut prev = GENESIS.to_vec();
-    let mut expected_seq = 1i64;
+    verify_from(records, key_for, &GENESIS, 1, false)
+}
+
+/// As [`verify`], for a chain segment that starts after record
+/// `start_seq - 1` whose hash is `start_prev` (a partial export).
+/// `linkage_only` (offline, without the key) checks sequence and links
+/// only; otherwise a record whose key id is unknown is bad.
+pub fn verify_from<'a, K>(
+    records: impl IntoIterator<Item = (&'a Record, &'a [u8], &'a [u8])>,
+    key_for: K,
+    start_prev: &[u8],
+    start_seq: i64,
+    linkage_only: bool,
+) -> Verdict
+where
+    K: Fn(&str) -> Option<Vec<u8>>,
+{
+    let mut prev = start_prev.to_vec();
+    let mut expected_seq = start_seq;
     let mut n = 0i64;
     let mut bad = None;
     for (r, stored_prev, stored_hash) in records {
@@ -116,9 +133,12 @@ where
         }
         let ok = r.seq == expected_seq
             && stored_prev == prev.as_slice()
-            && key_for(&r.key_id)
-                .map(|k| link(&k, r, stored_prev).as_slice() == stored_hash)
-                .unwrap_or(false);
+            && stored_hash.len() == 32
+            && match key_for(&r.key_id) {
+                Some(k) => link(&k, r, stored_prev).as_slice() == stored_hash,
+                // Keyed verification: an unknown key id is a bad record.
+                None => linkage_only,
+            };
         if !ok {
             bad = Some(r.id);
             continue;
@@ -251,6 +271,33 @@ mod tests {
         let mut empty = rec(1, "INSERT");
         empty.actor = Some(String::new());
         assert_ne!(canonical(&none), canonical(&empty));
+    }
+
+    #[test]
+    fn unknown_key_id_is_bad_unless_linkage_only() {
+        let mut c = chain(3);
+        c[1].0.key_id = "forged-kid".into();
+        assert_eq!(check(&c).first_bad_id, Some(20));
+        // Linkage-only mode (offline, no key) does not judge content.
+        let v = verify_from(
+            c.iter().map(|(r, p, h)| (r, p.as_slice(), h.as_slice())),
+            |_| None,
+            &GENESIS,
+            1,
+            true,
+        );
+        assert_eq!(v.first_bad_id, None);
+        // ... but still catches a broken link.
+        let mut d = chain(3);
+        d.remove(1);
+        let v = verify_from(
+            d.iter().map(|(r, p, h)| (r, p.as_slice(), h.as_slice())),
+            |_| None,
+            &GENESIS,
+            1,
+            true,
+        );
+        assert_eq!(v.first_bad_id, Some(30));
     }
 
     #[test]
