@@ -52,7 +52,8 @@ bench: install
 	bash benches/run.sh
 
 soak: install
-	TG_SOAK=long bash tests/e2e/run.sh
+	TG_SOAK=long bash tests/soak/run_pooler.sh
+	TG_SOAK=long bash tests/soak/crash.sh
 
 clean:
 	-bash tests/lib/cluster.sh stop demo; bash tests/lib/cluster.sh stop regress
