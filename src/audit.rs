@@ -468,11 +468,17 @@ fn audit(
 /// context: the event belongs to its tenant and actor.
 #[pg_extern(volatile, parallel_unsafe)]
 fn log_event(
-    action: &str,
+    action: Option<&str>,
     entity: Option<&str>,
     entity_id: Option<&str>,
     payload: default!(Option<JsonB>, "NULL"),
 ) -> i64 {
+    let action = action.unwrap_or_else(|| {
+        crate::error::raise_msg(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "action must not be NULL",
+        )
+    });
     let claims = context::require();
     if action.trim().is_empty() {
         raise_msg(
@@ -696,10 +702,16 @@ fn verify_audit_against(
 /// Regulator-ready export: one JSON object per record, with its hashes.
 #[pg_extern(volatile, parallel_unsafe)]
 fn export_audit(
-    tenant: &str,
+    tenant: Option<&str>,
     since: default!(Option<pgrx::datum::TimestampWithTimeZone>, "'-infinity'"),
     until: default!(Option<pgrx::datum::TimestampWithTimeZone>, "'infinity'"),
 ) -> SetOfIterator<'static, JsonB> {
+    let tenant = tenant.unwrap_or_else(|| {
+        crate::error::raise_msg(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "tenant must not be NULL",
+        )
+    });
     let mut out = Vec::new();
     Spi::connect(|c| {
         for r in c.select(

@@ -320,7 +320,13 @@ fn tenant_ids_int() -> Vec<i32> {
 /// Mint a token with the configured keys. For DBA tooling, the demo and
 /// tests: EXECUTE is revoked from PUBLIC.
 #[pg_extern(volatile, parallel_unsafe)]
-fn sign_context(claims: JsonB, kid: default!(Option<&str>, "NULL")) -> String {
+fn sign_context(claims: Option<JsonB>, kid: default!(Option<&str>, "NULL")) -> String {
+    let claims = claims.unwrap_or_else(|| {
+        crate::error::raise_msg(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "claims must not be NULL",
+        )
+    });
     let (_, ring) = gucs::keyring();
     token::sign(&claims.0, &ring, kid).or_raise()
 }

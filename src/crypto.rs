@@ -167,28 +167,32 @@ fn do_decrypt(data: &[u8], aad: Option<&str>) -> Vec<u8> {
 
 /// Encrypt for the current context's tenant.
 #[pg_extern(volatile, parallel_unsafe, name = "encrypt")]
-fn encrypt_bytea(data: &[u8], aad: default!(Option<&str>, "NULL")) -> Vec<u8> {
-    do_encrypt(data, aad)
+fn encrypt_bytea(data: Option<&[u8]>, aad: default!(Option<&str>, "NULL")) -> Option<Vec<u8>> {
+    // NULL in, NULL out (like pgcrypto); the function is not STRICT because aad may be NULL.
+    data.map(|d| do_encrypt(d, aad))
 }
 
 #[pg_extern(volatile, parallel_unsafe, name = "encrypt")]
-fn encrypt_text(data: &str, aad: default!(Option<&str>, "NULL")) -> Vec<u8> {
-    do_encrypt(data.as_bytes(), aad)
+fn encrypt_text(data: Option<&str>, aad: default!(Option<&str>, "NULL")) -> Option<Vec<u8>> {
+    data.map(|d| do_encrypt(d.as_bytes(), aad))
 }
 
 #[pg_extern(stable, parallel_unsafe)]
-fn decrypt(data: &[u8], aad: default!(Option<&str>, "NULL")) -> Vec<u8> {
-    do_decrypt(data, aad)
+fn decrypt(data: Option<&[u8]>, aad: default!(Option<&str>, "NULL")) -> Option<Vec<u8>> {
+    data.map(|d| do_decrypt(d, aad))
 }
 
 #[pg_extern(stable, parallel_unsafe)]
-fn decrypt_text(data: &[u8], aad: default!(Option<&str>, "NULL")) -> String {
-    String::from_utf8(do_decrypt(data, aad)).unwrap_or_else(|_| {
-        raise_msg(
-            PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
-            "tenantguard: decrypted value is not UTF-8 text; use decrypt()",
-        )
-    })
+fn decrypt_text(data: Option<&[u8]>, aad: default!(Option<&str>, "NULL")) -> Option<String> {
+    let data = data?;
+    Some(
+        String::from_utf8(do_decrypt(data, aad)).unwrap_or_else(|_| {
+            raise_msg(
+                PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
+                "tenantguard: decrypted value is not UTF-8 text; use decrypt()",
+            )
+        }),
+    )
 }
 
 /// The key version of a ciphertext (for batching re-encryption).
@@ -207,12 +211,13 @@ fn is_encrypted(data: &[u8]) -> bool {
 /// Run in batches: `UPDATE t SET c = tenantguard.reencrypt(c, aad) WHERE
 /// tenantguard.key_version(c) < n AND id IN (SELECT ... LIMIT 1000)`.
 #[pg_extern(volatile, parallel_unsafe)]
-fn reencrypt(data: &[u8], aad: default!(Option<&str>, "NULL")) -> Vec<u8> {
+fn reencrypt(data: Option<&[u8]>, aad: default!(Option<&str>, "NULL")) -> Option<Vec<u8>> {
+    let data = data?;
     let c = context::require();
     let cur = current_version(&c.tid);
     if crypto::key_version(data).unwrap_or_else(|e| crypto_err(e)) == cur {
-        return data.to_vec();
+        return Some(data.to_vec());
     }
     let plain = do_decrypt(data, aad);
-    do_encrypt(&plain, aad)
+    Some(do_encrypt(&plain, aad))
 }

@@ -8,6 +8,7 @@ cd "$ROOT"
 PGXS=$(/usr/lib/postgresql/15/bin/pg_config --pgxs | xargs dirname | xargs dirname)
 PORT=${TG_REGRESS_PORT:-55440}
 tests/lib/cluster.sh start regress "$PORT"
+trap 'tests/lib/cluster.sh stop regress' EXIT
 SOCK=$(tests/lib/cluster.sh dir regress)/sock
 OUT=$ROOT/target/regress-out
 rm -rf "$OUT"; mkdir -p "$OUT"; chmod 777 "$OUT"
@@ -30,5 +31,4 @@ if [ $status -ne 0 ]; then
   echo "--- regression diffs (target/regress-out) ---"
   cat "$OUT"/regression.diffs "$OUT"/isolation/regression.diffs 2>/dev/null | head -200
 fi
-tests/lib/cluster.sh stop regress
 exit $status

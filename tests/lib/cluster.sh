@@ -26,6 +26,10 @@ case "$cmd" in
   start)
     port=${3:?port}; preload=${4:-}
     if [ -f "$dir/data/postmaster.pid" ]; then as_pg "$BIN/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "cluster.sh: port $port is already in use (another test cluster still running?); stop it or set another port" >&2
+      exit 1
+    fi
     rm -rf "$dir"; mkdir -p "$dir/sock"; chown -R postgres:postgres "$dir"; chmod 755 "$BASE" "$dir"
     as_pg "$BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C >"$dir/initdb.log" 2>&1
     {
