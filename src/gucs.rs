@@ -85,14 +85,7 @@ unsafe extern "C-unwind" fn check_signing_keys(
     _source: pg_sys::GucSource::Type,
 ) -> bool {
     // SAFETY: newval points at the proposed value (possibly NULL).
-    let spec = unsafe {
-        let p = *newval;
-        if p.is_null() {
-            String::new()
-        } else {
-            CStr::from_ptr(p).to_string_lossy().into_owned()
-        }
-    };
+    let spec = unsafe { guc_str(*newval) };
     match Keyring::parse(&spec) {
         Ok(_) => true,
         Err(e) => {
@@ -106,13 +99,7 @@ unsafe extern "C-unwind" fn check_signing_keys(
 #[pg_guard]
 unsafe extern "C-unwind" fn assign_signing_keys(newval: *const c_char, _extra: *mut c_void) {
     // SAFETY: newval is the value the check hook accepted (or NULL).
-    let spec = unsafe {
-        if newval.is_null() {
-            String::new()
-        } else {
-            CStr::from_ptr(newval).to_string_lossy().into_owned()
-        }
-    };
+    let spec = unsafe { guc_str(newval) };
     // The check hook accepted it, so this parse succeeds; fail closed anyway.
     let ring = Keyring::parse(&spec).unwrap_or_default();
     KEYRING.with(|k| {
@@ -130,13 +117,7 @@ pub fn master_keyring() -> Rc<Keyring> {
 #[pg_guard]
 unsafe extern "C-unwind" fn assign_master_key(newval: *const c_char, _extra: *mut c_void) {
     // SAFETY: newval is the value the check hook accepted (or NULL).
-    let spec = unsafe {
-        if newval.is_null() {
-            String::new()
-        } else {
-            CStr::from_ptr(newval).to_string_lossy().into_owned()
-        }
-    };
+    let spec = unsafe { guc_str(newval) };
     let ring = Keyring::parse(&spec).unwrap_or_default();
     MASTER_KEYRING.with(|k| *k.borrow_mut() = Rc::new(ring));
     crate::crypto::forget_keys();
@@ -144,9 +125,7 @@ unsafe extern "C-unwind" fn assign_master_key(newval: *const c_char, _extra: *mu
 
 #[pg_guard]
 unsafe extern "C-unwind" fn show_master_key() -> *const c_char {
-    let c = CString::new(master_keyring().describe()).unwrap_or_default();
-    // SAFETY: the GUC code copies the returned string.
-    unsafe { pg_sys::pstrdup(c.as_ptr()) }
+    show_kids(&master_keyring())
 }
 
 pub fn audit_keyring() -> Rc<Keyring> {
@@ -156,31 +135,39 @@ pub fn audit_keyring() -> Rc<Keyring> {
 #[pg_guard]
 unsafe extern "C-unwind" fn assign_audit_keys(newval: *const c_char, _extra: *mut c_void) {
     // SAFETY: newval is the value the check hook accepted (or NULL).
-    let spec = unsafe {
-        if newval.is_null() {
-            String::new()
-        } else {
-            CStr::from_ptr(newval).to_string_lossy().into_owned()
-        }
-    };
+    let spec = unsafe { guc_str(newval) };
     let ring = Keyring::parse(&spec).unwrap_or_default();
     AUDIT_KEYRING.with(|k| *k.borrow_mut() = Rc::new(ring));
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn show_audit_keys() -> *const c_char {
-    let c = CString::new(audit_keyring().describe()).unwrap_or_default();
-    // SAFETY: the GUC code copies the returned string.
-    unsafe { pg_sys::pstrdup(c.as_ptr()) }
+    show_kids(&audit_keyring())
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn show_signing_keys() -> *const c_char {
-    let desc = keyring().1.describe();
-    let c = CString::new(desc).unwrap_or_default();
+    show_kids(&keyring().1)
+}
+
+/// What SHOW prints for a keyring GUC: the kids, never the material.
+fn show_kids(ring: &Keyring) -> *const c_char {
+    let c = CString::new(ring.describe()).unwrap_or_default();
     // SAFETY: the GUC code copies the returned string before our memory
     // context is reset.
     unsafe { pg_sys::pstrdup(c.as_ptr()) }
+}
+
+/// A GUC string value (NULL reads as empty).
+///
+/// SAFETY: `p` is NULL or a NUL-terminated string owned by the GUC code.
+unsafe fn guc_str(p: *const c_char) -> String {
+    if p.is_null() {
+        String::new()
+    } else {
+        // SAFETY: see the function's contract.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
 }
 
 #[pg_guard]
