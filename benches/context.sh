@@ -3,15 +3,8 @@
 # 1M rows, 1,000 tenants, A/B/C alternating, median of $ROUNDS rounds.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd); cd "$ROOT"
-. benches/lib.sh
-PORT=${BENCH_PORT:-55460}
-tests/lib/cluster.sh start bench "$PORT" preload
-SOCK=$(tests/lib/cluster.sh dir bench)/sock
-trap 'tests/lib/cluster.sh stop bench' EXIT
-psql -X -q -h "$SOCK" -p "$PORT" -U postgres -c "CREATE DATABASE bench"
+. benches/setup_cluster.sh
 psqlb <<'SQL' >/dev/null
-CREATE EXTENSION pg_tenantguard;
-CREATE ROLE bench LOGIN NOSUPERUSER NOBYPASSRLS;
 CREATE TABLE bench_plain (id bigint PRIMARY KEY, tenant_id text NOT NULL, payload text NOT NULL);
 INSERT INTO bench_plain SELECT g, 't' || ((g - 1) / 1000 + 1), md5(g::text) FROM generate_series(1, 1000000) g;
 CREATE INDEX ON bench_plain (tenant_id);

@@ -1,15 +1,18 @@
 -- pg_tenantguard: objects created after the Rust functions.
 
--- Every change to the access tables tells every backend to reload.
-CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.revocation
-    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
-CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.ip_allowlist
-    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
-CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.support_grant
-    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
-ALTER TABLE tenantguard.revocation ENABLE ALWAYS TRIGGER access_changed;
-ALTER TABLE tenantguard.ip_allowlist ENABLE ALWAYS TRIGGER access_changed;
-ALTER TABLE tenantguard.support_grant ENABLE ALWAYS TRIGGER access_changed;
+-- Every change to a table that backends cache (access rules, the
+-- authorization model, key salts) tells every backend to reload. The list
+-- matches WATCHED in src/access.rs.
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['revocation', 'ip_allowlist', 'support_grant', 'authz_role', 'authz_permission',
+                             'authz_assignment', 'authz_principal', 'tenant_key'] LOOP
+        EXECUTE format('CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.%I
+                        FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed()', t);
+        EXECUTE format('ALTER TABLE tenantguard.%I ENABLE ALWAYS TRIGGER access_changed', t);
+    END LOOP;
+END $$;
 
 -- Revocation ------------------------------------------------------------
 CREATE FUNCTION tenantguard.revoke_user(tenant text, user_id text) RETURNS void
@@ -144,18 +147,6 @@ REVOKE ALL ON FUNCTION tenantguard.security_chain() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.audit_capture() FROM PUBLIC;
 
 -- Authorization --------------------------------------------------------------
-CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.authz_role
-    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
-CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.authz_permission
-    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
-CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.authz_assignment
-    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
-CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.authz_principal
-    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
-ALTER TABLE tenantguard.authz_role ENABLE ALWAYS TRIGGER access_changed;
-ALTER TABLE tenantguard.authz_permission ENABLE ALWAYS TRIGGER access_changed;
-ALTER TABLE tenantguard.authz_assignment ENABLE ALWAYS TRIGGER access_changed;
-ALTER TABLE tenantguard.authz_principal ENABLE ALWAYS TRIGGER access_changed;
 DO $$
 DECLARE f text;
 BEGIN
@@ -168,7 +159,3 @@ BEGIN
     END LOOP;
 END $$;
 
--- Encryption keys: changes (rotation, shredding) invalidate every backend's key cache.
-CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.tenant_key
-    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
-ALTER TABLE tenantguard.tenant_key ENABLE ALWAYS TRIGGER access_changed;
