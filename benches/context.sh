@@ -22,6 +22,8 @@ INSERT INTO bench_tokens SELECT i, 't' || i,
 GRANT SELECT ON bench_plain, bench_rls, bench_tg, bench_tokens TO bench;
 VACUUM ANALYZE;
 SQL
+# Every table and index in shared buffers before the first timed run.
+psqlb -c "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c WHERE c.relname LIKE 'bench_%' AND c.relkind IN ('r', 'i')" >/dev/null
 echo "== context: point select per transaction, $CLIENTS clients, ${SECS}s x $ROUNDS rounds, 1M rows, 1,000 tenants"
 for ROUND in $(seq 1 "$ROUNDS"); do
   # Rotate the order each round so no variant always runs first.

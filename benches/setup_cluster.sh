@@ -1,11 +1,13 @@
 # Sourced by benches: a preloaded bench cluster with database "bench".
 . benches/lib.sh
 PORT=${BENCH_PORT:-55460}
-tests/lib/cluster.sh start bench "$PORT" preload
+# Room for every table of a benchmark in shared buffers, so no variant pays
+# for OS-cache reads the other does not.
+CLUSTER_SHARED_BUFFERS=${CLUSTER_SHARED_BUFFERS:-2GB} tests/lib/cluster.sh start bench "$PORT" preload
 SOCK=$(tests/lib/cluster.sh dir bench)/sock
 trap 'tests/lib/cluster.sh stop bench' EXIT
 psql -X -q -h "$SOCK" -p "$PORT" -U postgres -c "CREATE DATABASE bench"
-psqlb -c "CREATE EXTENSION pg_tenantguard; CREATE EXTENSION pgcrypto; CREATE ROLE bench LOGIN NOSUPERUSER NOBYPASSRLS;" >/dev/null
+psqlb -c "CREATE EXTENSION pg_tenantguard; CREATE EXTENSION pgcrypto; CREATE EXTENSION pg_prewarm; CREATE ROLE bench LOGIN NOSUPERUSER NOBYPASSRLS;" >/dev/null
 # rounds helper: rounds NAME SCRIPT NAME SCRIPT ... (alternating order each round)
 rounds() {
   local -a names=() scripts=()

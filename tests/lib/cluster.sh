@@ -37,7 +37,7 @@ case "$cmd" in
       echo "unix_socket_directories = '$dir/sock'"
       echo "listen_addresses = '127.0.0.1'"
       echo "max_connections = 200"
-      echo "shared_buffers = 256MB"
+      echo "shared_buffers = ${CLUSTER_SHARED_BUFFERS:-256MB}"
       echo "fsync = off"
       echo "log_line_prefix = '%m [%p] %u@%d '"
       echo "log_min_messages = log"
