@@ -42,10 +42,36 @@ CREATE TABLE tenantguard.audit_export (
     since       timestamptz,
     until       timestamptz,
     records     bigint NOT NULL,
+    first_seq   bigint,
+    last_seq    bigint,
     head_hash   text,
+    -- SHA-256 (hex) of the export as JSON lines: each record's jsonb text
+    -- and a newline, in seq order (what `psql -At` writes to a file, so
+    -- `sha256sum` of that file reproduces it).
+    digest      text,
     exported_at timestamptz NOT NULL DEFAULT now(),
     exported_by name NOT NULL DEFAULT session_user
 );
+
+-- Chain checkpoints left by drop_audit_partition(): the hash and seq of the
+-- last record dropped for a tenant. Verification resumes from the newest
+-- one, so a chain still verifies after its oldest records were dropped.
+CREATE TABLE tenantguard.audit_checkpoint (
+    id            bigserial PRIMARY KEY,
+    tenant        text NOT NULL,
+    seq           bigint NOT NULL,
+    last_id       bigint NOT NULL,
+    hash          bytea NOT NULL,
+    partition     text NOT NULL,
+    range_from    timestamptz NOT NULL,
+    range_to      timestamptz NOT NULL,
+    records       bigint NOT NULL,
+    export_id     bigint NOT NULL REFERENCES tenantguard.audit_export (id),
+    export_digest text NOT NULL,
+    dropped_at    timestamptz NOT NULL DEFAULT now(),
+    dropped_by    name NOT NULL DEFAULT session_user
+);
+CREATE INDEX ON tenantguard.audit_checkpoint (tenant, seq);
 
 CREATE TABLE tenantguard.audit_verification (
     id           bigserial PRIMARY KEY,
@@ -99,6 +125,20 @@ CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON tenantguard.audit_log
 ALTER TABLE tenantguard.audit_log ENABLE ALWAYS TRIGGER refuse_change;
 ALTER TABLE tenantguard.audit_log ENABLE ALWAYS TRIGGER refuse_truncate;
 
+-- Checkpoints and exports are evidence too: append-only.
+CREATE TRIGGER refuse_change BEFORE UPDATE OR DELETE ON tenantguard.audit_checkpoint
+    FOR EACH ROW EXECUTE FUNCTION tenantguard.refuse_change();
+CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON tenantguard.audit_checkpoint
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.refuse_change();
+ALTER TABLE tenantguard.audit_checkpoint ENABLE ALWAYS TRIGGER refuse_change;
+ALTER TABLE tenantguard.audit_checkpoint ENABLE ALWAYS TRIGGER refuse_truncate;
+CREATE TRIGGER refuse_change BEFORE UPDATE OR DELETE ON tenantguard.audit_export
+    FOR EACH ROW EXECUTE FUNCTION tenantguard.refuse_change();
+CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON tenantguard.audit_export
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.refuse_change();
+ALTER TABLE tenantguard.audit_export ENABLE ALWAYS TRIGGER refuse_change;
+ALTER TABLE tenantguard.audit_export ENABLE ALWAYS TRIGGER refuse_truncate;
+
 -- The application role reads its own tenant's records only.
 ALTER TABLE tenantguard.audit_log ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tenantguard.audit_log FORCE ROW LEVEL SECURITY;
@@ -109,4 +149,7 @@ SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_log', '');
 SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_log_default', '');
 SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_head', '');
 SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_export', '');
+SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_export_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_checkpoint', '');
+SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_checkpoint_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_log_id_seq', '');

@@ -137,6 +137,7 @@ REVOKE ALL ON FUNCTION tenantguard.verify_audit(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.verify_audit_against(jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.export_audit(text, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.audit_digest() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.drop_audit_partition(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.audit_add_partitions(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenantguard.verify_audit(text), tenantguard.verify_audit_against(jsonb),
     tenantguard.export_audit(text, timestamptz, timestamptz), tenantguard.audit_digest() TO tenantguard_admin;

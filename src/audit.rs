@@ -50,7 +50,18 @@ pub struct Entry {
     pub payload: Option<String>,
 }
 
+#[cfg(feature = "pg_test")]
+thread_local! {
+    /// `#[pg_test]` builds only: a fixed record time, so retention tests
+    /// can fill partitions of years ago. Not compiled into releases.
+    pub static TEST_CLOCK_US: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
+}
+
 fn unix_us_now() -> i64 {
+    #[cfg(feature = "pg_test")]
+    if let Some(t) = TEST_CLOCK_US.with(|c| c.get()) {
+        return t;
+    }
     // SAFETY: reads the clock.
     context::to_unix_us(unsafe { pg_sys::GetCurrentTimestamp() })
 }
@@ -543,6 +554,49 @@ fn tenants(only: Option<&str>) -> Vec<String> {
 
 /// Verify one tenant's chain up to `upto_id` (inclusive) if given.
 fn verify_tenant(tenant: &str, upto_id: Option<i64>) -> (chain::Verdict, bool) {
+    let (start_seq, start_prev) = checkpoint(tenant);
+    let (v, head_ok) = verify_segment(tenant, start_seq, &start_prev, upto_id, None);
+    // A checkpoint only counts if the chain itself attests it: the keyed
+    // record of the drop (security:audit_partition_dropped) names its seq.
+    // A checkpoint row inserted by hand has no such record.
+    let attested = start_seq == 0
+        || upto_id.is_some()
+        || Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM tenantguard.audit_log
+                             WHERE tenant OPERATOR(pg_catalog.=) $1 AND seq OPERATOR(pg_catalog.>) $2
+                               AND action OPERATOR(pg_catalog.=) 'security:audit_partition_dropped'
+                               AND (payload OPERATOR(pg_catalog.->>) 'checkpoint_seq')::pg_catalog.int8 OPERATOR(pg_catalog.=) $2)",
+            &[tenant.into(), start_seq.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    (v, head_ok && attested)
+}
+
+/// The newest checkpoint of a tenant's chain (seq and hash of the last
+/// record dropped with its partition), or the genesis.
+fn checkpoint(tenant: &str) -> (i64, Vec<u8>) {
+    match Spi::get_two_with_args::<i64, Vec<u8>>(
+        "SELECT seq, hash FROM tenantguard.audit_checkpoint WHERE tenant OPERATOR(pg_catalog.=) $1
+          ORDER BY seq DESC LIMIT 1",
+        &[tenant.into()],
+    ) {
+        Ok((Some(seq), Some(hash))) => (seq, hash),
+        Ok(_) | Err(pgrx::spi::Error::InvalidPosition) => (0, chain::GENESIS.to_vec()),
+        Err(e) => spi_fail(e),
+    }
+}
+
+/// Verify a tenant's records after `start_seq` (whose hash is
+/// `start_prev`), up to record id `upto_id` or seq `upto_seq` if given.
+fn verify_segment(
+    tenant: &str,
+    start_seq: i64,
+    start_prev: &[u8],
+    upto_id: Option<i64>,
+    upto_seq: Option<i64>,
+) -> (chain::Verdict, bool) {
     let ring = gucs::audit_keyring();
     let mut rows: Vec<(Record, Vec<u8>, Vec<u8>)> = Vec::new();
     Spi::connect(|client| {
@@ -551,10 +605,12 @@ fn verify_tenant(tenant: &str, upto_id: Option<i64>) -> (chain::Verdict, bool) {
                     actor, actor_roles, db_role::text, action, tbl, row_key::text, old_values::text, new_values::text,
                     client_ip, user_agent, application_name, txid, payload::text, key_id, prev_hash, hash
                FROM tenantguard.audit_log
-              WHERE tenant OPERATOR(pg_catalog.=) $1 AND ($2::pg_catalog.int8 IS NULL OR id OPERATOR(pg_catalog.<=) $2)
+              WHERE tenant OPERATOR(pg_catalog.=) $1 AND seq OPERATOR(pg_catalog.>) $3
+                AND ($2::pg_catalog.int8 IS NULL OR id OPERATOR(pg_catalog.<=) $2)
+                AND ($4::pg_catalog.int8 IS NULL OR seq OPERATOR(pg_catalog.<=) $4)
               ORDER BY seq, id",
             None,
-            &[tenant.into(), upto_id.into()],
+            &[tenant.into(), upto_id.into(), start_seq.into(), upto_seq.into()],
         )?;
         for r in t {
             rows.push((
@@ -585,12 +641,15 @@ fn verify_tenant(tenant: &str, upto_id: Option<i64>) -> (chain::Verdict, bool) {
         Ok::<_, pgrx::spi::Error>(())
     })
     .unwrap_or_else(|e| spi_fail(e));
-    let verdict = chain::verify(
+    let verdict = chain::verify_from(
         rows.iter().map(|(r, p, h)| (r, p.as_slice(), h.as_slice())),
         |kid| ring.select(Some(kid)).ok().map(|k| k.material.clone()),
+        start_prev,
+        start_seq + 1,
+        false,
     );
     // The head must match the last record: catches deleted tail records.
-    let head_ok = if upto_id.is_some() {
+    let head_ok = if upto_id.is_some() || upto_seq.is_some() {
         true
     } else {
         let head = Spi::get_two_with_args::<i64, Vec<u8>>(
@@ -600,7 +659,7 @@ fn verify_tenant(tenant: &str, upto_id: Option<i64>) -> (chain::Verdict, bool) {
         .unwrap_or((None, None));
         match head {
             (Some(seq), Some(hash)) => seq == verdict.last_seq && hash == verdict.head.to_vec(),
-            _ => verdict.records == 0,
+            _ => verdict.records == 0 && start_seq == 0,
         }
     };
     (verdict, head_ok)
@@ -713,9 +772,11 @@ fn export_audit(
         )
     });
     let mut out = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
+    let (mut first_seq, mut last_seq): (Option<i64>, Option<i64>) = (None, None);
     Spi::connect(|c| {
         for r in c.select(
-            "SELECT pg_catalog.jsonb_build_object(
+            "SELECT x.e, x.e::pg_catalog.text, x.seq FROM (SELECT seq, pg_catalog.jsonb_build_object(
                       'id', id, 'tenant', tenant, 'seq', seq, 'at', at,
                       'at_us', (EXTRACT(EPOCH FROM at) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
                       'actor', actor, 'actor_roles', actor_roles, 'db_role', db_role, 'action', action, 'tbl', tbl,
@@ -724,12 +785,16 @@ fn export_audit(
                       'txid', txid, 'payload', payload::text, 'key_id', key_id,
                       'prev_hash', pg_catalog.encode(prev_hash, 'hex'), 'hash', pg_catalog.encode(hash, 'hex'))
                FROM tenantguard.audit_log
-              WHERE tenant OPERATOR(pg_catalog.=) $1 AND at OPERATOR(pg_catalog.>=) $2 AND at OPERATOR(pg_catalog.<) $3
-              ORDER BY seq",
+              WHERE tenant OPERATOR(pg_catalog.=) $1 AND at OPERATOR(pg_catalog.>=) $2 AND at OPERATOR(pg_catalog.<) $3) AS x(seq, e)
+              ORDER BY x.seq",
             None,
             &[tenant.into(), since.into(), until.into()],
         )? {
             out.push(r.get::<JsonB>(1)?.unwrap());
+            lines.push(r.get::<String>(2)?.unwrap_or_default());
+            let seq = r.get::<i64>(3)?;
+            first_seq = first_seq.or(seq);
+            last_seq = seq;
         }
         Ok::<_, pgrx::spi::Error>(())
     })
@@ -737,9 +802,271 @@ fn export_audit(
     let head = out
         .last()
         .map(|j| j.0["hash"].as_str().unwrap_or("").to_string());
-    let _ = Spi::run_with_args(
-        "INSERT INTO tenantguard.audit_export (tenant, since, until, records, head_hash) VALUES ($1, $2, $3, $4, $5)",
-        &[tenant.into(), since.into(), until.into(), (out.len() as i64).into(), head.into()],
-    );
+    let digest = chain::lines_digest(lines.iter().map(String::as_str));
+    session::as_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO tenantguard.audit_export (tenant, since, until, records, first_seq, last_seq, head_hash, digest)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                tenant.into(),
+                since.into(),
+                until.into(),
+                (out.len() as i64).into(),
+                first_seq.into(),
+                last_seq.into(),
+                head.into(),
+                digest.into(),
+            ],
+        )
+    })
+    .unwrap_or_else(|e| spi_fail(e));
     SetOfIterator::new(out)
+}
+
+// ---------------------------------------------------------------- retention
+
+fn refuse_drop(msg: String) -> ! {
+    raise_msg(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        msg,
+    )
+}
+
+/// Drop one monthly partition of the audit trail once it is past retention
+/// and every tenant's records in it were exported. Per tenant, it checks
+/// that the partition holds the oldest remaining part of the chain, that
+/// this part still verifies with the key, and that an `export_audit()` run
+/// covered it (its recorded head hash is still in the chain). It then
+/// leaves a checkpoint (seq and hash of the last dropped record) from
+/// which `verify_audit()` resumes, records the drop in the security trail
+/// and drops the partition. Superuser only.
+#[pg_extern(volatile, parallel_unsafe)]
+fn drop_audit_partition(
+    partition: PgRelation,
+) -> TableIterator<
+    'static,
+    (
+        name!(tenant, String),
+        name!(records, i64),
+        name!(checkpoint_seq, i64),
+        name!(export_id, i64),
+    ),
+> {
+    let oid = partition.oid();
+    // Close it (the lock stays until the end of the transaction), or DROP
+    // sees the relation in use.
+    drop(partition);
+    let partition = oid;
+    // SAFETY: plain catalog check of the current user.
+    if !unsafe { pg_sys::superuser() } {
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "tenantguard: only a superuser may drop audit partitions",
+        );
+    }
+    if gucs::audit_keyring().is_empty() {
+        raise(DomainError::Policy(
+            "no audit keys configured (tenantguard.audit_keys)".into(),
+        ));
+    }
+    let months = gucs::AUDIT_RETENTION_MONTHS.get();
+    // The partition, its bounds and whether it ended before the retention.
+    let (name, bounds) = Spi::connect(|c| {
+        let t = c.select(
+            "SELECT c.oid::pg_catalog.regclass::pg_catalog.text,
+                    b[1]::pg_catalog.timestamptz, b[2]::pg_catalog.timestamptz,
+                    b[2]::pg_catalog.timestamptz OPERATOR(pg_catalog.<=)
+                        (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(months => $2))
+               FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_inherits i ON i.inhrelid OPERATOR(pg_catalog.=) c.oid
+               LEFT JOIN LATERAL pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+                        'FROM [(]''([^'']*)''[)] TO [(]''([^'']*)''[)]') AS b ON true
+              WHERE c.oid OPERATOR(pg_catalog.=) $1
+                AND i.inhparent OPERATOR(pg_catalog.=) 'tenantguard.audit_log'::pg_catalog.regclass",
+            None,
+            &[partition.into(), months.into()],
+        )?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let r = t.first();
+        let name: String = r.get(1)?.unwrap_or_default();
+        let from: Option<pgrx::datum::TimestampWithTimeZone> = r.get(2)?;
+        let to: Option<pgrx::datum::TimestampWithTimeZone> = r.get(3)?;
+        let old: Option<bool> = r.get(4)?;
+        Ok::<_, pgrx::spi::Error>(Some((name, from.zip(to).map(|(f, t)| (f, t, old == Some(true))))))
+    })
+    .unwrap_or_else(|e| spi_fail(e))
+    .unwrap_or_else(|| {
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "tenantguard: not a partition of tenantguard.audit_log",
+        )
+    });
+    let Some((from, to, old_enough)) = bounds else {
+        refuse_drop(format!(
+            "tenantguard: {name} is the default audit partition, which is never dropped"
+        ))
+    };
+    if !old_enough {
+        refuse_drop(format!(
+            "tenantguard: audit partition {name} ends at {to}, within the retention of {months} months (tenantguard.audit_retention_months)"
+        ));
+    }
+
+    // Per tenant: records, first and last seq in the partition.
+    let mut per_tenant: Vec<(String, i64, i64, i64)> = Vec::new();
+    Spi::connect(|c| {
+        for r in c.select(
+            "SELECT tenant, pg_catalog.count(*), pg_catalog.min(seq), pg_catalog.max(seq)
+               FROM tenantguard.audit_log
+              WHERE at OPERATOR(pg_catalog.>=) $1 AND at OPERATOR(pg_catalog.<) $2
+              GROUP BY tenant ORDER BY tenant",
+            None,
+            &[from.into(), to.into()],
+        )? {
+            per_tenant.push((
+                r.get(1)?.unwrap_or_default(),
+                r.get(2)?.unwrap_or(0),
+                r.get(3)?.unwrap_or(0),
+                r.get(4)?.unwrap_or(0),
+            ));
+        }
+        Ok::<_, pgrx::spi::Error>(())
+    })
+    .unwrap_or_else(|e| spi_fail(e));
+
+    let mut out = Vec::new();
+    let mut checkpoints = Vec::new();
+    for (tenant, n, min_seq, max_seq) in per_tenant {
+        let (cp_seq, cp_hash) = checkpoint(&tenant);
+        if min_seq != cp_seq + 1 {
+            refuse_drop(format!(
+                "tenantguard: tenant {tenant}'s chain does not start in {name} (its records from seq {} are elsewhere); drop older audit partitions first",
+                cp_seq + 1
+            ));
+        }
+        let elsewhere = Spi::get_one_with_args::<i64>(
+            "SELECT pg_catalog.count(*) FROM tenantguard.audit_log
+              WHERE tenant OPERATOR(pg_catalog.=) $1 AND seq OPERATOR(pg_catalog.<=) $2
+                AND NOT (at OPERATOR(pg_catalog.>=) $3 AND at OPERATOR(pg_catalog.<) $4)",
+            &[
+                tenant.clone().into(),
+                max_seq.into(),
+                from.into(),
+                to.into(),
+            ],
+        )
+        .unwrap_or_else(|e| spi_fail(e))
+        .unwrap_or(0);
+        if elsewhere > 0 {
+            refuse_drop(format!(
+                "tenantguard: {elsewhere} records of tenant {tenant} up to seq {max_seq} lie outside {name}; dropping it would cut the chain"
+            ));
+        }
+        // The newest export that covered these records and whose last
+        // record is still in the chain with the hash the export recorded.
+        let export = Spi::connect(|c| {
+            let t = c.select(
+                "SELECT e.id, e.digest, e.last_seq FROM tenantguard.audit_export e
+                  WHERE e.tenant OPERATOR(pg_catalog.=) $1 AND e.digest IS NOT NULL
+                    AND e.first_seq OPERATOR(pg_catalog.<=) $2 AND e.last_seq OPERATOR(pg_catalog.>=) $3
+                    AND e.head_hash OPERATOR(pg_catalog.=) (
+                        SELECT pg_catalog.encode(l.hash, 'hex') FROM tenantguard.audit_log l
+                         WHERE l.tenant OPERATOR(pg_catalog.=) $1 AND l.seq OPERATOR(pg_catalog.=) e.last_seq LIMIT 1)
+                  ORDER BY e.id DESC LIMIT 1",
+                None,
+                &[tenant.clone().into(), min_seq.into(), max_seq.into()],
+            )?;
+            if t.is_empty() {
+                return Ok(None);
+            }
+            let r = t.first();
+            Ok::<_, pgrx::spi::Error>(Some((
+                r.get::<i64>(1)?.unwrap_or(0),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<i64>(3)?.unwrap_or(0),
+            )))
+        })
+        .unwrap_or_else(|e| spi_fail(e));
+        let Some((export_id, digest, export_last)) = export else {
+            refuse_drop(format!(
+                "tenantguard: tenant {tenant}'s records seq {min_seq}..{max_seq} in {name} were not exported; run export_audit() for them, keep the file, then drop"
+            ))
+        };
+        // The chain from the checkpoint through the export's last record
+        // must verify, so the export holds exactly what is dropped.
+        let (v, _) = verify_segment(&tenant, cp_seq, &cp_hash, None, Some(export_last));
+        if let Some(bad) = v.first_bad_id {
+            refuse_drop(format!(
+                "tenantguard: tenant {tenant}'s chain does not verify at record {bad}; investigate before dropping {name}"
+            ));
+        }
+        let (last_id, last_hash) = Spi::get_two_with_args::<i64, Vec<u8>>(
+            "SELECT id, hash FROM tenantguard.audit_log WHERE tenant OPERATOR(pg_catalog.=) $1 AND seq OPERATOR(pg_catalog.=) $2 LIMIT 1",
+            &[tenant.clone().into(), max_seq.into()],
+        )
+        .unwrap_or_else(|e| spi_fail(e));
+        checkpoints.push((
+            tenant.clone(),
+            max_seq,
+            last_id.unwrap_or(0),
+            last_hash.unwrap_or_default(),
+            n,
+            export_id,
+            digest,
+        ));
+        out.push((tenant, n, max_seq, export_id));
+    }
+
+    session::as_owner(|| {
+        for (tenant, seq, last_id, hash, n, export_id, digest) in &checkpoints {
+            Spi::run_with_args(
+                "INSERT INTO tenantguard.audit_checkpoint
+                        (tenant, seq, last_id, hash, partition, range_from, range_to, records, export_id, export_digest)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[
+                    tenant.clone().into(),
+                    (*seq).into(),
+                    (*last_id).into(),
+                    hash.clone().into(),
+                    name.clone().into(),
+                    from.into(),
+                    to.into(),
+                    (*n).into(),
+                    (*export_id).into(),
+                    digest.clone().into(),
+                ],
+            )?;
+        }
+        Ok::<_, pgrx::spi::Error>(())
+    })
+    .unwrap_or_else(|e| spi_fail(e));
+    for (tenant, seq, _, _, n, export_id, digest) in &checkpoints {
+        crate::seclog::record(
+            "audit_partition_dropped",
+            Some(tenant),
+            serde_json::json!({"partition": name, "records": n, "checkpoint_seq": seq,
+                               "export_id": export_id, "export_digest": digest}),
+        );
+    }
+    if checkpoints.is_empty() {
+        crate::seclog::record(
+            "audit_partition_dropped",
+            None,
+            serde_json::json!({"partition": name, "records": 0}),
+        );
+    }
+    crate::hooks::allow_internal(|| {
+        session::as_owner(|| {
+            let ddl = Spi::get_one_with_args::<String>(
+                "SELECT pg_catalog.format('DROP TABLE %s', $1::pg_catalog.regclass)",
+                &[partition.into()],
+            )?
+            .unwrap_or_default();
+            Spi::run(&ddl)
+        })
+    })
+    .unwrap_or_else(|e| spi_fail(e));
+    TableIterator::new(out)
 }

@@ -272,6 +272,10 @@ pub static AUDIT_HOOK: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// turn them off (benchmarking, emergencies); status() reports it.
 pub static ACCESS_CHECKS: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// Audit partitions younger than this (in months, by their upper bound)
+/// are never dropped. Default 84 (7 years).
+pub static AUDIT_RETENTION_MONTHS: GucSetting<i32> = GucSetting::<i32>::new(84);
+
 /// Longest bypass a caller may ask for, in seconds.
 pub static BYPASS_MAX_TTL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 
@@ -297,6 +301,16 @@ pub fn init_limits() {
         c"Refuse DDL that would disable, drop or rename the audit trail (needs shared_preload_libraries).",
         c"Sighup: set to off in postgresql.conf for maintenance only.",
         &AUDIT_HOOK,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"tenantguard.audit_retention_months",
+        c"drop_audit_partition() refuses partitions that end less than this many months ago.",
+        c"Sighup: set in postgresql.conf. Default 84 (7 years).",
+        &AUDIT_RETENTION_MONTHS,
+        1,
+        1200,
         GucContext::Sighup,
         GucFlags::default(),
     );

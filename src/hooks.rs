@@ -116,7 +116,10 @@ fn is_audit_relation(oid: pg_sys::Oid) -> bool {
         }
         let name = cstr(pg_sys::get_rel_name(oid)).unwrap_or_default();
         name.starts_with("audit_log")
-            || matches!(name.as_str(), "audit_head" | "security_log" | "revocation")
+            || matches!(
+                name.as_str(),
+                "audit_head" | "security_log" | "revocation" | "audit_checkpoint" | "audit_export"
+            )
     }
 }
 

@@ -102,3 +102,109 @@ fn protect_plan_is_idempotent() {
         .unwrap();
     assert_eq!(second, 0);
 }
+
+/// Run `sql` (one statement) and expect it to fail with `sqlstate`,
+/// inside a subtransaction so the test goes on.
+fn expect_refusal(sql: &str, sqlstate: &str) {
+    Spi::run(&format!(
+        "DO $t$ BEGIN {sql}; RAISE EXCEPTION 'expected refusal did not happen: %', $s${sql}$s$;
+         EXCEPTION WHEN SQLSTATE '{sqlstate}' THEN NULL; END $t$"
+    ))
+    .unwrap();
+}
+
+#[pg_test]
+fn audit_partitions_drop_only_after_retention_and_export() {
+    use crate::audit::TEST_CLOCK_US;
+    let us = |ts: &str| {
+        Spi::get_one::<i64>(&format!(
+            "SELECT (extract(epoch FROM timestamptz '{ts}') * 1000000)::int8"
+        ))
+        .unwrap()
+        .unwrap()
+    };
+    Spi::run(
+        "CREATE TABLE tenantguard.audit_log_201501 PARTITION OF tenantguard.audit_log FOR VALUES FROM ('2015-01-01') TO ('2015-02-01');
+         CREATE TABLE tenantguard.audit_log_201502 PARTITION OF tenantguard.audit_log FOR VALUES FROM ('2015-02-01') TO ('2015-03-01')",
+    )
+    .unwrap();
+    let t = sign(r#"{"tid":"ret","sub":"alice","exp":4000000000}"#);
+    Spi::run_with_args("SELECT tenantguard.set_context($1)", &[t.as_str().into()]).unwrap();
+    let event = |n: i32| {
+        Spi::run(&format!(
+            "SELECT tenantguard.log_event('login', 'user', 'alice', '{{\"n\": {n}}}')"
+        ))
+        .unwrap()
+    };
+    TEST_CLOCK_US.with(|c| c.set(Some(us("2015-01-15 10:00+00"))));
+    (1..=3).for_each(event);
+    TEST_CLOCK_US.with(|c| c.set(Some(us("2015-02-10 10:00+00"))));
+    (4..=5).for_each(event);
+    TEST_CLOCK_US.with(|c| c.set(None));
+    event(6);
+
+    // Refused: not a partition, the default one, within retention, a
+    // later partition before the older one, and not exported yet.
+    expect_refusal("PERFORM tenantguard.drop_audit_partition('tenantguard.audit_head')", "22023");
+    expect_refusal("PERFORM tenantguard.drop_audit_partition('tenantguard.audit_log_default')", "55000");
+    let current = Spi::get_one::<String>(
+        "SELECT format('tenantguard.%I', 'audit_log_' || to_char(now(), 'YYYYMM'))",
+    )
+    .unwrap()
+    .unwrap();
+    expect_refusal(&format!("PERFORM tenantguard.drop_audit_partition('{current}')"), "55000");
+    expect_refusal("PERFORM tenantguard.drop_audit_partition('tenantguard.audit_log_201502')", "55000");
+    expect_refusal("PERFORM tenantguard.drop_audit_partition('tenantguard.audit_log_201501')", "55000");
+
+    // Exported (the digest is recorded), then dropped; the chain still verifies.
+    Spi::run("SELECT count(*) FROM tenantguard.export_audit('ret', '-infinity', '2015-02-01')").unwrap();
+    let digest = Spi::get_one::<String>(
+        "SELECT digest FROM tenantguard.audit_export WHERE tenant = 'ret' ORDER BY id DESC LIMIT 1",
+    )
+    .unwrap()
+    .unwrap();
+    let expect = Spi::get_one::<String>(
+        "SELECT encode(sha256(convert_to(string_agg(e::text || E'\\n', '' ORDER BY o), 'UTF8')), 'hex')
+           FROM tenantguard.export_audit('ret', '-infinity', '2015-02-01') WITH ORDINALITY AS x(e, o)",
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(digest, expect, "recorded digest is the SHA-256 of the JSON lines");
+    let (records, cp) = Spi::get_two::<i64, i64>(
+        "SELECT records, checkpoint_seq FROM tenantguard.drop_audit_partition('tenantguard.audit_log_201501')",
+    )
+    .unwrap();
+    assert_eq!((records, cp), (Some(3), Some(3)));
+    assert!(Spi::get_one::<bool>("SELECT to_regclass('tenantguard.audit_log_201501') IS NULL")
+        .unwrap()
+        .unwrap());
+    assert!(Spi::get_one::<bool>("SELECT bool_and(ok) FROM tenantguard.verify_audit('ret')")
+        .unwrap()
+        .unwrap());
+    assert_eq!(
+        Spi::get_one::<i64>(
+            "SELECT count(*) FROM tenantguard.security_log WHERE event = 'audit_partition_dropped' AND tenant = 'ret'"
+        )
+        .unwrap(),
+        Some(1)
+    );
+
+    // The next partition: refused until exported, then dropped too.
+    expect_refusal("PERFORM tenantguard.drop_audit_partition('tenantguard.audit_log_201502')", "55000");
+    Spi::run("SELECT count(*) FROM tenantguard.export_audit('ret', '2015-02-01', '2015-03-01')").unwrap();
+    Spi::run("SELECT * FROM tenantguard.drop_audit_partition('tenantguard.audit_log_201502')").unwrap();
+    assert!(Spi::get_one::<bool>("SELECT bool_and(ok) FROM tenantguard.verify_audit('ret')")
+        .unwrap()
+        .unwrap());
+
+    // Tampering after a drop is still detected: a forged row after the
+    // checkpoint, or a forged checkpoint row.
+    Spi::run(
+        "INSERT INTO tenantguard.audit_checkpoint (tenant, seq, last_id, hash, partition, range_from, range_to, records, export_id, export_digest)
+         SELECT 'ret', 6, 0, '\\x00', 'x', now(), now(), 0, max(id), 'x' FROM tenantguard.audit_export",
+    )
+    .unwrap();
+    assert!(!Spi::get_one::<bool>("SELECT bool_and(ok) FROM tenantguard.verify_audit('ret')")
+        .unwrap()
+        .unwrap());
+}

@@ -17,3 +17,8 @@ check "offline: a deleted record fails without the key" bash -c "! '$V' '$DIR/de
 # A truncated tail: the digest head is missing.
 head -n 2 "$DIR/acme.jsonl" > "$DIR/short.jsonl"
 check "offline: a truncated export fails against the digest" bash -c "! '$V' '$DIR/short.jsonl' '$DIR/digest.json' >/dev/null"
+# The file's SHA-256 is the digest export_audit() recorded (what
+# drop_audit_partition() later requires and checkpoints).
+rec=$(q postgres "SELECT digest FROM tenantguard.audit_export WHERE tenant = 'acme' ORDER BY id DESC LIMIT 1")
+check "export file sha256 = recorded export digest" test "$(sha256sum < "$DIR/acme.jsonl" | cut -d' ' -f1)" = "$rec"
+check "offline verifier prints the same digest" bash -c "'$V' '$DIR/acme.jsonl' '$DIR/digest.json' | grep -q 'export sha256: $rec'"

@@ -9,10 +9,13 @@
 //! KEYS: optional file holding the audit keyring (`kid:key,...`, as in
 //! `tenantguard.audit_keys`). With it every HMAC is recomputed; without it
 //! the sequence, the links and the digest heads are checked.
+//! It also prints the export's SHA-256 (over its JSON lines), which is the
+//! `digest` that `export_audit()` recorded in `tenantguard.audit_export`
+//! and that `drop_audit_partition()` leaves in the chain checkpoint.
 //! Exit 0 when everything verifies.
 use serde_json::Value;
 use std::collections::BTreeMap;
-use tenantguard_core::chain::{hex, unhex, verify_from, Record};
+use tenantguard_core::chain::{hex, lines_digest, unhex, verify_from, Record};
 use tenantguard_core::keyring::Keyring;
 
 fn s(v: &Value, k: &str) -> Option<String> {
@@ -128,6 +131,10 @@ fn main() {
             if ok { "ok" } else { "FAILED" }
         );
     }
+    println!(
+        "export sha256: {}",
+        lines_digest(export.lines().filter(|l| !l.trim().is_empty()))
+    );
     println!(
         "{}",
         if ring.is_some() {

@@ -101,3 +101,28 @@ SELECT count(*) AS chains, bool_and(ok) AS all_ok, sum(records) AS records FROM 
 ROLLBACK;
 -- Security events (bypass, revocation, ...) are chained too.
 SELECT count(*) > 0 AS security_events_chained FROM tenantguard.audit_log WHERE action LIKE 'security:%';
+-- Retention: the export records the SHA-256 of its JSON lines (what
+-- `psql -At ... > file; sha256sum file` prints) and its seq range.
+SELECT records, first_seq, last_seq = (SELECT max(seq) FROM tenantguard.audit_log WHERE tenant = 'acme') AS to_head,
+       digest = (SELECT encode(sha256(convert_to(string_agg(e::text || E'\n', '' ORDER BY o), 'UTF8')), 'hex')
+                   FROM tenantguard.export_audit('acme') WITH ORDINALITY AS x(e, o)) AS digest_is_sha256_of_lines
+  FROM tenantguard.audit_export WHERE tenant = 'acme' ORDER BY id LIMIT 1;
+-- drop_audit_partition refuses the default partition, a partition within
+-- retention (84 months by default) and anything that is not a partition.
+SHOW tenantguard.audit_retention_months;
+SELECT * FROM tenantguard.drop_audit_partition('tenantguard.audit_log_default');
+DO $$ BEGIN
+  PERFORM tenantguard.drop_audit_partition(format('tenantguard.%I', 'audit_log_' || to_char(now(), 'YYYYMM'))::regclass);
+EXCEPTION WHEN object_not_in_prerequisite_state THEN
+  RAISE NOTICE 'current partition refused: %', (SQLERRM LIKE '%within the retention of 84 months%');
+END $$;
+SELECT * FROM tenantguard.drop_audit_partition('tenantguard.audit_head');
+-- Exports and checkpoints are append-only evidence too.
+UPDATE tenantguard.audit_export SET digest = 'x';
+TRUNCATE tenantguard.audit_checkpoint;
+-- The application role cannot call it at all, nor set the retention.
+\c - tg_app
+SELECT * FROM tenantguard.drop_audit_partition('tenantguard.audit_log_default');
+SELECT tenantguard.has_context();
+SET tenantguard.audit_retention_months = 1;
+\c - postgres
