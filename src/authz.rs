@@ -241,6 +241,99 @@ fn run(
     decide(&s.policy, &s.roles, action, &env, explain)
 }
 
+thread_local! {
+    /// Actions whose denial was already considered for sampling in this
+    /// statement: an RLS scan denying many rows yields one record.
+    static DENIALS_SEEN: RefCell<Option<((i64, u32, u64), Vec<String>)>> = const { RefCell::new(None) };
+    /// xorshift64* state for the sampling draw, seeded from the OS once.
+    static DRAW: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn draw() -> f64 {
+    DRAW.with(|d| {
+        let mut x = d.get();
+        if x == 0 {
+            let mut b = [0u8; 8];
+            let _ = getrandom::getrandom(&mut b);
+            x = u64::from_le_bytes(b) | 1;
+        }
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        d.set(x);
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
+/// Sample a denied decision into the audit trail
+/// (`tenantguard.authz_deny_sample`). The server-log line is always
+/// written for a sampled denial, so it survives when the transaction
+/// aborts (require()); the chained audit record `authz:deny` is added when
+/// the transaction can write (not in a parallel worker, not read-only) and
+/// will not abort because of this denial.
+fn sample_denial(
+    action: &str,
+    resource: &Value,
+    d: &tenantguard_core::authz::Decision,
+    raising: bool,
+) {
+    let rate = crate::gucs::AUTHZ_DENY_SAMPLE.get();
+    if d.allowed || rate <= 0.0 {
+        return;
+    }
+    // The top-level statement, not the command id: our own audit insert
+    // advances the command counter in the middle of a scan.
+    let (stmt, _, gen) = context::statement_key();
+    let key = (stmt, 0, gen);
+    let first = DENIALS_SEEN.with(|m| {
+        let mut m = m.borrow_mut();
+        match m.as_mut() {
+            Some((k, seen)) if *k == key => {
+                if seen.iter().any(|a| a == action) {
+                    false
+                } else {
+                    seen.push(action.to_string());
+                    true
+                }
+            }
+            _ => {
+                *m = Some((key, vec![action.to_string()]));
+                true
+            }
+        }
+    });
+    if !first || (rate < 1.0 && draw() >= rate) {
+        return;
+    }
+    let Ok(Some(c)) = context::current() else {
+        return;
+    };
+    let detail = json!({
+        "action": action,
+        "user": c.sub,
+        "roles": d.roles,
+        "forbidden_by": d.forbidden_by,
+        "resource": resource,
+        "sample_rate": rate,
+    });
+    context::alert_json("authz_denied", "sampled", action, detail.clone());
+    // SAFETY: plain reads of backend-global transaction state.
+    let writable = unsafe {
+        !pg_sys::IsInParallelMode() && !pg_sys::XactReadOnly && !pg_sys::RecoveryInProgress()
+    };
+    if !raising && writable && !crate::gucs::audit_keyring().is_empty() {
+        crate::audit::append(crate::audit::Entry {
+            tenant: Some(c.tid.clone()),
+            action: "authz:deny".into(),
+            tbl: None,
+            row_key: None,
+            old_values: None,
+            new_values: None,
+            payload: Some(detail.to_string()),
+        });
+    }
+}
+
 /// May the current principal do `action` on `resource`? Default deny.
 #[pg_extern(stable, parallel_safe)]
 fn authorize(
@@ -248,13 +341,17 @@ fn authorize(
     resource: default!(JsonB, "'{}'"),
     context: default!(JsonB, "'{}'"),
 ) -> bool {
-    run(action, &resource.0, &context.0, false).allowed
+    let d = run(action, &resource.0, &context.0, false);
+    sample_denial(action, &resource.0, &d, false);
+    d.allowed
 }
 
 /// RBAC-only form for RLS policies: no jsonb is built per row.
 #[pg_extern(stable, parallel_safe)]
 fn authorize_action(action: &str) -> bool {
-    run(action, &Value::Null, &Value::Null, false).allowed
+    let d = run(action, &Value::Null, &Value::Null, false);
+    sample_denial(action, &Value::Null, &d, false);
+    d.allowed
 }
 
 /// Row-level form for RLS policies: attributes as parallel arrays.
@@ -273,13 +370,18 @@ fn authorize_attrs(action: &str, keys: Vec<String>, vals: Vec<Option<String>>) -
         };
         m.insert(k, v);
     }
-    run(action, &Value::Object(m), &Value::Null, false).allowed
+    let resource = Value::Object(m);
+    let d = run(action, &resource, &Value::Null, false);
+    sample_denial(action, &resource, &d, false);
+    d.allowed
 }
 
 /// As authorize(), but raises 42501 naming the action when the answer is no.
 #[pg_extern(stable, parallel_safe)]
 fn require(action: &str, resource: default!(JsonB, "'{}'"), context: default!(JsonB, "'{}'")) {
-    if !run(action, &resource.0, &context.0, false).allowed {
+    let d = run(action, &resource.0, &context.0, false);
+    if !d.allowed {
+        sample_denial(action, &resource.0, &d, true);
         ereport!(
             ERROR,
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,

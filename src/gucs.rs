@@ -276,6 +276,10 @@ pub static ACCESS_CHECKS: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// are never dropped. Default 84 (7 years).
 pub static AUDIT_RETENTION_MONTHS: GucSetting<i32> = GucSetting::<i32>::new(84);
 
+/// Share of denied authorize() decisions written to the audit trail
+/// (0 = none, 1 = all; at most one per statement and action).
+pub static AUTHZ_DENY_SAMPLE: GucSetting<f64> = GucSetting::<f64>::new(0.0);
+
 /// Longest bypass a caller may ask for, in seconds.
 pub static BYPASS_MAX_TTL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 
@@ -302,6 +306,16 @@ pub fn init_limits() {
         c"Sighup: set to off in postgresql.conf for maintenance only.",
         &AUDIT_HOOK,
         GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"tenantguard.authz_deny_sample",
+        c"Share of denied authorize() decisions recorded (0 = none, 1 = all).",
+        c"Superuser-only (ALTER ROLE/DATABASE ... SET works). At most one record per statement and action.",
+        &AUTHZ_DENY_SAMPLE,
+        0.0,
+        1.0,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

@@ -125,6 +125,25 @@ BEGIN;
 SELECT tenantguard.set_context(:'bo');
 SELECT id FROM app.approvals ORDER BY id;
 ROLLBACK;
+-- Denied decisions are sampled into the audit trail when configured
+-- (superuser-only; here for the app role). One record per statement and
+-- action, even for an RLS scan that denies many rows.
+\c - postgres
+ALTER ROLE tg_app SET tenantguard.authz_deny_sample = 1;
+\c - tg_app
+SELECT tenantguard.has_context();
+SET tenantguard.authz_deny_sample = 0;
+BEGIN;
+SELECT tenantguard.set_context(:'bo');
+SELECT count(*) AS before FROM tenantguard.audit_log WHERE action = 'authz:deny' \gset
+SELECT tenantguard.authorize('billing:delete') AS denied_call;
+SELECT id FROM app.approvals ORDER BY id;
+SELECT tenantguard.authorize('invoice:read') AS allowed_call;
+SELECT action, payload->>'action' AS denied_action, payload->>'user' AS who, tenant
+  FROM tenantguard.audit_log WHERE action = 'authz:deny' ORDER BY seq OFFSET :before;
+COMMIT;
+\c - postgres
+ALTER ROLE tg_app RESET tenantguard.authz_deny_sample;
 -- Every change went to the security trail.
 \c - postgres
 SELECT event, count(*) FROM tenantguard.security_log WHERE event IN ('role_created', 'permission_granted', 'role_assigned', 'principal_attrs_set')
