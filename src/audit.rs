@@ -73,14 +73,19 @@ fn spi_fail(e: pgrx::spi::Error) -> ! {
     )
 }
 
-const HEAD_SQL: &str = "WITH h AS (
-                   INSERT INTO tenantguard.audit_head AS h (tenant, seq, hash) VALUES ($1, 0, $6)
-                   ON CONFLICT (tenant) DO UPDATE SET seq = h.seq RETURNING h.seq, h.hash)
-                 SELECT h.seq, h.hash, $2::pg_catalog.jsonb::pg_catalog.text, $3::pg_catalog.jsonb::pg_catalog.text,
+/// Lock this tenant's chain head (a row lock: other tenants never wait)
+/// and let Postgres normalise the JSON we will hash. No row means the
+/// tenant's first record: NEW_HEAD_SQL creates it and this runs again.
+const HEAD_SQL: &str = "SELECT h.seq, h.hash, $2::pg_catalog.jsonb::pg_catalog.text, $3::pg_catalog.jsonb::pg_catalog.text,
                         $4::pg_catalog.jsonb::pg_catalog.text, $5::pg_catalog.jsonb::pg_catalog.text,
                         pg_catalog.txid_current(), pg_catalog.current_setting('application_name'),
                         pg_catalog.nextval('tenantguard.audit_log_id_seq')
-                   FROM h";
+                   FROM tenantguard.audit_head h WHERE h.tenant OPERATOR(pg_catalog.=) $1
+                    FOR UPDATE";
+
+const NEW_HEAD_SQL: &str =
+    "INSERT INTO tenantguard.audit_head (tenant, seq, hash) VALUES ($1, 0, $2)
+                             ON CONFLICT (tenant) DO NOTHING";
 
 const INSERT_SQL: &str = "WITH u AS (UPDATE tenantguard.audit_head SET seq = $3, hash = $20, updated_at = pg_catalog.now()
                              WHERE tenant OPERATOR(pg_catalog.=) $2)
@@ -107,7 +112,7 @@ fn plans(
     let t = PgOid::from(pg_sys::TEXTOID);
     let i8 = PgOid::from(pg_sys::INT8OID);
     let b = PgOid::from(pg_sys::BYTEAOID);
-    let head = client.prepare_mut(HEAD_SQL, &[t, t, t, t, t, b])?.keep();
+    let head = client.prepare_mut(HEAD_SQL, &[t, t, t, t, t])?.keep();
     let insert = client
         .prepare_mut(
             INSERT_SQL,
@@ -154,18 +159,22 @@ pub fn append(e: Entry) -> i64 {
             // Lock this tenant's chain head (creating it on first use) and
             // let Postgres normalise the JSON we will hash.
             let plans = plans(client)?;
-            let row = client.update(
-                &plans.0,
-                None,
-                &[
-                    tenant.clone().into(),
-                    e.row_key.clone().into(),
-                    e.old_values.clone().into(),
-                    e.new_values.clone().into(),
-                    e.payload.clone().into(),
-                    chain::GENESIS.to_vec().into(),
-                ],
-            )?;
+            let args = [
+                tenant.clone().into(),
+                e.row_key.clone().into(),
+                e.old_values.clone().into(),
+                e.new_values.clone().into(),
+                e.payload.clone().into(),
+            ];
+            let mut row = client.update(&plans.0, None, &args)?;
+            if row.is_empty() {
+                client.update(
+                    NEW_HEAD_SQL,
+                    None,
+                    &[tenant.clone().into(), chain::GENESIS.to_vec().into()],
+                )?;
+                row = client.update(&plans.0, None, &args)?;
+            }
             let row = row.first();
             let prev_seq: i64 = row.get(1)?.unwrap_or(0);
             let prev_hash: Vec<u8> = row.get(2)?.unwrap_or_else(|| chain::GENESIS.to_vec());
