@@ -138,6 +138,11 @@ UPDATE tenantguard.audit_log SET payload = '{"rows": 1000000}';         -- refus
 TRUNCATE tenantguard.audit_log;                                         -- refused by the preload hook
 ALTER TABLE invoices DISABLE TRIGGER tenantguard_audit;                -- refused by the preload hook
 SELECT tenant, records, ok FROM tenantguard.verify_audit() ORDER BY tenant;
+-- Retention: an export records its SHA-256; this month's partition cannot
+-- be dropped (7-year retention, and only after an export).
+SELECT count(*) AS exported FROM tenantguard.export_audit('globex');
+SELECT records, left(digest, 16) || '...' AS export_sha256 FROM tenantguard.audit_export ORDER BY id DESC LIMIT 1;
+SELECT * FROM tenantguard.drop_audit_partition(format('tenantguard.%I', 'audit_log_' || to_char(now(), 'YYYYMM'))::regclass);
 SQL
 
 step "11. authorize(): roles from tables (never from the token), conditions on the request"
