@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use tenantguard_core::authz::{decide, effective_roles, Assignment, Effect, Perm, Policy};
+use tenantguard_core::authz::{decide_among, effective_roles, Assignment, Effect, Perm, Policy};
 use tenantguard_core::cond::{self, Env};
 
 type Principal = (Vec<Assignment>, Value);
@@ -163,6 +163,28 @@ struct Subject {
     policy: Rc<Policy>,
     roles: Vec<String>,
     principal: Value,
+    /// Per action: the permissions that apply to these roles (pattern
+    /// matching done once per statement, not once per row).
+    by_action: RefCell<HashMap<String, Rc<Vec<(String, Perm)>>>>,
+}
+
+impl Subject {
+    fn applicable(&self, action: &str) -> Rc<Vec<(String, Perm)>> {
+        if let Some(a) = self.by_action.borrow().get(action) {
+            return a.clone();
+        }
+        let a = Rc::new(tenantguard_core::authz::applicable(
+            &self.policy,
+            &self.roles,
+            action,
+        ));
+        let mut m = self.by_action.borrow_mut();
+        if m.len() >= 64 {
+            m.clear();
+        }
+        m.insert(action.to_string(), a.clone());
+        a
+    }
 }
 
 thread_local! {
@@ -209,6 +231,7 @@ fn build_subject(c: &tenantguard_core::token::Claims) -> Subject {
         policy,
         roles,
         principal: Value::Object(p),
+        by_action: RefCell::new(HashMap::new()),
     }
 }
 
@@ -238,7 +261,7 @@ fn run(
         context: context_v,
         now_us: now_us(),
     };
-    decide(&s.policy, &s.roles, action, &env, explain)
+    decide_among(&s.applicable(action), &s.roles, &env, explain)
 }
 
 thread_local! {
@@ -356,9 +379,14 @@ fn authorize_action(action: &str) -> bool {
 
 /// Row-level form for RLS policies: attributes as parallel arrays.
 #[pg_extern(stable, parallel_safe)]
-fn authorize_attrs(action: &str, keys: Vec<String>, vals: Vec<Option<String>>) -> bool {
+fn authorize_attrs(
+    action: &str,
+    keys: pgrx::datum::Array<'_, &str>,
+    vals: pgrx::datum::Array<'_, &str>,
+) -> bool {
     let mut m = serde_json::Map::new();
-    for (k, v) in keys.into_iter().zip(vals) {
+    for (k, v) in keys.iter().zip(vals.iter()) {
+        let Some(k) = k else { continue };
         let v = match v {
             None => Value::Null,
             Some(s) => s
@@ -366,9 +394,9 @@ fn authorize_attrs(action: &str, keys: Vec<String>, vals: Vec<Option<String>>) -
                 .ok()
                 .filter(|f| f.is_finite())
                 .map(|f| json!(f))
-                .unwrap_or(Value::String(s)),
+                .unwrap_or_else(|| Value::String(s.to_string())),
         };
-        m.insert(k, v);
+        m.insert(k.to_string(), v);
     }
     let resource = Value::Object(m);
     let d = run(action, &resource, &Value::Null, false);

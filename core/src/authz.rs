@@ -99,19 +99,41 @@ pub fn decide(
     env: &Env,
     explain: bool,
 ) -> Decision {
+    decide_among(&applicable(policy, roles, action), roles, env, explain)
+}
+
+/// The permissions of `roles` whose action pattern matches `action`, with
+/// the role that carries each, in decision order. Depends only on the
+/// principal's roles and the action, so callers may compute it once per
+/// statement and reuse it for every row.
+pub fn applicable(policy: &Policy, roles: &[String], action: &str) -> Vec<(String, Perm)> {
+    let mut out = Vec::new();
+    for role in roles {
+        if let Some(perms) = policy.perms.get(role) {
+            for p in perms {
+                if action_matches(&p.action, action) {
+                    out.push((role.clone(), p.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// [`decide`] over permissions already selected by [`applicable`].
+pub fn decide_among(
+    applicable: &[(String, Perm)],
+    roles: &[String],
+    env: &Env,
+    explain: bool,
+) -> Decision {
     let mut d = Decision {
         roles: if explain { roles.to_vec() } else { Vec::new() },
         ..Default::default()
     };
     let mut permitted = false;
-    for role in roles {
-        let Some(perms) = policy.perms.get(role) else {
-            continue;
-        };
-        for p in perms {
-            if !action_matches(&p.action, action) {
-                continue;
-            }
+    {
+        for (role, p) in applicable {
             // A permit we already have cannot change the outcome unless a
             // forbid follows, so only conditions that matter are evaluated.
             if p.effect == Effect::Permit && permitted && !explain {

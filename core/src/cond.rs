@@ -539,12 +539,9 @@ fn from_json(j: &Json) -> Val {
         Json::Null => Val::Null,
         Json::Bool(b) => Val::Bool(*b),
         Json::Number(n) => Val::Num(n.as_f64().unwrap_or(f64::NAN)),
-        Json::String(s) => match parse_rfc3339(s) {
-            // Strings that are RFC 3339 instants compare as timestamps
-            // against timestamps, and as strings against strings.
-            Some(_) => Val::Str(s.clone()),
-            None => Val::Str(s.clone()),
-        },
+        // Strings that are RFC 3339 instants compare as timestamps against
+        // timestamps (parsed in compare()), and as strings against strings.
+        Json::String(s) => Val::Str(s.clone()),
         Json::Array(a) => Val::List(a.iter().map(from_json).collect()),
         Json::Object(_) => Val::Str(j.to_string()),
     }
