@@ -117,27 +117,21 @@ CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON tenantguard.audit_log_default
 ALTER TABLE tenantguard.audit_log_default ENABLE ALWAYS TRIGGER refuse_truncate;
 SELECT tenantguard.audit_add_partitions(3);
 
--- Append-only for every role, table owner and superuser included.
-CREATE TRIGGER refuse_change BEFORE UPDATE OR DELETE ON tenantguard.audit_log
-    FOR EACH ROW EXECUTE FUNCTION tenantguard.refuse_change();
-CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON tenantguard.audit_log
-    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.refuse_change();
-ALTER TABLE tenantguard.audit_log ENABLE ALWAYS TRIGGER refuse_change;
-ALTER TABLE tenantguard.audit_log ENABLE ALWAYS TRIGGER refuse_truncate;
-
--- Checkpoints and exports are evidence too: append-only.
-CREATE TRIGGER refuse_change BEFORE UPDATE OR DELETE ON tenantguard.audit_checkpoint
-    FOR EACH ROW EXECUTE FUNCTION tenantguard.refuse_change();
-CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON tenantguard.audit_checkpoint
-    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.refuse_change();
-ALTER TABLE tenantguard.audit_checkpoint ENABLE ALWAYS TRIGGER refuse_change;
-ALTER TABLE tenantguard.audit_checkpoint ENABLE ALWAYS TRIGGER refuse_truncate;
-CREATE TRIGGER refuse_change BEFORE UPDATE OR DELETE ON tenantguard.audit_export
-    FOR EACH ROW EXECUTE FUNCTION tenantguard.refuse_change();
-CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON tenantguard.audit_export
-    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.refuse_change();
-ALTER TABLE tenantguard.audit_export ENABLE ALWAYS TRIGGER refuse_change;
-ALTER TABLE tenantguard.audit_export ENABLE ALWAYS TRIGGER refuse_truncate;
+-- Append-only for every role, table owner and superuser included: the
+-- trail, and the exports and checkpoints that are evidence too.
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['audit_log', 'audit_checkpoint', 'audit_export'] LOOP
+        EXECUTE format('CREATE TRIGGER refuse_change BEFORE UPDATE OR DELETE ON tenantguard.%I
+                        FOR EACH ROW EXECUTE FUNCTION tenantguard.refuse_change()', t);
+        EXECUTE format('CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON tenantguard.%I
+                        FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.refuse_change()', t);
+        EXECUTE format('ALTER TABLE tenantguard.%I ENABLE ALWAYS TRIGGER refuse_change', t);
+        EXECUTE format('ALTER TABLE tenantguard.%I ENABLE ALWAYS TRIGGER refuse_truncate', t);
+    END LOOP;
+END
+$$;
 
 -- The application role reads its own tenant's records only.
 ALTER TABLE tenantguard.audit_log ENABLE ROW LEVEL SECURITY;
