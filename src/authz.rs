@@ -163,14 +163,18 @@ struct Subject {
     policy: Rc<Policy>,
     roles: Vec<String>,
     principal: Value,
+    /// The statement's start time (Unix µs): `now` in conditions.
+    now_us: i64,
     /// Per action: the permissions that apply to these roles (pattern
     /// matching done once per statement, not once per row).
-    by_action: RefCell<HashMap<String, Rc<Vec<(String, Perm)>>>>,
+    by_action: RefCell<Vec<(String, Rc<Vec<(String, Perm)>>)>>,
 }
 
 impl Subject {
     fn applicable(&self, action: &str) -> Rc<Vec<(String, Perm)>> {
-        if let Some(a) = self.by_action.borrow().get(action) {
+        // A statement asks about a handful of actions: a short list beats
+        // hashing the action string on every row.
+        if let Some((_, a)) = self.by_action.borrow().iter().find(|(k, _)| k == action) {
             return a.clone();
         }
         let a = Rc::new(tenantguard_core::authz::applicable(
@@ -182,29 +186,35 @@ impl Subject {
         if m.len() >= 64 {
             m.clear();
         }
-        m.insert(action.to_string(), a.clone());
+        m.push((action.to_string(), a.clone()));
         a
     }
 }
 
 thread_local! {
     /// The compiled subject of the current statement (see context::statement_key).
-    static SUBJECT: RefCell<Option<((i64, u32, u64), String, String, Rc<Subject>)>> = const { RefCell::new(None) };
+    /// Keyed by the statement and the exact token: a hit means this token
+    /// already passed the context checks in this statement.
+    static SUBJECT: RefCell<Option<((i64, u32, u64), Vec<u8>, Rc<Subject>)>> = const { RefCell::new(None) };
 }
 
 fn subject() -> Rc<Subject> {
-    let c = context::require();
     let key = context::statement_key();
-    if let Some(s) = SUBJECT.with(|m| {
-        m.borrow()
-            .as_ref()
-            .filter(|(k, t, u, _)| *k == key && *t == c.tid && *u == c.sub)
-            .map(|(_, _, _, s)| s.clone())
-    }) {
-        return s;
+    if let Some(raw) = crate::gucs::context_raw() {
+        if let Some(s) = SUBJECT.with(|m| {
+            m.borrow()
+                .as_ref()
+                .filter(|(k, t, _)| *k == key && t.as_slice() == raw)
+                .map(|(_, _, s)| s.clone())
+        }) {
+            return s;
+        }
     }
+    // Verifies and checks the context (or raises, failing closed).
+    let c = context::require_keyed(key);
     let s = Rc::new(build_subject(&c));
-    SUBJECT.with(|m| *m.borrow_mut() = Some((key, c.tid.clone(), c.sub.clone(), s.clone())));
+    let raw = crate::gucs::context_raw().unwrap_or_default().to_vec();
+    SUBJECT.with(|m| *m.borrow_mut() = Some((key, raw, s.clone())));
     s
 }
 
@@ -213,7 +223,8 @@ fn build_subject(c: &tenantguard_core::token::Claims) -> Subject {
     let pr = cached(&PRINCIPALS, (c.tid.clone(), c.sub.clone()), || {
         load_principal(&c.tid, &c.sub)
     });
-    let roles = effective_roles(&policy, &pr.0, now_us());
+    let now = now_us();
+    let roles = effective_roles(&policy, &pr.0, now);
     // principal = token attrs, overridden by the table's attrs, plus id/tenant/roles.
     let mut p = serde_json::Map::new();
     for (k, v) in &c.attrs {
@@ -231,7 +242,8 @@ fn build_subject(c: &tenantguard_core::token::Claims) -> Subject {
         policy,
         roles,
         principal: Value::Object(p),
-        by_action: RefCell::new(HashMap::new()),
+        now_us: now,
+        by_action: RefCell::new(Vec::new()),
     }
 }
 
@@ -254,12 +266,23 @@ fn run(
     context_v: &Value,
     explain: bool,
 ) -> tenantguard_core::authz::Decision {
+    run_with(action, resource, &[], context_v, explain)
+}
+
+fn run_with(
+    action: &str,
+    resource: &Value,
+    resource_pairs: &[(&str, Value)],
+    context_v: &Value,
+    explain: bool,
+) -> tenantguard_core::authz::Decision {
     let s = subject();
     let env = Env {
         principal: &s.principal,
         resource,
+        resource_pairs,
         context: context_v,
-        now_us: now_us(),
+        now_us: s.now_us,
     };
     decide_among(&s.applicable(action), &s.roles, &env, explain)
 }
@@ -384,7 +407,7 @@ fn authorize_attrs(
     keys: pgrx::datum::Array<'_, &str>,
     vals: pgrx::datum::Array<'_, &str>,
 ) -> bool {
-    let mut m = serde_json::Map::new();
+    let mut pairs: Vec<(&str, Value)> = Vec::with_capacity(keys.len());
     for (k, v) in keys.iter().zip(vals.iter()) {
         let Some(k) = k else { continue };
         let v = match v {
@@ -396,11 +419,16 @@ fn authorize_attrs(
                 .map(|f| json!(f))
                 .unwrap_or_else(|| Value::String(s.to_string())),
         };
-        m.insert(k.to_string(), v);
+        pairs.push((k, v));
     }
-    let resource = Value::Object(m);
-    let d = run(action, &resource, &Value::Null, false);
-    sample_denial(action, &resource, &d, false);
+    let d = run_with(action, &Value::Null, &pairs, &Value::Null, false);
+    if !d.allowed && crate::gucs::AUTHZ_DENY_SAMPLE.get() > 0.0 {
+        let resource: serde_json::Map<String, Value> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        sample_denial(action, &Value::Object(resource), &d, false);
+    }
     d.allowed
 }
 

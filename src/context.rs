@@ -105,10 +105,14 @@ thread_local! {
 
 /// The verified, unexpired, unrevoked context of this statement, if any.
 pub fn current() -> Result<Option<Rc<Claims>>, DomainError> {
+    current_keyed(statement_key())
+}
+
+/// As [`current`], for a caller that already has this statement's key.
+fn current_keyed(key: (i64, u32, u64)) -> Result<Option<Rc<Claims>>, DomainError> {
     let Some(raw) = gucs::context_raw() else {
         return Ok(None);
     };
-    let key = statement_key();
     if let Some(c) = CHECKED.with(|m| {
         m.borrow()
             .as_ref()
@@ -135,7 +139,13 @@ fn check_current(raw: &[u8]) -> Result<Rc<Claims>, DomainError> {
 
 /// The context, or the fail-closed error `no tenant context` (42501).
 pub fn require() -> Rc<Claims> {
-    match current() {
+    require_keyed(statement_key())
+}
+
+/// As [`require`], for a caller that already has this statement's key
+/// (authorize() memoises its subject under the same key).
+pub fn require_keyed(key: (i64, u32, u64)) -> Rc<Claims> {
+    match current_keyed(key) {
         Ok(Some(c)) => c,
         Ok(None) => raise(DomainError::NoContext),
         Err(e) => {

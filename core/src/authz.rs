@@ -222,6 +222,7 @@ mod tests {
         Env {
             principal: p,
             resource: r,
+            resource_pairs: &[],
             context: c,
             now_us: 100,
         }
