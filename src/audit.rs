@@ -564,7 +564,40 @@ fn tenants(only: Option<&str>) -> Vec<String> {
 /// Verify one tenant's chain up to `upto_id` (inclusive) if given.
 fn verify_tenant(tenant: &str, upto_id: Option<i64>) -> (chain::Verdict, bool) {
     let (start_seq, start_prev) = checkpoint(tenant);
-    let (v, head_ok) = verify_segment(tenant, start_seq, &start_prev, upto_id, None);
+    // The head is read before the records, so records appended while we
+    // verify (a live system) are after it and must simply link on; a
+    // deleted tail record leaves the chain short of the head.
+    let head = if upto_id.is_some() {
+        None
+    } else {
+        Some(
+            Spi::get_two_with_args::<i64, Vec<u8>>(
+                "SELECT seq, hash FROM tenantguard.audit_head WHERE tenant OPERATOR(pg_catalog.=) $1",
+                &[tenant.into()],
+            )
+            .unwrap_or((None, None)),
+        )
+    };
+    let v = verify_segment(tenant, start_seq, &start_prev, upto_id, None);
+    let head_ok = match head {
+        None => true,
+        Some((Some(hs), Some(hh))) => {
+            v.last_seq >= hs
+                && if hs == v.last_seq {
+                    v.head.to_vec() == hh
+                } else {
+                    Spi::get_one_with_args::<Vec<u8>>(
+                        "SELECT hash FROM tenantguard.audit_log
+                          WHERE tenant OPERATOR(pg_catalog.=) $1 AND seq OPERATOR(pg_catalog.=) $2 LIMIT 1",
+                        &[tenant.into(), hs.into()],
+                    )
+                    .ok()
+                    .flatten()
+                        == Some(hh)
+                }
+        }
+        Some(_) => v.records == 0 && start_seq == 0,
+    };
     // A checkpoint only counts if the chain itself attests it: the keyed
     // record of the drop (security:audit_partition_dropped) names its seq.
     // A checkpoint row inserted by hand has no such record.
@@ -605,7 +638,7 @@ fn verify_segment(
     start_prev: &[u8],
     upto_id: Option<i64>,
     upto_seq: Option<i64>,
-) -> (chain::Verdict, bool) {
+) -> chain::Verdict {
     let ring = gucs::audit_keyring();
     let mut rows: Vec<(Record, Vec<u8>, Vec<u8>)> = Vec::new();
     Spi::connect(|client| {
@@ -658,20 +691,7 @@ fn verify_segment(
         false,
     );
     // The head must match the last record: catches deleted tail records.
-    let head_ok = if upto_id.is_some() || upto_seq.is_some() {
-        true
-    } else {
-        let head = Spi::get_two_with_args::<i64, Vec<u8>>(
-            "SELECT seq, hash FROM tenantguard.audit_head WHERE tenant OPERATOR(pg_catalog.=) $1",
-            &[tenant.into()],
-        )
-        .unwrap_or((None, None));
-        match head {
-            (Some(seq), Some(hash)) => seq == verdict.last_seq && hash == verdict.head.to_vec(),
-            _ => verdict.records == 0 && start_seq == 0,
-        }
-    };
-    (verdict, head_ok)
+    verdict
 }
 
 /// Check every record of one tenant (or all) for edits, deletions,
@@ -1005,7 +1025,7 @@ fn drop_audit_partition(
         };
         // The chain from the checkpoint through the export's last record
         // must verify, so the export holds exactly what is dropped.
-        let (v, _) = verify_segment(&tenant, cp_seq, &cp_hash, None, Some(export_last));
+        let v = verify_segment(&tenant, cp_seq, &cp_hash, None, Some(export_last));
         if let Some(bad) = v.first_bad_id {
             refuse_drop(format!(
                 "tenantguard: tenant {tenant}'s chain does not verify at record {bad}; investigate before dropping {name}"

@@ -174,6 +174,7 @@ pub fn alert_json(event: &str, reason: &str, message: &str, extra: serde_json::V
         "extra": extra,
     });
     pgrx::log!("tenantguard-alert: {}", line);
+    crate::alerts::push(&line.to_string());
 }
 
 // ---------------------------------------------------------------- SQL surface

@@ -280,6 +280,21 @@ pub static AUDIT_RETENTION_MONTHS: GucSetting<i32> = GucSetting::<i32>::new(84);
 /// (0 = none, 1 = all; at most one per statement and action).
 pub static AUTHZ_DENY_SAMPLE: GucSetting<f64> = GucSetting::<f64>::new(0.0);
 
+/// Record denied and forged attempts through a background worker
+/// (`security_log` row + NOTIFY tenantguard_alert). Needs preload.
+pub static ALERT_NOTIFY: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// The database the alert worker connects to.
+pub static ALERT_DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+
+pub fn alert_database() -> String {
+    ALERT_DATABASE
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "postgres".into())
+}
+
 /// Longest bypass a caller may ask for, in seconds.
 pub static BYPASS_MAX_TTL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 
@@ -338,4 +353,25 @@ pub fn init_limits() {
         GucContext::Suset,
         GucFlags::default(),
     );
+
+    // Postmaster-context GUCs can only be defined while preloading; loaded
+    // later, the library runs without the alert worker.
+    if crate::status::preloaded() {
+        GucRegistry::define_bool_guc(
+            c"tenantguard.alert_notify",
+            c"Record denied and forged attempts in security_log and NOTIFY tenantguard_alert, from a background worker.",
+            c"Postmaster: set in postgresql.conf with shared_preload_libraries; the refused transaction cannot do it itself.",
+            &ALERT_NOTIFY,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+        GucRegistry::define_string_guc(
+            c"tenantguard.alert_database",
+            c"Database the alert worker connects to (NOTIFY is delivered there).",
+            c"Postmaster. Alerts from every database are recorded there, with the database name.",
+            &ALERT_DATABASE,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
 }

@@ -7,6 +7,7 @@
 use pgrx::prelude::*;
 
 mod access;
+mod alerts;
 mod audit;
 mod authz;
 mod bypass;
@@ -52,6 +53,7 @@ pub extern "C-unwind" fn _PG_init() {
     bypass::init();
     if status::preloaded() {
         hooks::init();
+        alerts::init();
     }
 }
 

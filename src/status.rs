@@ -56,6 +56,10 @@ fn status() -> JsonB {
         "version": env!("CARGO_PKG_VERSION"),
         "preloaded": preloaded(),
         "hooks_active": crate::hooks::active(),
+        "alert_worker": crate::alerts::counters().map(|(pushed, recorded, dropped)| serde_json::json!({
+            "database": crate::gucs::alert_database(),
+            "queued": pushed, "recorded": recorded, "dropped": dropped,
+        })),
         "audit_guard": crate::gucs::AUDIT_HOOK.get(),
         "audit_keys": crate::gucs::audit_keyring().kids(),
         "shared_memory": false,

@@ -5,7 +5,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 . tests/e2e/lib.sh
 PORT=${TG_E2E_PORT:-55450}
-tests/lib/cluster.sh start e2e "$PORT" preload >/dev/null
+CLUSTER_EXTRA_CONF="tenantguard.alert_notify = on" tests/lib/cluster.sh start e2e "$PORT" preload >/dev/null
 DIR=$(tests/lib/cluster.sh dir e2e); SOCK=$DIR/sock; LOG=$DIR/server.log
 trap 'tests/lib/cluster.sh stop e2e' EXIT
 

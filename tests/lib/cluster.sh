@@ -45,6 +45,7 @@ case "$cmd" in
       echo "tenantguard.audit_keys = '$DEV_AUDIT_KEYS'"
       [ -n "${TG_NO_MASTER_KEY:-}" ] || echo "tenantguard.master_key = '$DEV_MASTER_KEY'"
       if [ -n "$preload" ]; then echo "shared_preload_libraries = 'pg_tenantguard'"; fi
+      if [ -n "${CLUSTER_EXTRA_CONF:-}" ]; then printf '%s\n' "$CLUSTER_EXTRA_CONF"; fi
     } >>"$dir/data/postgresql.conf"
     as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
     echo "$port" >"$dir/port"
