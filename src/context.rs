@@ -15,27 +15,35 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use tenantguard_core::token::{self, Claims};
 use tenantguard_core::DomainError;
 
 /// Seconds between the Unix epoch and the Postgres epoch (2000-01-01).
 const PG_EPOCH_UNIX: i64 = 946_684_800;
-const CACHE_SIZE: usize = 4;
+/// Verified tokens kept per backend. A pooled backend serves many users, and
+/// a connection pool hands each transaction to any backend, so the same few
+/// hundred tokens come back again and again: a hit skips the HMAC, base64 and
+/// JSON work (the expiry and access rules are still checked every time).
+/// Bounded: at most this many entries (about 0.5 KiB each), oldest evicted.
+const CACHE_SIZE: usize = 1024;
 
-struct Verified {
-    token: Vec<u8>,
-    keyring_gen: u64,
-    claims: Rc<Claims>,
+#[derive(Default)]
+struct VerifiedCache {
+    /// Token bytes -> (keyring generation it was verified under, claims).
+    map: HashMap<Vec<u8>, (u64, Rc<Claims>)>,
+    /// Insertion order, for eviction.
+    order: VecDeque<Vec<u8>>,
 }
 
 thread_local! {
-    static VERIFIED: RefCell<Vec<Verified>> = const { RefCell::new(Vec::new()) };
+    static VERIFIED: RefCell<Option<VerifiedCache>> = const { RefCell::new(None) };
 }
 
 /// Drop every cached verification (the keyring changed).
 pub fn forget_verified() {
-    VERIFIED.with(|v| v.borrow_mut().clear());
+    VERIFIED.with(|v| *v.borrow_mut() = None);
 }
 
 pub fn to_unix(ts: pg_sys::TimestampTz) -> i64 {
@@ -50,9 +58,10 @@ fn lookup_or_verify(raw: &[u8]) -> Result<Rc<Claims>, DomainError> {
     let (gen, ring) = gucs::keyring();
     let hit = VERIFIED.with(|v| {
         v.borrow()
-            .iter()
-            .find(|e| e.keyring_gen == gen && e.token == raw)
-            .map(|e| e.claims.clone())
+            .as_ref()
+            .and_then(|c| c.map.get(raw))
+            .filter(|(g, _)| *g == gen)
+            .map(|(_, c)| c.clone())
     });
     if let Some(c) = hit {
         return Ok(c);
@@ -61,14 +70,19 @@ fn lookup_or_verify(raw: &[u8]) -> Result<Rc<Claims>, DomainError> {
     let claims = Rc::new(token::verify(s, &ring)?);
     VERIFIED.with(|v| {
         let mut v = v.borrow_mut();
-        if v.len() >= CACHE_SIZE {
-            v.remove(0);
+        let cache = v.get_or_insert_with(VerifiedCache::default);
+        if cache
+            .map
+            .insert(raw.to_vec(), (gen, claims.clone()))
+            .is_none()
+        {
+            cache.order.push_back(raw.to_vec());
         }
-        v.push(Verified {
-            token: raw.to_vec(),
-            keyring_gen: gen,
-            claims: claims.clone(),
-        });
+        while cache.order.len() > CACHE_SIZE {
+            if let Some(old) = cache.order.pop_front() {
+                cache.map.remove(&old);
+            }
+        }
     });
     Ok(claims)
 }

@@ -1,0 +1,35 @@
+# The per-backend cache of verified tokens (1,024 entries) never outlives the
+# key that verified them, and eviction never turns a miss into a pass.
+OLDK=$(q postgres "SELECT tenantguard.sign_context('{\"tid\":\"acme\",\"sub\":\"carol\",\"exp\":4000000000}'::jsonb, 'old-2025')")
+q postgres "CREATE TABLE many_tokens AS
+  SELECT i, tenantguard.sign_context(jsonb_build_object('tid', 'acme', 'sub', 'u' || i, 'exp', 4000000000)) AS token
+    FROM generate_series(1, 1100) i; GRANT SELECT ON many_tokens TO app" >/dev/null
+only_demo=$(sed -n "s/^tenantguard.signing_keys = '\(.*\)'$/\1/p" "$DIR/data/postgresql.conf" | tr ',' '\n' | grep -v '^old-2025:')
+out=$(psql -X -q -At -h "$SOCK" -p "$PORT" -U app -d postgres 2>&1 <<SQL
+SELECT tenantguard.set_context('$OLDK', false);
+SELECT 'before:' || tenantguard.user_id();
+\! psql -X -q -At -h "$SOCK" -p "$PORT" -U postgres -d postgres -c "ALTER SYSTEM SET tenantguard.signing_keys = '$only_demo'" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+SELECT 'after:' || tenantguard.user_id();
+SQL
+)
+q postgres "ALTER SYSTEM RESET tenantguard.signing_keys" >/dev/null; q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+check "verified under old-2025: readable" bash -c "echo '$out' | grep -q '^before:carol$'"
+check "old-2025 removed: the cached verification is dropped, the same session is refused" \
+  bash -c "echo '$out' | grep -q 'unknown kid' && ! echo '$out' | grep -q '^after:'"
+# 1,100 distinct tokens through one backend: the first ones are evicted and
+# verified again when they come back; a tampered copy of a cached token is
+# still refused.
+out=$(psql -X -q -At -h "$SOCK" -p "$PORT" -U app -d postgres 2>&1 <<'SQL'
+DO $$ DECLARE r record; BEGIN
+  FOR r IN SELECT token FROM many_tokens ORDER BY i LOOP PERFORM set_config('tenantguard.context', r.token, false); END LOOP;
+  FOR r IN SELECT token FROM many_tokens ORDER BY i LIMIT 3 LOOP PERFORM set_config('tenantguard.context', r.token, false); END LOOP;
+END $$;
+SELECT 'now:' || tenantguard.user_id();
+SELECT set_config('tenantguard.context', (SELECT overlay(token placing 'A' from length(token) - 3 for 1) FROM many_tokens WHERE i = 3 AND substr(token, length(token) - 3, 1) <> 'A'
+                                          UNION ALL SELECT overlay(token placing 'B' from length(token) - 3 for 1) FROM many_tokens WHERE i = 3 AND substr(token, length(token) - 3, 1) = 'A'), false);
+SELECT 'still:' || tenantguard.user_id();
+SQL
+)
+check "after 1,100 tokens, an evicted token verifies again" bash -c "echo '$out' | grep -q '^now:u3$'"
+check "a one-character change to a cached token is refused" bash -c "echo '$out' | grep -q 'signature' && echo '$out' | grep -q '^still:u3$'"
+q postgres "DROP TABLE many_tokens" >/dev/null
