@@ -36,6 +36,15 @@ SELECT pg_catalog.pg_extension_config_dump('tenantguard.authz_permission', '');
 SELECT pg_catalog.pg_extension_config_dump('tenantguard.authz_permission_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('tenantguard.authz_assignment', '');
 SELECT pg_catalog.pg_extension_config_dump('tenantguard.authz_principal', '');
+-- Specs of the compiled policy form (authorize_policy): policies name a spec
+-- by the SHA-256 of its text, so an edited row no longer matches (refused).
+CREATE TABLE tenantguard.authz_compiled (
+    spec_id    text PRIMARY KEY CHECK (spec_id ~ '^[0-9a-f]{64}$'),
+    action     text NOT NULL,
+    spec       text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('tenantguard.authz_compiled', '');
 
 CREATE FUNCTION tenantguard.create_role(tenant text, role text, inherits text[] DEFAULT '{}', description text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

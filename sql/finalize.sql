@@ -103,6 +103,7 @@ REVOKE ALL ON FUNCTION tenantguard.sign_context(jsonb, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.protect(regclass, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.protect_schema(text, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.unprotect(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.authorize_policy(regclass, text, text[], text, boolean, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.mark_shared(regclass, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.access_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.refuse_change() FROM PUBLIC;

@@ -714,6 +714,12 @@ fn compare(op: Op, l: &Val, r: &Val) -> Result<bool, String> {
     Ok(op.holds(o))
 }
 
+/// The value of an expression (the compiled policy form computes the parts
+/// of a condition that do not read the row with this, once per statement).
+pub fn value(e: &Expr, env: &Env) -> Result<Val, String> {
+    eval(e, env, &mut None)
+}
+
 /// Evaluate; an error is reported (and denies).
 pub fn evaluate(e: &Expr, env: &Env, trace: Option<&mut Trace>) -> Result<bool, String> {
     let mut t = trace;

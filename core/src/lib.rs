@@ -7,6 +7,7 @@
 pub mod access;
 pub mod authz;
 pub mod chain;
+pub mod compile;
 pub mod cond;
 pub mod crypto;
 pub mod error;
