@@ -154,80 +154,85 @@ pub fn append(e: Entry) -> i64 {
     let at_us = unix_us_now();
 
     crate::hooks::note_audit_write();
-    session::as_owner(|| {
-        Spi::connect_mut(|client| {
-            // Lock this tenant's chain head (creating it on first use) and
-            // let Postgres normalise the JSON we will hash.
-            let plans = plans(client)?;
-            let args = [
-                tenant.clone().into(),
-                e.row_key.clone().into(),
-                e.old_values.clone().into(),
-                e.new_values.clone().into(),
-                e.payload.clone().into(),
-            ];
-            let mut row = client.update(&plans.0, None, &args)?;
-            if row.is_empty() {
+    // The chain head is found by its primary key: audit_head is small, so
+    // the planner would pick a sequential scan, which visits every tenant's
+    // head (and the dead versions the updates leave) on every append.
+    session::with_guc(c"enable_seqscan", c"off", || {
+        session::as_owner(|| {
+            Spi::connect_mut(|client| {
+                // Lock this tenant's chain head (creating it on first use) and
+                // let Postgres normalise the JSON we will hash.
+                let plans = plans(client)?;
+                let args = [
+                    tenant.clone().into(),
+                    e.row_key.clone().into(),
+                    e.old_values.clone().into(),
+                    e.new_values.clone().into(),
+                    e.payload.clone().into(),
+                ];
+                let mut row = client.update(&plans.0, None, &args)?;
+                if row.is_empty() {
+                    client.update(
+                        NEW_HEAD_SQL,
+                        None,
+                        &[tenant.clone().into(), chain::GENESIS.to_vec().into()],
+                    )?;
+                    row = client.update(&plans.0, None, &args)?;
+                }
+                let row = row.first();
+                let prev_seq: i64 = row.get(1)?.unwrap_or(0);
+                let prev_hash: Vec<u8> = row.get(2)?.unwrap_or_else(|| chain::GENESIS.to_vec());
+                let rec = Record {
+                    id: row.get(9)?.unwrap_or(0),
+                    tenant: tenant.clone(),
+                    seq: prev_seq + 1,
+                    at_us,
+                    actor: actor.clone(),
+                    actor_roles: actor_roles.clone(),
+                    db_role: db_role.clone(),
+                    action: e.action.clone(),
+                    tbl: e.tbl.clone(),
+                    row_key: row.get(3)?,
+                    old_values: row.get(4)?,
+                    new_values: row.get(5)?,
+                    client_ip: client_ip.clone(),
+                    user_agent: user_agent.clone(),
+                    application_name: row.get(8)?,
+                    txid: row.get(7)?.unwrap_or(0),
+                    payload: row.get(6)?,
+                    key_id: key.kid.clone(),
+                };
+                let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
                 client.update(
-                    NEW_HEAD_SQL,
+                    &plans.1,
                     None,
-                    &[tenant.clone().into(), chain::GENESIS.to_vec().into()],
+                    &[
+                        rec.id.into(),
+                        rec.tenant.clone().into(),
+                        rec.seq.into(),
+                        rec.at_us.into(),
+                        rec.actor.clone().into(),
+                        rec.actor_roles.clone().into(),
+                        rec.db_role.clone().into(),
+                        rec.action.clone().into(),
+                        rec.tbl.clone().into(),
+                        rec.row_key.clone().into(),
+                        rec.old_values.clone().into(),
+                        rec.new_values.clone().into(),
+                        rec.client_ip.clone().into(),
+                        rec.user_agent.clone().into(),
+                        rec.application_name.clone().into(),
+                        rec.txid.into(),
+                        rec.payload.clone().into(),
+                        rec.key_id.clone().into(),
+                        prev_hash.into(),
+                        hash.into(),
+                    ],
                 )?;
-                row = client.update(&plans.0, None, &args)?;
-            }
-            let row = row.first();
-            let prev_seq: i64 = row.get(1)?.unwrap_or(0);
-            let prev_hash: Vec<u8> = row.get(2)?.unwrap_or_else(|| chain::GENESIS.to_vec());
-            let rec = Record {
-                id: row.get(9)?.unwrap_or(0),
-                tenant: tenant.clone(),
-                seq: prev_seq + 1,
-                at_us,
-                actor: actor.clone(),
-                actor_roles: actor_roles.clone(),
-                db_role: db_role.clone(),
-                action: e.action.clone(),
-                tbl: e.tbl.clone(),
-                row_key: row.get(3)?,
-                old_values: row.get(4)?,
-                new_values: row.get(5)?,
-                client_ip: client_ip.clone(),
-                user_agent: user_agent.clone(),
-                application_name: row.get(8)?,
-                txid: row.get(7)?.unwrap_or(0),
-                payload: row.get(6)?,
-                key_id: key.kid.clone(),
-            };
-            let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
-            client.update(
-                &plans.1,
-                None,
-                &[
-                    rec.id.into(),
-                    rec.tenant.clone().into(),
-                    rec.seq.into(),
-                    rec.at_us.into(),
-                    rec.actor.clone().into(),
-                    rec.actor_roles.clone().into(),
-                    rec.db_role.clone().into(),
-                    rec.action.clone().into(),
-                    rec.tbl.clone().into(),
-                    rec.row_key.clone().into(),
-                    rec.old_values.clone().into(),
-                    rec.new_values.clone().into(),
-                    rec.client_ip.clone().into(),
-                    rec.user_agent.clone().into(),
-                    rec.application_name.clone().into(),
-                    rec.txid.into(),
-                    rec.payload.clone().into(),
-                    rec.key_id.clone().into(),
-                    prev_hash.into(),
-                    hash.into(),
-                ],
-            )?;
-            Ok::<i64, pgrx::spi::Error>(rec.id)
+                Ok::<i64, pgrx::spi::Error>(rec.id)
+            })
+            .unwrap_or_else(|e| spi_fail(e))
         })
-        .unwrap_or_else(|e| spi_fail(e))
     })
 }
 

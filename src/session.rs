@@ -108,13 +108,19 @@ pub fn in_transaction() -> bool {
 /// the DDL we run are independent of the caller's search_path. Not for
 /// parallel mode, where GUCs cannot change.
 pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
+    with_guc(c"search_path", c"pg_catalog, pg_temp", f)
+}
+
+/// Run `f` with one GUC set for its duration (restored afterwards, and by
+/// the (sub)transaction abort on error). Not for parallel mode.
+pub fn with_guc<R>(name: &std::ffi::CStr, value: &std::ffi::CStr, f: impl FnOnce() -> R) -> R {
     // SAFETY: the same sequence fmgr_security_definer uses; on error the
     // (sub)transaction abort pops the GUC nest level.
     unsafe {
         let level = pg_sys::NewGUCNestLevel();
         pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
+            name.as_ptr(),
+            value.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
             pg_sys::GucAction::GUC_ACTION_SAVE,
