@@ -167,6 +167,24 @@ SELECT tenantguard.require('user:delete');
 ROLLBACK;
 SQL
 
+step "12. The same rule as an RLS policy, compiled to SQL (no function call per row)"
+run postgres <<'SQL'
+CREATE TABLE approvals (id int PRIMARY KEY, tenant_id text NOT NULL, submitted_by text NOT NULL,
+                        department text NOT NULL, amount numeric NOT NULL);
+INSERT INTO approvals VALUES (1, 'acme', 'bob', 'finance', 900), (2, 'acme', 'bob', 'finance', 1001),
+  (3, 'acme', 'alice', 'finance', 10), (4, 'acme', 'bob', 'sales', 10), (5, 'globex', 'bob', 'finance', 5);
+SELECT count(*) AS tenant_policies FROM tenantguard.protect('approvals');
+SELECT tenantguard.authorize_policy('approvals', 'document:approve',
+       ARRAY['submitted_by', 'department', 'amount']) LIKE '%CREATE POLICY%' AS compiled_policy_created;
+GRANT SELECT ON approvals TO app;
+SQL
+ACME="$ACME2" run app <<'SQL'
+BEGIN;
+SELECT tenantguard.set_context(:'acme');
+SELECT * FROM approvals;   -- alice may approve only row 1: not her own, her department, within her limit
+ROLLBACK;
+SQL
+
 echo
 echo "${G}Demo complete.${N} The cluster keeps running on port $PORT (socket $SOCK):"
 echo "   psql -h $SOCK -p $PORT -U app demo      # try it yourself"

@@ -503,7 +503,11 @@ fn plan_for(action: &str, id: &str) -> Rc<Plan> {
     .unwrap_or_else(|e| spi_fail(e));
     let bad = |why: &str| -> ! {
         raise_msg(
-            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            if why.contains("missing") {
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            } else {
+                PgSqlErrorCode::ERRCODE_DATA_CORRUPTED
+            },
             format!("tenantguard: compiled authorize policy for {action}: {why}; regenerate it with tenantguard.authorize_policy()"),
         )
     };
@@ -611,14 +615,47 @@ fn policy_name_for(action: &str) -> String {
 /// correct, slower). Returns the DDL.
 #[pg_extern(volatile, parallel_unsafe)]
 fn authorize_policy(
-    tbl: pgrx::PgRelation,
-    action: &str,
-    columns: Vec<String>,
+    tbl: Option<pgrx::PgRelation>,
+    action: Option<&str>,
+    columns: Option<Vec<Option<String>>>,
     policy_name: default!(Option<&str>, "NULL"),
-    restrictive: default!(bool, true),
-    command: default!(&str, "'SELECT'"),
-    dry_run: default!(bool, false),
+    restrictive: default!(Option<bool>, true),
+    command: default!(Option<&str>, "'SELECT'"),
+    dry_run: default!(Option<bool>, false),
 ) -> String {
+    let null = |what: &str| -> ! {
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("authorize_policy: {what} must not be NULL"),
+        )
+    };
+    let Some(tbl) = tbl else { null("tbl") };
+    let Some(action) = action else { null("action") };
+    let columns: Vec<String> = columns
+        .unwrap_or_else(|| null("columns"))
+        .into_iter()
+        .map(|c| c.unwrap_or_else(|| null("a column name")))
+        .collect();
+    let restrictive = restrictive.unwrap_or_else(|| null("restrictive"));
+    let command = command.unwrap_or_else(|| null("command"));
+    let dry_run = dry_run.unwrap_or_else(|| null("dry_run"));
+    if !tenantguard_core::authz::valid_action(action) {
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "invalid action {:?}: expected resource:verb, with * wildcards",
+                action.chars().take(64).collect::<String>()
+            ),
+        );
+    }
+    if let Some(n) = policy_name {
+        if n.is_empty() || n.len() > 63 {
+            raise_msg(
+                PgSqlErrorCode::ERRCODE_INVALID_NAME,
+                "policy_name must be 1 to 63 bytes",
+            );
+        }
+    }
     let oid = tbl.oid();
     drop(tbl);
     let cmd = command.to_ascii_uppercase();

@@ -78,28 +78,156 @@ unsafe fn check_failed(e: &DomainError) {
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn check_signing_keys(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    // SAFETY: newval points at the proposed value (possibly NULL).
-    let spec = unsafe { guc_str(*newval) };
-    match Keyring::parse(&spec) {
-        Ok(_) => true,
-        Err(e) => {
-            // SAFETY: we are inside a check hook.
-            unsafe { check_failed(&e) };
-            false
+/// What the three key GUCs hold as their value once checked. The key
+/// material lives only in the hook's `extra`; the value itself never changes,
+/// so Postgres has nothing to print: on a reload it logs `parameter "…"
+/// changed to "<the file's text>"` only when the value changed, and
+/// pg_settings' reset_val and GetConfigOption() show this text. SHOW and
+/// current_setting() go through the show hooks (key ids only).
+pub const KEYS_HIDDEN: &CStr = c"(tenantguard: key material hidden; SHOW prints the key ids)";
+
+/// Which key GUC a hook serves.
+#[derive(Clone, Copy)]
+enum KeyGuc {
+    Signing = 0,
+    Audit = 1,
+    Master = 2,
+}
+
+thread_local! {
+    /// The last key spec this process read from the configuration, per key
+    /// GUC. A parallel worker receives the leader's value, which is the
+    /// hidden text, and takes the keys from here: the worker is forked from
+    /// the postmaster (which read the same file) or loaded the library and
+    /// read the file itself.
+    static KEY_SPECS: RefCell<[Option<String>; 3]> = const { RefCell::new([None, None, None]) };
+}
+
+#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+unsafe fn guc_alloc(n: usize) -> *mut c_void {
+    extern "C" {
+        fn malloc(n: usize) -> *mut c_void;
+    }
+    // SAFETY: up to PG 15 GUC strings and extras are plain malloc() memory.
+    unsafe { malloc(n) }
+}
+
+#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+unsafe fn guc_release(p: *mut c_void) {
+    extern "C" {
+        fn free(p: *mut c_void);
+    }
+    // SAFETY: p came from malloc() (the GUC machinery's or ours).
+    unsafe { free(p) }
+}
+
+#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+unsafe fn guc_alloc(n: usize) -> *mut c_void {
+    // SAFETY: from PG 16 on, GUC memory comes from guc_malloc().
+    unsafe { pg_sys::guc_malloc(pg_sys::LOG as i32, n) }
+}
+
+#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+unsafe fn guc_release(p: *mut c_void) {
+    // SAFETY: p came from guc_malloc().
+    unsafe { pg_sys::guc_free(p) }
+}
+
+/// A NUL-terminated copy in GUC memory (NULL if out of memory).
+unsafe fn guc_copy(b: &[u8]) -> *mut c_char {
+    // SAFETY: n + 1 bytes are allocated, then filled.
+    unsafe {
+        let p = guc_alloc(b.len() + 1) as *mut u8;
+        if !p.is_null() {
+            std::ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
+            *p.add(b.len()) = 0;
         }
+        p as *mut c_char
     }
 }
 
+/// The shared check hook of the key GUCs: parse (refusing weak or malformed
+/// keys), keep the spec in `extra`, and replace the value by KEYS_HIDDEN.
+unsafe fn check_keys(
+    which: KeyGuc,
+    newval: *mut *mut c_char,
+    extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: newval points at the proposed value (possibly NULL).
+    let raw = unsafe { guc_str(*newval) };
+    let spec = if raw.as_bytes() == KEYS_HIDDEN.to_bytes() {
+        KEY_SPECS
+            .with(|k| k.borrow()[which as usize].clone())
+            .unwrap_or_default()
+    } else {
+        raw
+    };
+    if let Err(e) = Keyring::parse(&spec) {
+        // SAFETY: we are inside a check hook.
+        unsafe { check_failed(&e) };
+        return false;
+    }
+    if source != pg_sys::GucSource::PGC_S_DEFAULT {
+        KEY_SPECS.with(|k| k.borrow_mut()[which as usize] = Some(spec.clone()));
+    }
+    // SAFETY: both are allocated as the GUC machinery expects; it frees the
+    // value we replace and later frees ours and the extra.
+    unsafe {
+        let hidden = guc_copy(KEYS_HIDDEN.to_bytes());
+        let copy = guc_copy(spec.as_bytes());
+        if hidden.is_null() || copy.is_null() {
+            return false;
+        }
+        if !(*newval).is_null() {
+            guc_release(*newval as *mut c_void);
+        }
+        *newval = hidden;
+        *extra = copy as *mut c_void;
+    }
+    true
+}
+
+/// The key spec a check hook left in `extra`.
+unsafe fn extra_spec(extra: *mut c_void) -> String {
+    // SAFETY: extra is NULL or the NUL-terminated copy made by check_keys.
+    unsafe { guc_str(extra as *const c_char) }
+}
+
 #[pg_guard]
-unsafe extern "C-unwind" fn assign_signing_keys(newval: *const c_char, _extra: *mut c_void) {
-    // SAFETY: newval is the value the check hook accepted (or NULL).
-    let spec = unsafe { guc_str(newval) };
+unsafe extern "C-unwind" fn check_signing_keys(
+    newval: *mut *mut c_char,
+    extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: forwarded from the GUC machinery.
+    unsafe { check_keys(KeyGuc::Signing, newval, extra, source) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_audit_keys(
+    newval: *mut *mut c_char,
+    extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: forwarded from the GUC machinery.
+    unsafe { check_keys(KeyGuc::Audit, newval, extra, source) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_master_key(
+    newval: *mut *mut c_char,
+    extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: forwarded from the GUC machinery.
+    unsafe { check_keys(KeyGuc::Master, newval, extra, source) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn assign_signing_keys(_newval: *const c_char, extra: *mut c_void) {
+    // SAFETY: extra is what the check hook produced for this value.
+    let spec = unsafe { extra_spec(extra) };
     // The check hook accepted it, so this parse succeeds; fail closed anyway.
     let ring = Keyring::parse(&spec).unwrap_or_default();
     KEYRING.with(|k| {
@@ -115,9 +243,9 @@ pub fn master_keyring() -> Rc<Keyring> {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn assign_master_key(newval: *const c_char, _extra: *mut c_void) {
-    // SAFETY: newval is the value the check hook accepted (or NULL).
-    let spec = unsafe { guc_str(newval) };
+unsafe extern "C-unwind" fn assign_master_key(_newval: *const c_char, extra: *mut c_void) {
+    // SAFETY: extra is what the check hook produced for this value.
+    let spec = unsafe { extra_spec(extra) };
     let ring = Keyring::parse(&spec).unwrap_or_default();
     MASTER_KEYRING.with(|k| *k.borrow_mut() = Rc::new(ring));
     crate::crypto::forget_keys();
@@ -133,9 +261,9 @@ pub fn audit_keyring() -> Rc<Keyring> {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn assign_audit_keys(newval: *const c_char, _extra: *mut c_void) {
-    // SAFETY: newval is the value the check hook accepted (or NULL).
-    let spec = unsafe { guc_str(newval) };
+unsafe extern "C-unwind" fn assign_audit_keys(_newval: *const c_char, extra: *mut c_void) {
+    // SAFETY: extra is what the check hook produced for this value.
+    let spec = unsafe { extra_spec(extra) };
     let ring = Keyring::parse(&spec).unwrap_or_default();
     AUDIT_KEYRING.with(|k| *k.borrow_mut() = Rc::new(ring));
 }
@@ -226,7 +354,7 @@ pub fn init() {
             &AUDIT_KEYS,
             GucContext::Sighup,
             GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
-            Some(check_signing_keys),
+            Some(check_audit_keys),
             Some(assign_audit_keys),
             Some(show_audit_keys),
         );
@@ -237,7 +365,7 @@ pub fn init() {
             &MASTER_KEY,
             GucContext::Sighup,
             GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
-            Some(check_signing_keys),
+            Some(check_master_key),
             Some(assign_master_key),
             Some(show_master_key),
         );

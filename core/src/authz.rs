@@ -33,6 +33,17 @@ pub struct Assignment {
     pub valid_until_us: Option<i64>,
 }
 
+/// The action syntax the permission table accepts:
+/// `^(\*|[A-Za-z0-9_.*-]+(:[A-Za-z0-9_.*-]+)*)$`, at most 200 bytes.
+pub fn valid_action(a: &str) -> bool {
+    let seg = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.*-".contains(&b))
+    };
+    a.len() <= 200 && (a == "*" || a.split(':').all(seg))
+}
+
 /// `resource:verb` patterns; `*` matches a whole segment, a lone `*` all.
 pub fn action_matches(pattern: &str, action: &str) -> bool {
     if pattern == "*" {
@@ -187,6 +198,17 @@ pub fn decide_among(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn action_syntax() {
+        for a in ["*", "document:approve", "doc:*", "a.b-c_d:e*"] {
+            assert!(valid_action(a), "{a}");
+        }
+        for a in ["", ":", "a:", "a b", "a'b", "x\u{e9}"] {
+            assert!(!valid_action(a), "{a}");
+        }
+        assert!(!valid_action(&"a".repeat(201)));
+    }
 
     fn perm(id: i64, role: &str, action: &str, c: Option<&str>, effect: Effect) -> Perm {
         Perm {

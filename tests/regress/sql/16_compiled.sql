@@ -35,6 +35,21 @@ SELECT pg_temp.tok('acme', 'bo') AS bo, pg_temp.tok('acme', 'bob') AS bob, pg_te
 BEGIN;
 SELECT tenantguard.set_context(:'bo');
 SELECT id FROM claims_c ORDER BY id;
+-- The same rows from parallel workers, and from a generic plan reused
+-- after the context changes.
+SET LOCAL force_parallel_mode = on;
+SET LOCAL parallel_setup_cost = 0;
+SET LOCAL parallel_tuple_cost = 0;
+SET LOCAL min_parallel_table_scan_size = 0;
+SET LOCAL max_parallel_workers_per_gather = 2;
+SELECT array_agg(id ORDER BY id) AS parallel_ids FROM claims_c;
+RESET force_parallel_mode;
+SET LOCAL plan_cache_mode = force_generic_plan;
+PREPARE q(int) AS SELECT array_agg(id ORDER BY id) AS ids FROM claims_c WHERE id > $1;
+EXECUTE q(0);
+SELECT tenantguard.set_context(:'bob');
+EXECUTE q(0);
+DEALLOCATE q;
 COMMIT;
 -- bob (sales, 5000) sees the sales claim only; eve holds no approve right.
 BEGIN;
