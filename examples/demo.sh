@@ -173,7 +173,7 @@ CREATE TABLE approvals (id int PRIMARY KEY, tenant_id text NOT NULL, submitted_b
                         department text NOT NULL, amount numeric NOT NULL);
 INSERT INTO approvals VALUES (1, 'acme', 'bob', 'finance', 900), (2, 'acme', 'bob', 'finance', 1001),
   (3, 'acme', 'alice', 'finance', 10), (4, 'acme', 'bob', 'sales', 10), (5, 'globex', 'bob', 'finance', 5);
-SELECT count(*) AS tenant_policies FROM tenantguard.protect('approvals');
+SELECT count(*) AS statements_applied FROM tenantguard.protect('approvals');
 SELECT tenantguard.authorize_policy('approvals', 'document:approve',
        ARRAY['submitted_by', 'department', 'amount']) LIKE '%CREATE POLICY%' AS compiled_policy_created;
 GRANT SELECT ON approvals TO app;
