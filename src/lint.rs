@@ -103,7 +103,7 @@ const CHECKS: &[(&str, &str, &str)] = &[
           FROM pg_proc f JOIN pg_namespace pn ON pn.oid = f.pronamespace
           JOIN tg_tables c ON c.protected OR c.relrowsecurity JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE f.prosecdef AND pn.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard')
-           AND f.prosrc ~* ('\m' || c.relname || '\M')
+           AND f.prosrc ~* ('\m' || regexp_replace(c.relname, '(\W)', '\\\1', 'g') || '\M')
            AND ($1 IS NULL OR pn.nspname = $1)"#,
     ),
     (
@@ -147,6 +147,45 @@ const CHECKS: &[(&str, &str, &str)] = &[
                     ELSE format('SELECT tenantguard.mark_shared(%L, ''why it is global'');', format('%I.%I', n.nspname, c.relname)) END
           FROM tg_tables c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE NOT c.protected AND NOT c.shared AND NOT c.relrowsecurity"#,
+    ),
+];
+
+/// Checks that read the extension's own authorization tables, which the
+/// caller may not be allowed to read: run as the extension owner. They only
+/// report policy and object names and the action, never conditions.
+const OWNER_CHECKS: &[(&str, &str, &str)] = &[
+    (
+        "TG015",
+        "error",
+        r#"
+        SELECT format('%I on %I.%I', p.polname, n.nspname, c.relname),
+               'compiled authorize policy names a spec that is missing or was altered: every statement on the table fails',
+               format('DROP POLICY %I ON %I.%I; -- then re-run tenantguard.authorize_policy() for it', p.polname, n.nspname, c.relname)
+          FROM pg_policy p JOIN tg_tables c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+          CROSS JOIN LATERAL (SELECT (regexp_match(pg_get_expr(p.polqual, p.polrelid), 'authz_slot\([^,]*, ''([0-9a-f]{64})'''))[1] AS spec_id) s
+         WHERE s.spec_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM tenantguard.authz_compiled ac
+                            WHERE ac.spec_id = s.spec_id
+                              AND encode(sha256(convert_to(ac.spec, 'UTF8')), 'hex') = ac.spec_id)"#,
+    ),
+    (
+        "TG016",
+        "warning",
+        r#"
+        SELECT format('%I on %I.%I', p.polname, n.nspname, c.relname),
+               format('compiled authorize policy for %s lacks conditions granted since it was generated: statements of principals holding them evaluate authorize() per row (correct, slower)', ac.action),
+               format('SELECT tenantguard.authorize_policy(%L, %L, %L, policy_name => %L, restrictive => %L, command => %L);',
+                      format('%I.%I', n.nspname, c.relname), ac.action,
+                      (SELECT array_agg(x->>0) FROM jsonb_array_elements(ac.spec::jsonb->'columns') x)::text,
+                      p.polname, NOT p.polpermissive,
+                      CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE' ELSE 'ALL' END)
+          FROM pg_policy p JOIN tg_tables c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+          CROSS JOIN LATERAL (SELECT (regexp_match(pg_get_expr(p.polqual, p.polrelid), 'authz_slot\([^,]*, ''([0-9a-f]{64})'''))[1] AS spec_id) s
+          JOIN tenantguard.authz_compiled ac ON ac.spec_id = s.spec_id
+         WHERE EXISTS (SELECT 1 FROM tenantguard.authz_permission ap
+                        WHERE ap.condition IS NOT NULL
+                          AND (ap.action = '*' OR ac.action ~ ('^' || replace(replace(ap.action, '.', '\.'), '*', '[^:]+') || '$'))
+                          AND NOT (ac.spec::jsonb->'conditions') ? ap.condition)"#,
     ),
 ];
 
@@ -200,6 +239,25 @@ fn lint(
                 }
             }
             Ok::<_, pgrx::spi::Error>(())
+        })
+        .and_then(|()| {
+            crate::session::as_owner(|| {
+                Spi::connect(|c| {
+                    for (code, severity, q) in OWNER_CHECKS {
+                        let sql = format!("{TABLES_CTE} {q} ORDER BY 1");
+                        for r in c.select(&sql, None, &[schema.into()])? {
+                            out.push((
+                                severity.to_string(),
+                                code.to_string(),
+                                r.get::<String>(1)?.unwrap_or_default(),
+                                r.get::<String>(2)?.unwrap_or_default(),
+                                r.get::<String>(3)?.unwrap_or_default(),
+                            ));
+                        }
+                    }
+                    Ok::<_, pgrx::spi::Error>(())
+                })
+            })
         })
         .unwrap_or_else(|e| {
             crate::error::raise_msg(

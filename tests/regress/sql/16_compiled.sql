@@ -61,4 +61,14 @@ COMMIT;
 -- No context: fail closed.
 SELECT count(*) FROM claims_c;
 \c - postgres
+-- The linter: a condition granted after generation (TG016, with the call
+-- that regenerates the policy), and a spec row that no longer matches its
+-- hash (TG015).
+SELECT severity, code, object FROM tenantguard.lint() WHERE code IN ('TG015', 'TG016');
+SELECT tenantguard.grant_permission('acme', 'business_user', 'document:approve', 'resource.amount < 5') > 0 AS granted;
+SELECT severity, code, object, fix FROM tenantguard.lint() WHERE code IN ('TG015', 'TG016');
+SELECT tenantguard.revoke_permission('acme', 'business_user', 'document:approve') > 0 AS revoked;
+UPDATE tenantguard.authz_compiled SET spec = spec || ' ' WHERE action = 'document:approve';
+SELECT severity, code, object FROM tenantguard.lint() WHERE code IN ('TG015', 'TG016');
+DELETE FROM tenantguard.authz_compiled WHERE action = 'document:approve';
 DROP TABLE claims_c;
