@@ -273,7 +273,7 @@ fn run(
 fn run_with(
     action: &str,
     resource: &Value,
-    resource_pairs: &[(&str, Value)],
+    resource_pairs: &[(&str, Option<&str>)],
     context_v: &Value,
     explain: bool,
 ) -> tenantguard_core::authz::Decision {
@@ -408,25 +408,23 @@ fn authorize_attrs(
     keys: pgrx::datum::Array<'_, &str>,
     vals: pgrx::datum::Array<'_, &str>,
 ) -> bool {
-    let mut pairs: Vec<(&str, Value)> = Vec::with_capacity(keys.len());
+    let mut pairs: Vec<(&str, Option<&str>)> = Vec::with_capacity(keys.len());
     for (k, v) in keys.iter().zip(vals.iter()) {
         let Some(k) = k else { continue };
-        let v = match v {
-            None => Value::Null,
-            Some(s) => s
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(|f| json!(f))
-                .unwrap_or_else(|| Value::String(s.to_string())),
-        };
         pairs.push((k, v));
     }
     let d = run_with(action, &Value::Null, &pairs, &Value::Null, false);
     if !d.allowed && crate::gucs::AUTHZ_DENY_SAMPLE.get() > 0.0 {
         let resource: serde_json::Map<String, Value> = pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
+            .map(|(k, v)| {
+                let j = match cond::text_value(*v) {
+                    cond::Val::Num(n) => json!(n),
+                    cond::Val::Str(t) => Value::String(t),
+                    _ => Value::Null,
+                };
+                (k.to_string(), j)
+            })
             .collect();
         sample_denial(action, &Value::Object(resource), &d, false);
     }

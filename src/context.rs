@@ -100,14 +100,21 @@ pub fn verify_for_set(raw: &[u8]) -> Result<(), DomainError> {
 /// Identity of "this statement": its start time, its command id and the
 /// cache generation (any revocation/policy change starts a new one).
 pub fn statement_key() -> (i64, u32, u64) {
-    // SAFETY: plain reads of backend-global statement state.
-    unsafe {
-        (
-            pg_sys::GetCurrentStatementStartTimestamp(),
-            pg_sys::GetCurrentCommandId(false),
-            access::current_generation(),
-        )
+    // Declared here without pgrx's error-boundary wrapper: these two are
+    // plain getters of backend-global state that cannot raise, and they run
+    // on every row-level call.
+    extern "C" {
+        fn GetCurrentStatementStartTimestamp() -> pg_sys::TimestampTz;
+        fn GetCurrentCommandId(used: bool) -> pg_sys::CommandId;
     }
+    // SAFETY: see above; both only read static variables of xact.c.
+    let (ts, cid) = unsafe {
+        (
+            GetCurrentStatementStartTimestamp(),
+            GetCurrentCommandId(false),
+        )
+    };
+    (ts, cid, access::current_generation())
 }
 
 thread_local! {

@@ -531,20 +531,47 @@ fn check(e: &Expr) -> Result<(), String> {
 pub struct Env<'a> {
     pub principal: &'a Json,
     pub resource: &'a Json,
-    /// Resource attributes as (name, value) pairs, as the row form of
+    /// Resource attributes as (name, text) pairs, as the row form of
     /// authorize() passes them: read before `resource` (the last pair of a
-    /// name wins, as in a JSON object), with no object built per row.
-    pub resource_pairs: &'a [(&'a str, Json)],
+    /// name wins, as in a JSON object), borrowed, with no object built per
+    /// row. A text that parses as a finite number is a number, NULL is null,
+    /// anything else a string.
+    pub resource_pairs: &'a [(&'a str, Option<&'a str>)],
     pub context: &'a Json,
     pub now_us: i64,
 }
 
-fn lookup<'a>(env: &'a Env, path: &[String]) -> Option<&'a Json> {
+/// The number a text pair stands for, if any.
+fn text_number(t: &str) -> Option<f64> {
+    t.parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
+/// A resource attribute given as a text pair: Some(value) when the pair
+/// exists (value None = SQL NULL).
+fn pair<'a>(env: &Env<'a>, path: &[String]) -> Option<Option<&'a str>> {
     if path.len() == 2 && path[0] == "resource" {
-        if let Some((_, v)) = env.resource_pairs.iter().rev().find(|(k, _)| *k == path[1]) {
-            return Some(v);
-        }
+        env.resource_pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == path[1])
+            .map(|(_, v)| *v)
+    } else {
+        None
     }
+}
+
+/// The value of a text pair (see [`Env::resource_pairs`]).
+pub fn text_value(v: Option<&str>) -> Val {
+    match v {
+        None => Val::Null,
+        Some(t) => match text_number(t) {
+            Some(n) => Val::Num(n),
+            None => Val::Str(t.to_string()),
+        },
+    }
+}
+
+fn lookup<'a>(env: &'a Env, path: &[String]) -> Option<&'a Json> {
     let mut cur = match path.first()?.as_str() {
         "principal" => env.principal,
         "resource" => env.resource,
@@ -577,11 +604,17 @@ fn eval(e: &Expr, env: &Env, trace: &mut Option<&mut Trace>) -> Result<Val, Stri
     Ok(match e {
         Expr::Lit(v) => v.clone(),
         Expr::Now => Val::Time(env.now_us),
-        Expr::Path(p) => match lookup(env, p) {
-            Some(j) => from_json(j),
-            None => return Err(format!("attribute {} is missing", p.join("."))),
+        Expr::Path(p) => match pair(env, p) {
+            Some(v) => text_value(v),
+            None => match lookup(env, p) {
+                Some(j) => from_json(j),
+                None => return Err(format!("attribute {} is missing", p.join("."))),
+            },
         },
-        Expr::Has(p) => Val::Bool(lookup(env, p).is_some_and(|j| !j.is_null())),
+        Expr::Has(p) => Val::Bool(match pair(env, p) {
+            Some(v) => v.is_some(),
+            None => lookup(env, p).is_some_and(|j| !j.is_null()),
+        }),
         Expr::List(items) => Val::List(
             items
                 .iter()
@@ -643,6 +676,13 @@ fn scalar<'a>(e: &'a Expr, env: &'a Env) -> Option<Scalar<'a>> {
         Expr::Lit(Val::Str(s)) => Some(Scalar::Str(s)),
         Expr::Lit(Val::Num(n)) => Some(Scalar::Num(*n)),
         Expr::Lit(Val::Bool(b)) => Some(Scalar::Bool(*b)),
+        Expr::Path(p) if pair(env, p).is_some() => {
+            let t = pair(env, p)??;
+            Some(match text_number(t) {
+                Some(n) => Scalar::Num(n),
+                None => Scalar::Str(t),
+            })
+        }
         Expr::Path(p) => match lookup(env, p)? {
             Json::String(s) => Some(Scalar::Str(s)),
             Json::Number(n) => n.as_f64().map(Scalar::Num),
@@ -755,9 +795,9 @@ mod tests {
         .unwrap();
         let p = json!({"limit": 10});
         let pairs = [
-            ("amount", json!(3.0)),
-            ("dept", json!("y")),
-            ("dept", json!("x")),
+            ("amount", Some("3.0")),
+            ("dept", Some("y")),
+            ("dept", Some("x")),
         ];
         let env = Env {
             principal: &p,
@@ -771,7 +811,7 @@ mod tests {
             Ok(true),
             "the last pair of a name wins"
         );
-        let pairs = [("amount", json!(11.0)), ("dept", json!("x"))];
+        let pairs = [("amount", Some("11")), ("dept", Some("x"))];
         let env = Env {
             principal: &p,
             resource: &Json::Null,
@@ -780,7 +820,7 @@ mod tests {
             now_us: 0,
         };
         assert_eq!(evaluate(&e, &env, None), Ok(false));
-        let pairs = [("dept", json!("x"))];
+        let pairs = [("dept", Some("x"))];
         let env = Env {
             principal: &p,
             resource: &Json::Null,
@@ -949,10 +989,20 @@ mod tests {
             prop_assume!(parsed.is_ok());
             let e = parsed.unwrap();
             let p = json!({"x": x});
-            let pairs = [("a", a)];
-            let env = Env { principal: &p, resource: &Json::Null, resource_pairs: &pairs, context: &Json::Null, now_us: 5 };
+            let r = json!({"a": a});
+            let env = Env { principal: &p, resource: &r, resource_pairs: &[], context: &Json::Null, now_us: 5 };
             let mut t = Vec::new();
             prop_assert_eq!(evaluate(&e, &env, None), evaluate(&e, &env, Some(&mut t)));
+            // The same attribute as a text pair (what authorize_attrs passes)
+            // reads as its JSON form would, on both paths.
+            let text: Option<String> = match &r["a"] { Json::Null => None, Json::String(s) => Some(s.clone()), Json::Number(n) => Some(n.to_string()), _ => return Ok(()) };
+            let pairs = [("a", text.as_deref())];
+            let env2 = Env { principal: &p, resource: &Json::Null, resource_pairs: &pairs, context: &Json::Null, now_us: 5 };
+            let numeric_text = matches!(&r["a"], Json::String(s) if text_number(s).is_some());
+            if !numeric_text {
+                prop_assert_eq!(evaluate(&e, &env2, None), evaluate(&e, &env, None));
+                prop_assert_eq!(evaluate(&e, &env2, None), evaluate(&e, &env2, Some(&mut Vec::new())));
+            }
         }
 
         #[test]
