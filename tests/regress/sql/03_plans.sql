@@ -60,6 +60,15 @@ SELECT tenant_id, count(*) FROM app.orders GROUP BY 1;
 -- An accessor evaluated inside the worker itself.
 EXPLAIN (COSTS OFF) SELECT count(*) FROM app.orders WHERE tenant_id = tenantguard.tenant_id();
 SELECT count(*) FROM app.orders WHERE tenant_id = tenantguard.tenant_id();
+-- Forced into the workers alone (no index paths, leader not scanning): each
+-- worker loads the library, reads the keys from the configuration (the
+-- leader only sends their hidden placeholder) and verifies the token.
+SET LOCAL enable_indexscan = off;
+SET LOCAL enable_indexonlyscan = off;
+SET LOCAL enable_bitmapscan = off;
+SET LOCAL parallel_leader_participation = off;
+EXPLAIN (COSTS OFF) SELECT tenant_id, count(*) FROM app.orders WHERE tenant_id = tenantguard.tenant_id() GROUP BY 1;
+SELECT tenant_id, count(*) FROM app.orders WHERE tenant_id = tenantguard.tenant_id() GROUP BY 1;
 COMMIT;
 SELECT count(*) FROM app.orders;
 RESET force_parallel_mode;
