@@ -210,6 +210,31 @@ WITH tg_tables AS (
 )
 "#;
 
+type Finding = (String, String, String, String, String);
+
+/// Run each check's query over the tables in scope; append its findings.
+fn run_checks(
+    checks: &[(&str, &str, &str)],
+    schema: Option<&str>,
+    out: &mut Vec<Finding>,
+) -> Result<(), pgrx::spi::Error> {
+    Spi::connect(|c| {
+        for (code, severity, q) in checks {
+            let sql = format!("{TABLES_CTE} {q} ORDER BY 1");
+            for r in c.select(&sql, None, &[schema.into()])? {
+                out.push((
+                    severity.to_string(),
+                    code.to_string(),
+                    r.get::<String>(1)?.unwrap_or_default(),
+                    r.get::<String>(2)?.unwrap_or_default(),
+                    r.get::<String>(3)?.unwrap_or_default(),
+                ));
+            }
+        }
+        Ok(())
+    })
+}
+
 #[pg_extern(volatile, parallel_unsafe)]
 fn lint(
     schema: default!(Option<&str>, "NULL"),
@@ -225,46 +250,14 @@ fn lint(
 > {
     let mut out = Vec::new();
     crate::session::with_pinned_search_path(|| {
-        Spi::connect(|c| {
-            for (code, severity, q) in CHECKS {
-                let sql = format!("{TABLES_CTE} {q} ORDER BY 1");
-                for r in c.select(&sql, None, &[schema.into()])? {
-                    out.push((
-                        severity.to_string(),
-                        code.to_string(),
-                        r.get::<String>(1)?.unwrap_or_default(),
-                        r.get::<String>(2)?.unwrap_or_default(),
-                        r.get::<String>(3)?.unwrap_or_default(),
-                    ));
-                }
-            }
-            Ok::<_, pgrx::spi::Error>(())
-        })
-        .and_then(|()| {
-            crate::session::as_owner(|| {
-                Spi::connect(|c| {
-                    for (code, severity, q) in OWNER_CHECKS {
-                        let sql = format!("{TABLES_CTE} {q} ORDER BY 1");
-                        for r in c.select(&sql, None, &[schema.into()])? {
-                            out.push((
-                                severity.to_string(),
-                                code.to_string(),
-                                r.get::<String>(1)?.unwrap_or_default(),
-                                r.get::<String>(2)?.unwrap_or_default(),
-                                r.get::<String>(3)?.unwrap_or_default(),
-                            ));
-                        }
-                    }
-                    Ok::<_, pgrx::spi::Error>(())
-                })
+        run_checks(CHECKS, schema, &mut out)
+            .and_then(|()| crate::session::as_owner(|| run_checks(OWNER_CHECKS, schema, &mut out)))
+            .unwrap_or_else(|e| {
+                crate::error::raise_msg(
+                    PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                    format!("tenantguard lint: {e}"),
+                )
             })
-        })
-        .unwrap_or_else(|e| {
-            crate::error::raise_msg(
-                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                format!("tenantguard lint: {e}"),
-            )
-        })
     });
     TableIterator::new(out)
 }
