@@ -794,42 +794,31 @@ mod tests {
         )
         .unwrap();
         let p = json!({"limit": 10});
-        let pairs = [
-            ("amount", Some("3.0")),
-            ("dept", Some("y")),
-            ("dept", Some("x")),
-        ];
-        let env = Env {
-            principal: &p,
-            resource: &Json::Null,
-            resource_pairs: &pairs,
-            context: &Json::Null,
-            now_us: 0,
+        let run_pairs = |pairs: &[(&str, Option<&str>)]| {
+            let env = Env {
+                principal: &p,
+                resource: &Json::Null,
+                resource_pairs: pairs,
+                context: &Json::Null,
+                now_us: 0,
+            };
+            evaluate(&e, &env, None)
         };
         assert_eq!(
-            evaluate(&e, &env, None),
+            run_pairs(&[
+                ("amount", Some("3.0")),
+                ("dept", Some("y")),
+                ("dept", Some("x"))
+            ]),
             Ok(true),
             "the last pair of a name wins"
         );
-        let pairs = [("amount", Some("11")), ("dept", Some("x"))];
-        let env = Env {
-            principal: &p,
-            resource: &Json::Null,
-            resource_pairs: &pairs,
-            context: &Json::Null,
-            now_us: 0,
-        };
-        assert_eq!(evaluate(&e, &env, None), Ok(false));
-        let pairs = [("dept", Some("x"))];
-        let env = Env {
-            principal: &p,
-            resource: &Json::Null,
-            resource_pairs: &pairs,
-            context: &Json::Null,
-            now_us: 0,
-        };
+        assert_eq!(
+            run_pairs(&[("amount", Some("11")), ("dept", Some("x"))]),
+            Ok(false)
+        );
         assert!(
-            evaluate(&e, &env, None).is_err(),
+            run_pairs(&[("dept", Some("x"))]).is_err(),
             "a missing attribute is an error (deny)"
         );
     }
