@@ -167,22 +167,42 @@ struct Subject {
     /// The statement's start time (Unix µs): `now` in conditions.
     now_us: i64,
     /// Per action: the permissions that apply to these roles (pattern
-    /// matching done once per statement, not once per row).
-    by_action: RefCell<Vec<(String, Rc<Vec<(String, Perm)>>)>>,
+    /// matching done once per statement, not once per row), as granted and
+    /// with this statement's principal and instant folded into their
+    /// conditions (cond::bind_principal).
+    by_action: RefCell<Vec<(String, Applicable)>>,
+}
+
+type Perms = Rc<Vec<(String, Perm)>>;
+
+#[derive(Clone)]
+struct Applicable {
+    granted: Perms,
+    bound: Perms,
 }
 
 impl Subject {
-    fn applicable(&self, action: &str) -> Rc<Vec<(String, Perm)>> {
+    fn applicable(&self, action: &str) -> Applicable {
         // A statement asks about a handful of actions: a short list beats
         // hashing the action string on every row.
         if let Some((_, a)) = self.by_action.borrow().iter().find(|(k, _)| k == action) {
             return a.clone();
         }
-        let a = Rc::new(tenantguard_core::authz::applicable(
-            &self.policy,
-            &self.roles,
-            action,
-        ));
+        let granted = tenantguard_core::authz::applicable(&self.policy, &self.roles, action);
+        let bound = granted
+            .iter()
+            .map(|(role, p)| {
+                let mut p = p.clone();
+                if let Some((_, e)) = p.condition.as_mut() {
+                    *e = cond::bind_principal(e, &self.principal, self.now_us);
+                }
+                (role.clone(), p)
+            })
+            .collect();
+        let a = Applicable {
+            granted: Rc::new(granted),
+            bound: Rc::new(bound),
+        };
         let mut m = self.by_action.borrow_mut();
         if m.len() >= 64 {
             m.clear();
@@ -196,16 +216,18 @@ thread_local! {
     /// The compiled subject of the current statement (see context::statement_key).
     /// Keyed by the statement and the exact token: a hit means this token
     /// already passed the context checks in this statement.
-    static SUBJECT: RefCell<Option<((i64, u32, u64), Vec<u8>, Rc<Subject>)>> = const { RefCell::new(None) };
+    /// (The token is identified by gucs::context_generation.)
+    static SUBJECT: RefCell<Option<((i64, u32, u64), u64, Rc<Subject>)>> = const { RefCell::new(None) };
 }
 
 fn subject() -> Rc<Subject> {
     let key = context::statement_key();
-    if let Some(raw) = crate::gucs::context_raw() {
+    let gen = crate::gucs::context_generation();
+    if crate::gucs::context_present() {
         if let Some(s) = SUBJECT.with(|m| {
             m.borrow()
                 .as_ref()
-                .filter(|(k, t, _)| *k == key && t.as_slice() == raw)
+                .filter(|(k, g, _)| *k == key && *g == gen)
                 .map(|(_, _, s)| s.clone())
         }) {
             return s;
@@ -214,8 +236,7 @@ fn subject() -> Rc<Subject> {
     // Verifies and checks the context (or raises, failing closed).
     let c = context::require_keyed(key);
     let s = Rc::new(build_subject(&c));
-    let raw = crate::gucs::context_raw().unwrap_or_default().to_vec();
-    SUBJECT.with(|m| *m.borrow_mut() = Some((key, raw, s.clone())));
+    SUBJECT.with(|m| *m.borrow_mut() = Some((key, gen, s.clone())));
     s
 }
 
@@ -285,7 +306,11 @@ fn run_with(
         context: context_v,
         now_us: s.now_us,
     };
-    decide_among(&s.applicable(action), &s.roles, &env, explain)
+    let a = s.applicable(action);
+    // explain() traces the conditions as granted (attribute names, not
+    // their folded values); a decision reads the bound ones.
+    let perms = if explain { &a.granted } else { &a.bound };
+    decide_among(perms, &s.roles, &env, explain)
 }
 
 thread_local! {
@@ -402,14 +427,31 @@ fn authorize_action(action: &str) -> bool {
 }
 
 /// Row-level form for RLS policies: attributes as parallel arrays.
-#[pg_extern(stable, parallel_safe)]
-fn authorize_attrs(
-    action: &str,
-    keys: pgrx::datum::Array<'_, &str>,
-    vals: pgrx::datum::Array<'_, &str>,
-) -> bool {
+///
+/// Called once per row, so the arguments are read straight from the call
+/// frame: the two text[] arrays are walked in place with text's known
+/// layout (pgrx's generic Array looks the element type up in the syscache
+/// on every call), and every string is borrowed, not copied.
+#[pg_extern(
+    stable,
+    parallel_safe,
+    sql = "CREATE FUNCTION \"authorize_attrs\"(\"action\" TEXT, \"keys\" TEXT[], \"vals\" TEXT[]) RETURNS bool
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'authorize_attrs_wrapper';"
+)]
+fn authorize_attrs(fcinfo: pg_sys::FunctionCallInfo) -> bool {
+    // SAFETY: fmgr calls this STRICT function with its three declared
+    // arguments, none NULL: a text and two text[], alive for the call.
+    let (action, keys, vals) = unsafe {
+        (
+            arg_text(pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 0)),
+            TextArray::new(pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 1)),
+            TextArray::new(pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 2)),
+        )
+    };
     let mut pairs: Vec<(&str, Option<&str>)> = Vec::with_capacity(keys.len());
-    for (k, v) in keys.iter().zip(vals.iter()) {
+    for (k, v) in keys.zip(vals) {
         let Some(k) = k else { continue };
         pairs.push((k, v));
     }
@@ -429,6 +471,145 @@ fn authorize_attrs(
         sample_denial(action, &Value::Object(resource), &d, false);
     }
     d.allowed
+}
+
+thread_local! {
+    /// Whether the database encoding is UTF-8 (fixed for a backend's life).
+    static UTF8_DB: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Text of the call as &str: in a UTF-8 database Postgres has already
+/// validated it; in any other, it is checked here.
+fn utf8(b: &[u8]) -> &str {
+    let utf8_db = UTF8_DB.with(|c| match c.get() {
+        Some(known) => known,
+        None => {
+            // SAFETY: reads the database encoding, set at connection.
+            let known = unsafe { pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32 };
+            c.set(Some(known));
+            known
+        }
+    });
+    if utf8_db {
+        // SAFETY: text in a UTF-8 database is valid UTF-8 (verified on input).
+        return unsafe { std::str::from_utf8_unchecked(b) };
+    }
+    std::str::from_utf8(b).unwrap_or_else(|_| {
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
+            "tenantguard: authorize_attrs() needs UTF-8 text",
+        )
+    })
+}
+
+/// A text argument, borrowed (detoasted first only if it has to be).
+///
+/// SAFETY: `d` must be a non-null text datum that lives for the call.
+unsafe fn arg_text<'a>(d: pg_sys::Datum) -> &'a str {
+    let p = d.cast_mut_ptr::<pg_sys::varlena>();
+    // SAFETY: p is a valid varlena; plain and short-header values are read
+    // in place, anything compressed or external is detoasted.
+    let v = unsafe {
+        if pgrx::varlena::varatt_is_4b_u(p)
+            || (pgrx::varlena::varatt_is_1b(p) && !pgrx::varlena::varatt_is_1b_e(p))
+        {
+            p
+        } else {
+            pg_sys::pg_detoast_datum_packed(p)
+        }
+    };
+    // SAFETY: v is a valid, untoasted varlena.
+    utf8(unsafe { pgrx::varlena::varlena_to_byte_slice(v) })
+}
+
+/// The elements of a text[] argument, walked in place (NULL elements as
+/// None): what deconstruct_array() does, without its allocations.
+struct TextArray<'a> {
+    data: *const u8,
+    bitmap: *const u8,
+    next: usize,
+    n: usize,
+    _call: std::marker::PhantomData<&'a ()>,
+}
+
+impl TextArray<'_> {
+    /// SAFETY: `d` must be a non-null text[] datum that lives for the call.
+    unsafe fn new(d: pg_sys::Datum) -> Self {
+        let p = d.cast_mut_ptr::<pg_sys::varlena>();
+        // SAFETY: per the contract; a plain 4-byte-header array is used in
+        // place, anything else (compressed, external, short) detoasted.
+        let arr = unsafe {
+            if pgrx::varlena::varatt_is_4b_u(p) {
+                p
+            } else {
+                pg_sys::pg_detoast_datum(p)
+            }
+        } as *const pg_sys::ArrayType;
+        // SAFETY: arr is an untoasted array: a header, ndim dimensions and
+        // lower bounds, the null bitmap when dataoffset != 0, then the data
+        // (array.h: ARR_DIMS, ARR_NULLBITMAP, ARR_DATA_OFFSET).
+        unsafe {
+            if (*arr).elemtype != pg_sys::TEXTOID {
+                raise_msg(
+                    PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                    "tenantguard: authorize_attrs() takes text[] attributes",
+                );
+            }
+            let ndim = (*arr).ndim.max(0) as usize;
+            let base = arr as *const u8;
+            let header = std::mem::size_of::<pg_sys::ArrayType>() + 2 * 4 * ndim;
+            let dims = base.add(std::mem::size_of::<pg_sys::ArrayType>()) as *const i32;
+            let n = if ndim == 0 {
+                0
+            } else {
+                (0..ndim).fold(1usize, |acc, i| {
+                    acc.saturating_mul((*dims.add(i)).max(0) as usize)
+                })
+            };
+            let (bitmap, offset) = if (*arr).dataoffset != 0 {
+                (base.add(header), (*arr).dataoffset as usize)
+            } else {
+                (std::ptr::null(), (header + 7) & !7)
+            };
+            TextArray {
+                data: base.add(offset),
+                bitmap,
+                next: 0,
+                n,
+                _call: std::marker::PhantomData,
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.n
+    }
+}
+
+impl<'a> Iterator for TextArray<'a> {
+    type Item = Option<&'a str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.n {
+            return None;
+        }
+        let i = self.next;
+        self.next += 1;
+        // SAFETY: i < n, the number of elements; the bitmap has a bit per
+        // element; each non-null element is an untoasted text whose size
+        // moves the cursor, then aligned to 4 bytes (text's typalign 'i'),
+        // as array_iter_next() does.
+        unsafe {
+            if !self.bitmap.is_null() && *self.bitmap.add(i / 8) & (1 << (i % 8)) == 0 {
+                return Some(None);
+            }
+            let v = self.data as *const pg_sys::varlena;
+            let size = pgrx::varlena::varsize_any(v);
+            let end = self.data.add(size);
+            self.data = end.add((4 - (end as usize & 3)) & 3);
+            Some(Some(utf8(pgrx::varlena::varlena_to_byte_slice(v))))
+        }
+    }
 }
 
 /// As authorize(), but raises 42501 naming the action when the answer is no.
@@ -483,7 +664,7 @@ thread_local! {
     /// Plans rebuilt from the spec strings carried in policies.
     static PLANS: RefCell<HashMap<(String, String), Rc<Plan>>> = RefCell::new(HashMap::new());
     /// This statement's slot values, per (action, spec).
-    static SLOTS: RefCell<Option<((i64, u32, u64), Vec<u8>, Vec<(String, String, Rc<Vec<Option<String>>>)>)>> =
+    static SLOTS: RefCell<Option<((i64, u32, u64), u64, Vec<(String, String, Rc<Vec<Option<String>>>)>)>> =
         const { RefCell::new(None) };
 }
 
@@ -534,7 +715,7 @@ fn plan_for(action: &str, id: &str) -> Rc<Plan> {
 #[pg_extern(stable, strict, parallel_safe)]
 fn authz_slot(action: &str, spec_id: &str, slot: i32) -> Option<String> {
     let key = context::statement_key();
-    let raw = crate::gucs::context_raw().unwrap_or_default().to_vec();
+    let raw = crate::gucs::context_generation();
     let hit = SLOTS.with(|m| {
         m.borrow().as_ref().and_then(|(k, t, entries)| {
             (*k == key && *t == raw)
@@ -559,7 +740,7 @@ fn authz_slot(action: &str, spec_id: &str, slot: i32) -> Option<String> {
                 context: &Value::Null,
                 now_us: s.now_us,
             };
-            let v = Rc::new(plan.slots(&s.applicable(action), &env));
+            let v = Rc::new(plan.slots(&s.applicable(action).granted, &env));
             if v.first().and_then(|f| f.as_deref()) == Some("true") {
                 pgrx::debug1!(
                     "tenantguard: compiled policy for {action}: this statement is answered by the interpreter (a rule of this principal is not in the policy, or an attribute is null, missing or of another type)"

@@ -121,7 +121,8 @@ thread_local! {
     /// The last successful check, valid for the rest of the same statement
     /// with the same token: policies and row-level authorize() calls do not
     /// re-run the checks for every row.
-    static CHECKED: RefCell<Option<((i64, u32, u64), Vec<u8>, Rc<Claims>)>> = const { RefCell::new(None) };
+    /// Keyed by the statement and the context's generation (gucs::context_generation).
+    static CHECKED: RefCell<Option<((i64, u32, u64), u64, Rc<Claims>)>> = const { RefCell::new(None) };
 }
 
 /// The verified, unexpired, unrevoked context of this statement, if any.
@@ -131,19 +132,23 @@ pub fn current() -> Result<Option<Rc<Claims>>, DomainError> {
 
 /// As [`current`], for a caller that already has this statement's key.
 fn current_keyed(key: (i64, u32, u64)) -> Result<Option<Rc<Claims>>, DomainError> {
-    let Some(raw) = gucs::context_raw() else {
+    if !gucs::context_present() {
         return Ok(None);
-    };
+    }
+    let gen = gucs::context_generation();
     if let Some(c) = CHECKED.with(|m| {
         m.borrow()
             .as_ref()
-            .filter(|(k, tok, _)| *k == key && tok.as_slice() == raw)
+            .filter(|(k, g, _)| *k == key && *g == gen)
             .map(|(_, _, c)| c.clone())
     }) {
         return Ok(Some(c));
     }
+    let Some(raw) = gucs::context_raw() else {
+        return Ok(None);
+    };
     let checked = check_current(raw)?;
-    CHECKED.with(|m| *m.borrow_mut() = Some((key, raw.to_vec(), checked.clone())));
+    CHECKED.with(|m| *m.borrow_mut() = Some((key, gen, checked.clone())));
     Ok(Some(checked))
 }
 

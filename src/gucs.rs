@@ -64,6 +64,32 @@ pub fn context_raw<'a>() -> Option<&'a [u8]> {
     }
 }
 
+/// Bumped by the assign hook of `tenantguard.context`, which Postgres calls
+/// for every change of the value (SET, set_config, RESET, a function's SET
+/// clause, the restore at transaction/savepoint end, a parallel worker's
+/// restore). Equal counts mean the same token, so per-statement caches
+/// compare this number instead of the token's bytes.
+static CONTEXT_GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+pub fn context_generation() -> u64 {
+    CONTEXT_GEN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn assign_context(_newval: *const c_char, _extra: *mut c_void) {
+    CONTEXT_GEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `tenantguard.context` holds a token (without measuring it).
+pub fn context_present() -> bool {
+    // SAFETY: as in context_raw(): NULL or a NUL-terminated string owned by
+    // the GUC machinery; only its first byte is read.
+    unsafe {
+        let p = *CONTEXT.as_ptr();
+        !p.is_null() && *p != 0
+    }
+}
+
 /// Tell the GUC machinery why a value was refused.
 ///
 /// SAFETY: must only be called from inside a GUC check hook, where these
@@ -377,7 +403,7 @@ pub fn init() {
             GucContext::Userset,
             GucFlags::NO_SHOW_ALL | GucFlags::NOT_WHILE_SEC_REST,
             Some(check_context),
-            None,
+            Some(assign_context),
             None,
         );
     }

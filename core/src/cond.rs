@@ -676,18 +676,20 @@ fn scalar<'a>(e: &'a Expr, env: &'a Env) -> Option<Scalar<'a>> {
         Expr::Lit(Val::Str(s)) => Some(Scalar::Str(s)),
         Expr::Lit(Val::Num(n)) => Some(Scalar::Num(*n)),
         Expr::Lit(Val::Bool(b)) => Some(Scalar::Bool(*b)),
-        Expr::Path(p) if pair(env, p).is_some() => {
-            let t = pair(env, p)??;
-            Some(match text_number(t) {
-                Some(n) => Scalar::Num(n),
-                None => Scalar::Str(t),
-            })
-        }
-        Expr::Path(p) => match lookup(env, p)? {
-            Json::String(s) => Some(Scalar::Str(s)),
-            Json::Number(n) => n.as_f64().map(Scalar::Num),
-            Json::Bool(b) => Some(Scalar::Bool(*b)),
-            _ => None,
+        Expr::Path(p) => match pair(env, p) {
+            Some(t) => {
+                let t = t?;
+                Some(match text_number(t) {
+                    Some(n) => Scalar::Num(n),
+                    None => Scalar::Str(t),
+                })
+            }
+            None => match lookup(env, p)? {
+                Json::String(s) => Some(Scalar::Str(s)),
+                Json::Number(n) => n.as_f64().map(Scalar::Num),
+                Json::Bool(b) => Some(Scalar::Bool(*b)),
+                _ => None,
+            },
         },
         _ => None,
     }
@@ -762,8 +764,81 @@ pub fn value(e: &Expr, env: &Env) -> Result<Val, String> {
 
 /// Evaluate; an error is reported (and denies).
 pub fn evaluate(e: &Expr, env: &Env, trace: Option<&mut Trace>) -> Result<bool, String> {
-    let mut t = trace;
-    truthy(eval(e, env, &mut t)?)
+    match trace {
+        None => eval_bool(e, env),
+        Some(t) => truthy(eval(e, env, &mut Some(t))?),
+    }
+}
+
+/// `truthy(eval(e))` without a trace, for the boolean part of a condition
+/// (the connectives and comparisons a decision is made of): the same
+/// results and errors, without passing each intermediate value around.
+fn eval_bool(e: &Expr, env: &Env) -> Result<bool, String> {
+    match e {
+        Expr::And(a, b) => Ok(eval_bool(a, env)? && eval_bool(b, env)?),
+        Expr::Or(a, b) => Ok(eval_bool(a, env)? || eval_bool(b, env)?),
+        Expr::Not(x) => Ok(!eval_bool(x, env)?),
+        Expr::Lit(Val::Bool(b)) => Ok(*b),
+        Expr::Cmp(op, a, b) if *op != Op::In => {
+            if let Some(o) = scalar(a, env)
+                .zip(scalar(b, env))
+                .and_then(|(l, r)| l.order(&r))
+            {
+                return Ok(op.holds(o));
+            }
+            compare(*op, &eval(a, env, &mut None)?, &eval(b, env, &mut None)?)
+        }
+        _ => truthy(eval(e, env, &mut None)?),
+    }
+}
+
+/// The same condition with everything fixed for a statement folded in:
+/// each `principal.*` attribute that exists becomes its value, `has()` of a
+/// principal attribute its answer, and `now` the statement's instant. Only
+/// resource and context reads remain for each call. Evaluating the result
+/// gives exactly what evaluating `e` gives (a missing principal attribute
+/// is left as a path, so it still errors, and only where evaluation reaches
+/// it); explain() keeps using `e`, whose trace names the attributes.
+pub fn bind_principal(e: &Expr, principal: &Json, now_us: i64) -> Expr {
+    let b = |x: &Expr| Box::new(bind_principal(x, principal, now_us));
+    let is_principal = |p: &[String]| p.first().is_some_and(|h| h == "principal");
+    match e {
+        Expr::Now => Expr::Lit(Val::Time(now_us)),
+        Expr::Path(p) if is_principal(p) => {
+            let env = Env {
+                principal,
+                resource: &Json::Null,
+                resource_pairs: &[],
+                context: &Json::Null,
+                now_us,
+            };
+            match lookup(&env, p) {
+                Some(j) => Expr::Lit(from_json(j)),
+                None => e.clone(),
+            }
+        }
+        Expr::Has(p) if is_principal(p) => {
+            let env = Env {
+                principal,
+                resource: &Json::Null,
+                resource_pairs: &[],
+                context: &Json::Null,
+                now_us,
+            };
+            Expr::Lit(Val::Bool(lookup(&env, p).is_some_and(|j| !j.is_null())))
+        }
+        Expr::List(items) => Expr::List(
+            items
+                .iter()
+                .map(|i| bind_principal(i, principal, now_us))
+                .collect(),
+        ),
+        Expr::Not(x) => Expr::Not(b(x)),
+        Expr::And(x, y) => Expr::And(b(x), b(y)),
+        Expr::Or(x, y) => Expr::Or(b(x), b(y)),
+        Expr::Cmp(op, x, y) => Expr::Cmp(*op, b(x), b(y)),
+        Expr::Lit(_) | Expr::Path(_) | Expr::Has(_) => e.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -961,6 +1036,55 @@ mod tests {
         assert_eq!(parse_rfc3339("garbage"), None);
     }
 
+    /// Condition sources over principal, resource and context attributes.
+    fn cond_source() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("principal.a"),
+            Just("principal.b"),
+            Just("principal.gone"),
+            Just("principal.o.k"),
+            Just("resource.x"),
+            Just("resource.y"),
+            Just("context.c"),
+            Just("now"),
+            Just("1"),
+            Just("2.5"),
+            Just("'s'"),
+            Just("true"),
+            Just("null"),
+            Just("timestamp('2020-01-01T00:00:00Z')"),
+        ];
+        let op = prop_oneof![
+            Just("=="),
+            Just("!="),
+            Just("<"),
+            Just("<="),
+            Just(">"),
+            Just(">=")
+        ];
+        let atom = prop_oneof![
+            (leaf.clone(), op, leaf.clone()).prop_map(|(l, o, r)| format!("{l} {o} {r}")),
+            (leaf.clone(), leaf.clone(), leaf.clone())
+                .prop_map(|(l, a, b)| format!("{l} in [{a}, {b}]")),
+            (leaf.clone(), leaf.clone()).prop_map(|(l, r)| format!("{l} in {r}")),
+            prop_oneof![
+                Just("principal.a"),
+                Just("principal.gone"),
+                Just("principal.o.k"),
+                Just("resource.x")
+            ]
+            .prop_map(|p| format!("has({p})")),
+            leaf.prop_map(str::to_string),
+        ];
+        atom.prop_recursive(3, 12, 2, |inner| {
+            prop_oneof![
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) && ({b})")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) || ({b})")),
+                inner.prop_map(|a| format!("!({a})")),
+            ]
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1500))]
         /// The in-place comparison fast path gives exactly what the general
@@ -1009,6 +1133,37 @@ mod tests {
                 let env = Env { principal: &json!({"a": 1}), resource: &json!({"b": "x"}), resource_pairs: &[], context: &json!({}), now_us: 0 };
                 let _ = evaluate(&e, &env, None);
             }
+        }
+
+        /// Folding the statement's principal and instant into a condition
+        /// never changes a decision, an error, or its message.
+        #[test]
+        fn binding_the_principal_changes_nothing(
+            src in cond_source(),
+            a in prop_oneof![Just(json!("s")), Just(json!(1)), Just(json!(2.5)), Just(json!(true)), Just(json!(null)),
+                             Just(json!([1, "s"])), Just(json!("2020-01-01T00:00:00Z")), Just(json!({"k": 1}))],
+            b in prop_oneof![Just(json!("S")), Just(json!(0)), Just(json!(false)), Just(json!(null))],
+            k in prop_oneof![Just(json!(1)), Just(json!("s")), Just(json!(null))],
+            x in prop_oneof![Just(json!("s")), Just(json!(1)), Just(json!(true)), Just(json!(null)), Just(json!([1]))],
+            y in prop_oneof![Just(Some("1")), Just(Some("s")), Just(Some("2020-01-01T00:00:00Z")), Just(None)],
+            c in prop_oneof![Just(json!({"c": 1})), Just(json!({})), Just(json!(null))],
+            as_pairs in any::<bool>(),
+        ) {
+            let Ok(e) = parse(&src) else { return Ok(()) };
+            let p = json!({"a": a, "b": b, "o": {"k": k}});
+            let r = json!({"x": x, "y": y});
+            let pairs = [("y", y)];
+            let env = Env {
+                principal: &p,
+                resource: &r,
+                resource_pairs: if as_pairs { &pairs } else { &[] },
+                context: &c,
+                now_us: 1_600_000_000_000_000,
+            };
+            let bound = bind_principal(&e, &p, env.now_us);
+            prop_assert_eq!(evaluate(&bound, &env, None), evaluate(&e, &env, None), "{}", src);
+            // The traced evaluation (explain) decides as the untraced one.
+            prop_assert_eq!(evaluate(&e, &env, Some(&mut Vec::new())), evaluate(&e, &env, None), "{}", src);
         }
     }
 }

@@ -125,6 +125,30 @@ BEGIN;
 SELECT tenantguard.set_context(:'bo');
 SELECT id FROM app.approvals ORDER BY id;
 ROLLBACK;
+-- The row form reads its arrays in place: NULL elements, NULL keys,
+-- unequal lengths, empty and two-dimensional arrays, multibyte text and a
+-- compressed, out-of-line array all decide as their JSON equivalents.
+BEGIN;
+SELECT tenantguard.set_context(:'bo');
+SELECT tenantguard.authorize_attrs('document:approve', ARRAY['submitted_by', 'department', 'amount'], ARRAY['al', 'finance', '1000']) AS plain,
+       tenantguard.authorize_attrs('document:approve', ARRAY['submitted_by', 'department', 'amount'], ARRAY['al', NULL, '10']) AS null_department,
+       tenantguard.authorize_attrs('document:approve', ARRAY['submitted_by', NULL, 'department', 'amount'], ARRAY['al', 'x', 'finance', '10']) AS null_key_skipped,
+       tenantguard.authorize_attrs('document:approve', ARRAY['submitted_by', 'department', 'amount'], ARRAY['al', 'finance']) AS shorter_vals,
+       tenantguard.authorize_attrs('document:approve', '{}'::text[], '{}'::text[]) AS empty,
+       tenantguard.authorize_attrs('document:approve', ARRAY[['submitted_by', 'department'], ['amount', 'x']], ARRAY[['al', 'finance'], ['10', 'y']]) AS two_dims,
+       tenantguard.authorize_attrs('document:approve', ARRAY['ü', 'department', 'submitted_by', 'amount'], ARRAY['çà', 'finance', 'ålé', '10']) AS multibyte,
+       tenantguard.authorize_attrs('document:approve', ARRAY['department', 'submitted_by', 'amount'], ARRAY['finanzé', 'al', '10']) AS other_department;
+CREATE TEMP TABLE big_attrs AS
+  SELECT ARRAY['submitted_by', 'department', 'amount'] || array_agg('pad' || g) AS k,
+         ARRAY['al', 'finance', '10'] || array_agg(md5(g::text)) AS v
+    FROM generate_series(1, 4000) g;
+SELECT pg_column_size(k) < octet_length(k::text) AS compressed,
+       tenantguard.authorize_attrs('document:approve', k, v) AS big_arrays,
+       tenantguard.authorize_attrs('document:approve', k, v)
+         = tenantguard.authorize('document:approve', (SELECT jsonb_object_agg(kk, CASE kk WHEN 'amount' THEN to_jsonb(vv::numeric) ELSE to_jsonb(vv) END)
+                                                      FROM unnest(k, v) AS u(kk, vv))) AS same_as_jsonb
+  FROM big_attrs;
+ROLLBACK;
 -- Denied decisions are sampled into the audit trail when configured
 -- (superuser-only; here for the app role). One record per statement and
 -- action, even for an RLS scan that denies many rows.
