@@ -73,15 +73,11 @@ fn spi_fail(e: pgrx::spi::Error) -> ! {
     )
 }
 
-/// Lock this tenant's chain head (a row lock: other tenants never wait)
-/// and let Postgres normalise the JSON we will hash. No row means the
-/// tenant's first record: NEW_HEAD_SQL creates it and this runs again.
-const HEAD_SQL: &str = "SELECT h.seq, h.hash, $2::pg_catalog.jsonb::pg_catalog.text, $3::pg_catalog.jsonb::pg_catalog.text,
-                        $4::pg_catalog.jsonb::pg_catalog.text, $5::pg_catalog.jsonb::pg_catalog.text,
-                        pg_catalog.txid_current(), pg_catalog.current_setting('application_name'),
-                        pg_catalog.nextval('tenantguard.audit_log_id_seq')
-                   FROM tenantguard.audit_head h WHERE h.tenant OPERATOR(pg_catalog.=) $1
-                    FOR UPDATE";
+/// Lock this tenant's chain head (a row lock held until the transaction
+/// ends: other tenants never wait). No row means the tenant's first record:
+/// NEW_HEAD_SQL creates it and this runs again.
+const HEAD_SQL: &str = "SELECT h.seq, h.hash FROM tenantguard.audit_head h
+                   WHERE h.tenant OPERATOR(pg_catalog.=) $1 FOR UPDATE";
 
 const NEW_HEAD_SQL: &str =
     "INSERT INTO tenantguard.audit_head (tenant, seq, hash) VALUES ($1, 0, $2)
@@ -101,6 +97,82 @@ thread_local! {
     /// The two statements of an append, planned once per backend and kept
     /// (the plan cache re-plans them after DDL on the audit tables).
     static PLANS: RefCell<Option<Rc<(OwnedPreparedStatement, OwnedPreparedStatement)>>> = const { RefCell::new(None) };
+    /// The chain heads this transaction holds locked, with their current
+    /// (seq, hash), keyed by the top-level transaction id. While the row
+    /// lock is held no other transaction can append to these chains, so
+    /// later appends of the transaction continue from here without reading
+    /// (and re-locking) the head. A savepoint rollback undoes records and
+    /// head updates, so it forgets them all (see `subxact_callback`).
+    static HEADS: RefCell<Option<(u64, Vec<(String, i64, Vec<u8>)>)>> = const { RefCell::new(None) };
+    static SUBXACT_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn subxact_callback(
+    event: pg_sys::SubXactEvent::Type,
+    _my: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        HEADS.with(|h| *h.borrow_mut() = None);
+    }
+}
+
+fn cached_head(fxid: u64, tenant: &str) -> Option<(i64, Vec<u8>)> {
+    HEADS.with(|h| {
+        h.borrow().as_ref().and_then(|(x, heads)| {
+            (*x == fxid)
+                .then(|| heads.iter().find(|(t, _, _)| t == tenant))
+                .flatten()
+                .map(|(_, s, hash)| (*s, hash.clone()))
+        })
+    })
+}
+
+fn remember_head(fxid: u64, tenant: &str, seq: i64, hash: Vec<u8>) {
+    if !SUBXACT_CALLBACK.with(|c| c.replace(true)) {
+        // SAFETY: registers a callback that lives as long as the library.
+        unsafe { pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut()) };
+    }
+    HEADS.with(|h| {
+        let mut h = h.borrow_mut();
+        if h.as_ref().is_none_or(|(x, _)| *x != fxid) {
+            *h = Some((fxid, Vec::new()));
+        }
+        let heads = &mut h.as_mut().expect("just set").1;
+        match heads.iter_mut().find(|(t, _, _)| t == tenant) {
+            Some(e) => {
+                e.1 = seq;
+                e.2 = hash;
+            }
+            None => heads.push((tenant.to_string(), seq, hash)),
+        }
+    });
+}
+
+/// The text Postgres stores for this JSON (jsonb's normal form, what
+/// `::jsonb::text` gives and what verification reads back), by calling
+/// jsonb's own input and output functions.
+fn jsonb_normal(json: Option<String>) -> Option<String> {
+    let json = json?;
+    let c = std::ffi::CString::new(json).unwrap_or_else(|_| {
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_UNTRANSLATABLE_CHARACTER,
+            "tenantguard audit: a JSON value contains a NUL byte",
+        )
+    });
+    // SAFETY: jsonb's type I/O functions, called as a cast would; they
+    // raise (as a Rust panic through pgrx's guard) on invalid input.
+    unsafe {
+        let (mut input, mut ioparam) = (pg_sys::Oid::INVALID, pg_sys::Oid::INVALID);
+        pg_sys::getTypeInputInfo(pg_sys::JSONBOID, &mut input, &mut ioparam);
+        let d = pg_sys::OidInputFunctionCall(input, c.as_ptr().cast_mut(), ioparam, -1);
+        let (mut output, mut varlena) = (pg_sys::Oid::INVALID, false);
+        pg_sys::getTypeOutputInfo(pg_sys::JSONBOID, &mut output, &mut varlena);
+        let p = pg_sys::OidOutputFunctionCall(output, d);
+        Some(CStr::from_ptr(p).to_string_lossy().into_owned())
+    }
 }
 
 fn plans(
@@ -112,7 +184,7 @@ fn plans(
     let t = PgOid::from(pg_sys::TEXTOID);
     let i8 = PgOid::from(pg_sys::INT8OID);
     let b = PgOid::from(pg_sys::BYTEAOID);
-    let head = client.prepare_mut(HEAD_SQL, &[t, t, t, t, t])?.keep();
+    let head = client.prepare_mut(HEAD_SQL, &[t])?.keep();
     let insert = client
         .prepare_mut(
             INSERT_SQL,
@@ -152,6 +224,21 @@ pub fn append(e: Entry) -> i64 {
     let user_agent = claims.as_ref().and_then(|c| c.ua.clone());
     let db_role = session::current_role_name().unwrap_or_default();
     let at_us = unix_us_now();
+    // What the record stores is what gets hashed: the JSON in jsonb's
+    // normal form, the transaction id as txid_current() reports it, the
+    // application_name as current_setting() does.
+    let row_key = jsonb_normal(e.row_key);
+    let old_values = jsonb_normal(e.old_values);
+    let new_values = jsonb_normal(e.new_values);
+    let payload = jsonb_normal(e.payload);
+    // SAFETY: assigns the top-level transaction id if there is none yet
+    // (as txid_current() does) and reads a GUC that always exists.
+    let (fxid, application_name) = unsafe {
+        let fxid = pg_sys::GetTopFullTransactionId().value;
+        let app = pg_sys::GetConfigOption(c"application_name".as_ptr(), false, false);
+        let app = (!app.is_null()).then(|| CStr::from_ptr(app).to_string_lossy().into_owned());
+        (fxid, app)
+    };
 
     crate::hooks::note_audit_write();
     // The chain head is found by its primary key: audit_head is small, so
@@ -160,30 +247,54 @@ pub fn append(e: Entry) -> i64 {
     session::with_guc(c"enable_seqscan", c"off", || {
         session::as_owner(|| {
             Spi::connect_mut(|client| {
-                // Lock this tenant's chain head (creating it on first use) and
-                // let Postgres normalise the JSON we will hash.
                 let plans = plans(client)?;
-                let args = [
-                    tenant.clone().into(),
-                    e.row_key.clone().into(),
-                    e.old_values.clone().into(),
-                    e.new_values.clone().into(),
-                    e.payload.clone().into(),
-                ];
-                let mut row = client.update(&plans.0, None, &args)?;
-                if row.is_empty() {
-                    client.update(
-                        NEW_HEAD_SQL,
-                        None,
-                        &[tenant.clone().into(), chain::GENESIS.to_vec().into()],
-                    )?;
-                    row = client.update(&plans.0, None, &args)?;
+                let (prev_seq, prev_hash) = match cached_head(fxid, &tenant) {
+                    Some(h) => h,
+                    None => {
+                        // Lock this tenant's chain head, creating it on first use.
+                        let args = [tenant.clone().into()];
+                        let mut row = client.update(&plans.0, None, &args)?;
+                        if row.is_empty() {
+                            client.update(
+                                NEW_HEAD_SQL,
+                                None,
+                                &[tenant.clone().into(), chain::GENESIS.to_vec().into()],
+                            )?;
+                            row = client.update(&plans.0, None, &args)?;
+                        }
+                        let row = row.first();
+                        (
+                            row.get::<i64>(1)?.unwrap_or(0),
+                            row.get::<Vec<u8>>(2)?
+                                .unwrap_or_else(|| chain::GENESIS.to_vec()),
+                        )
+                    }
+                };
+                // Ids are drawn while the head is locked, so within a tenant
+                // they rise with seq, as before.
+                let seq_rel = session::relation_oid(c"audit_log_id_seq").unwrap_or_else(|| {
+                    raise_msg(
+                        PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                        "tenantguard audit: sequence tenantguard.audit_log_id_seq is missing",
+                    )
+                });
+                extern "C-unwind" {
+                    /// nextval(regclass), the fmgr entry point.
+                    fn nextval_oid(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
                 }
-                let row = row.first();
-                let prev_seq: i64 = row.get(1)?.unwrap_or(0);
-                let prev_hash: Vec<u8> = row.get(2)?.unwrap_or_else(|| chain::GENESIS.to_vec());
+                // SAFETY: nextval(regclass) on the extension's sequence, as
+                // its owner (the function checks the privilege itself),
+                // called through fmgr from the guarded DirectFunctionCall.
+                let id = unsafe {
+                    pg_sys::DirectFunctionCall1Coll(
+                        Some(nextval_oid),
+                        pg_sys::Oid::INVALID,
+                        pg_sys::Datum::from(seq_rel),
+                    )
+                }
+                .value() as i64;
                 let rec = Record {
-                    id: row.get(9)?.unwrap_or(0),
+                    id,
                     tenant: tenant.clone(),
                     seq: prev_seq + 1,
                     at_us,
@@ -192,14 +303,14 @@ pub fn append(e: Entry) -> i64 {
                     db_role: db_role.clone(),
                     action: e.action.clone(),
                     tbl: e.tbl.clone(),
-                    row_key: row.get(3)?,
-                    old_values: row.get(4)?,
-                    new_values: row.get(5)?,
+                    row_key: row_key.clone(),
+                    old_values: old_values.clone(),
+                    new_values: new_values.clone(),
                     client_ip: client_ip.clone(),
                     user_agent: user_agent.clone(),
-                    application_name: row.get(8)?,
-                    txid: row.get(7)?.unwrap_or(0),
-                    payload: row.get(6)?,
+                    application_name: application_name.clone(),
+                    txid: fxid as i64,
+                    payload: payload.clone(),
                     key_id: key.kid.clone(),
                 };
                 let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
@@ -226,9 +337,10 @@ pub fn append(e: Entry) -> i64 {
                         rec.payload.clone().into(),
                         rec.key_id.clone().into(),
                         prev_hash.into(),
-                        hash.into(),
+                        hash.clone().into(),
                     ],
                 )?;
+                remember_head(fxid, &tenant, rec.seq, hash);
                 Ok::<i64, pgrx::spi::Error>(rec.id)
             })
             .unwrap_or_else(|e| spi_fail(e))

@@ -126,3 +126,46 @@ SELECT * FROM tenantguard.drop_audit_partition('tenantguard.audit_log_default');
 SELECT tenantguard.has_context();
 SET tenantguard.audit_retention_months = 1;
 \c - postgres
+-- Within a transaction the chain head stays locked, so appends after the
+-- first continue from the head they left. A savepoint rolled back undoes
+-- its records and the head, and the next record links to what survived;
+-- so does an exception block. Interleaved tenants keep separate chains.
+\c - tg_app
+BEGIN;
+SELECT tenantguard.set_context(:'acme');
+SELECT max(seq) AS acme_seq FROM tenantguard.audit_log WHERE tenant = 'acme' \gset
+INSERT INTO app.orders (item, amount) VALUES ('sp-1', 1);
+SAVEPOINT s;
+INSERT INTO app.orders (item, amount) VALUES ('sp-2', 2);
+SELECT tenantguard.log_event('inside', 'savepoint', 's', '{"n": 1}') > 0 AS logged;
+ROLLBACK TO SAVEPOINT s;
+INSERT INTO app.orders (item, amount) VALUES ('sp-3', 3);
+DO $$ BEGIN
+  INSERT INTO app.orders (item, amount) VALUES ('sp-4', 4);
+  RAISE EXCEPTION 'undo' USING ERRCODE = 'P0001';
+EXCEPTION WHEN SQLSTATE 'P0001' THEN NULL;
+END $$;
+SAVEPOINT t;
+UPDATE app.orders SET amount = 30 WHERE item = 'sp-3';
+RELEASE SAVEPOINT t;
+SELECT tenantguard.log_event('after', 'savepoint', 's', '{"n": 2}') > 0 AS logged;
+SELECT seq - :acme_seq AS seq, action, tbl, new_values ->> 'item' AS item, payload FROM tenantguard.audit_log
+ WHERE tenant = 'acme' AND seq > :acme_seq ORDER BY seq;
+COMMIT;
+BEGIN;
+SELECT tenantguard.set_context(:'globex');
+INSERT INTO app.orders (item, amount) VALUES ('globex-2', 1);
+SELECT tenantguard.set_context(:'acme');
+INSERT INTO app.orders (item, amount) VALUES ('acme-again', 1);
+SELECT tenantguard.set_context(:'globex');
+INSERT INTO app.orders (item, amount) VALUES ('globex-3', 1);
+COMMIT;
+\c - postgres
+SELECT tenant, ok, first_bad_id FROM tenantguard.verify_audit() WHERE tenant IN ('acme', 'globex') ORDER BY tenant;
+-- Records of one tenant: seq without gaps, ids rising with seq, every link in place.
+SELECT tenant, count(*) = max(seq) - min(seq) + 1 AS no_gaps,
+       bool_and(prev_ok) AS linked, bool_and(id_rises) AS ids_rise
+  FROM (SELECT tenant, seq, prev_hash = lag(hash) OVER w OR lag(hash) OVER w IS NULL AS prev_ok,
+               id > coalesce(lag(id) OVER w, 0) AS id_rises
+          FROM tenantguard.audit_log WHERE tenant IN ('acme', 'globex') WINDOW w AS (PARTITION BY tenant ORDER BY seq)) x
+ GROUP BY tenant ORDER BY tenant;
