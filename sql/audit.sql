@@ -97,6 +97,11 @@ BEGIN
                            part, m + make_interval(months => i), m + make_interval(months => i + 1));
             EXECUTE format('CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON tenantguard.%I FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.refuse_change()', part);
             EXECUTE format('ALTER TABLE tenantguard.%I ENABLE ALWAYS TRIGGER refuse_truncate', part);
+            -- No planner statistics for the recorded values: no query
+            -- filters on them, and sorting their jsonb samples is most of
+            -- what autoanalyze of a busy trail costs.
+            EXECUTE format('ALTER TABLE tenantguard.%I ALTER COLUMN old_values SET STATISTICS 0,
+                            ALTER COLUMN new_values SET STATISTICS 0, ALTER COLUMN payload SET STATISTICS 0', part);
             -- Partitions made by CREATE EXTENSION are extension members:
             -- mark them so pg_dump keeps their rows. Later ones are plain
             -- tables, which pg_dump keeps anyway.
@@ -115,6 +120,8 @@ CREATE TABLE tenantguard.audit_log_default PARTITION OF tenantguard.audit_log DE
 CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON tenantguard.audit_log_default
     FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.refuse_change();
 ALTER TABLE tenantguard.audit_log_default ENABLE ALWAYS TRIGGER refuse_truncate;
+ALTER TABLE tenantguard.audit_log ALTER COLUMN old_values SET STATISTICS 0,
+    ALTER COLUMN new_values SET STATISTICS 0, ALTER COLUMN payload SET STATISTICS 0;
 SELECT tenantguard.audit_add_partitions(3);
 
 -- Append-only for every role, table owner and superuser included: the

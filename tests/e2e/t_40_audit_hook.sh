@@ -13,6 +13,12 @@ refused "DROP TABLE of a partition" "DROP TABLE tenantguard.audit_log_default"
 refused "RENAME audit_log" "ALTER TABLE tenantguard.audit_log RENAME TO audit_log_old"
 refused "TRUNCATE audit_log" "TRUNCATE tenantguard.audit_log"
 refused "DROP EXTENSION" "DROP EXTENSION pg_tenantguard CASCADE"
+refused "a statistics target together with DISABLE TRIGGER" "ALTER TABLE tenantguard.audit_log ALTER COLUMN payload SET STATISTICS 10, DISABLE TRIGGER refuse_change"
+refused "turning autovacuum off on the trail" "ALTER TABLE tenantguard.audit_log_default SET (autovacuum_enabled = off)"
+# New partitions are made under the guard, without statistics on the recorded values.
+check "audit_add_partitions works with the guard on" test "$(q postgres "SELECT tenantguard.audit_add_partitions(8) > 0")" = "t"
+check "every partition keeps no statistics on old/new values and payload" test "$(q postgres "SELECT count(*) FROM pg_attribute a JOIN pg_inherits i ON i.inhrelid = a.attrelid
+   WHERE i.inhparent = 'tenantguard.audit_log'::regclass AND a.attname IN ('old_values', 'new_values', 'payload') AND a.attstattarget <> 0")" = "0"
 out=$(psql -X -q -h "$SOCK" -p "$PORT" -U postgres -d postgres 2>&1 <<SQL
 BEGIN;
 SELECT tenantguard.set_context('$ACME');
