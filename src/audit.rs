@@ -83,9 +83,18 @@ const NEW_HEAD_SQL: &str =
     "INSERT INTO tenantguard.audit_head (tenant, seq, hash) VALUES ($1, 0, $2)
                              ON CONFLICT (tenant) DO NOTHING";
 
-const INSERT_SQL: &str = "WITH u AS (UPDATE tenantguard.audit_head SET seq = $3, hash = $20, updated_at = pg_catalog.now()
-                             WHERE tenant OPERATOR(pg_catalog.=) $2)
-                 INSERT INTO tenantguard.audit_log (id, tenant, seq, at, actor, actor_roles, db_role, action, tbl,
+/// The tenant's last record (this transaction's own included).
+const LAST_SQL: &str = "SELECT a.seq, a.hash FROM tenantguard.audit_log a
+                   WHERE a.tenant OPERATOR(pg_catalog.=) $1 ORDER BY a.seq DESC LIMIT 1";
+
+/// Bring a head that lags behind its records up to the last record.
+const FLUSH_SQL: &str =
+    "UPDATE tenantguard.audit_head h SET seq = l.seq, hash = l.hash, updated_at = pg_catalog.now()
+                   FROM (SELECT a.seq, a.hash FROM tenantguard.audit_log a
+                          WHERE a.tenant OPERATOR(pg_catalog.=) $1 ORDER BY a.seq DESC LIMIT 1) l
+                  WHERE h.tenant OPERATOR(pg_catalog.=) $1 AND l.seq OPERATOR(pg_catalog.>) h.seq";
+
+const RECORD_COLUMNS: &str = "INSERT INTO tenantguard.audit_log (id, tenant, seq, at, actor, actor_roles, db_role, action, tbl,
                         row_key, old_values, new_values, client_ip, user_agent, application_name, txid, payload,
                         key_id, prev_hash, hash)
                  VALUES ($1, $2, $3, pg_catalog.to_timestamp(0) OPERATOR(pg_catalog.+)
@@ -93,18 +102,55 @@ const INSERT_SQL: &str = "WITH u AS (UPDATE tenantguard.audit_head SET seq = $3,
                          $5, $6, $7, $8, $9, $10::pg_catalog.jsonb, $11::pg_catalog.jsonb, $12::pg_catalog.jsonb,
                          $13, $14, $15, $16, $17::pg_catalog.jsonb, $18, $19, $20)";
 
+/// The first record of a tenant in a transaction also moves the head.
+fn insert_and_move_head_sql() -> String {
+    format!(
+        "WITH u AS (UPDATE tenantguard.audit_head SET seq = $3, hash = $20, updated_at = pg_catalog.now()
+                     WHERE tenant OPERATOR(pg_catalog.=) $2)
+         {RECORD_COLUMNS}"
+    )
+}
+
+struct Plans {
+    head: OwnedPreparedStatement,
+    last: OwnedPreparedStatement,
+    insert_moving_head: OwnedPreparedStatement,
+    insert: OwnedPreparedStatement,
+    flush: OwnedPreparedStatement,
+}
+
+/// This transaction's chains. Appending locks the tenant's `audit_head`
+/// row until the transaction ends, so no other transaction can append to
+/// the chain meanwhile: later records continue from the last one appended
+/// (`heads`) without reading the head again. The head row moves with the
+/// first HEAD_MOVES records of a tenant in a transaction (`moves`); beyond
+/// that each move would add one more row version that the rest of the
+/// transaction steps over, quadratic in the rows a statement writes. Those
+/// tenants are `lagging`, and their heads are brought up to their last
+/// record just before commit or PREPARE (`xact_callback`), or before this
+/// backend verifies or exports.
+///
+/// A savepoint rollback removes its records, so it forgets `heads`; the
+/// next record of a lagging tenant then starts from its last surviving
+/// record, found in the trail itself. `moves` and `lagging` survive: they
+/// only grow within a transaction.
+struct TxnChains {
+    fxid: u64,
+    heads: Vec<(String, i64, Vec<u8>)>,
+    moves: Vec<(String, u32)>,
+    lagging: Vec<String>,
+}
+
+/// Head row updates per tenant and transaction before the head lags
+/// (a transaction of up to this many records per tenant needs no flush).
+const HEAD_MOVES: u32 = 8;
+
 thread_local! {
-    /// The two statements of an append, planned once per backend and kept
+    /// The statements of an append, planned once per backend and kept
     /// (the plan cache re-plans them after DDL on the audit tables).
-    static PLANS: RefCell<Option<Rc<(OwnedPreparedStatement, OwnedPreparedStatement)>>> = const { RefCell::new(None) };
-    /// The chain heads this transaction holds locked, with their current
-    /// (seq, hash), keyed by the top-level transaction id. While the row
-    /// lock is held no other transaction can append to these chains, so
-    /// later appends of the transaction continue from here without reading
-    /// (and re-locking) the head. A savepoint rollback undoes records and
-    /// head updates, so it forgets them all (see `subxact_callback`).
-    static HEADS: RefCell<Option<(u64, Vec<(String, i64, Vec<u8>)>)>> = const { RefCell::new(None) };
-    static SUBXACT_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static PLANS: RefCell<Option<Rc<Plans>>> = const { RefCell::new(None) };
+    static CHAINS: RefCell<Option<TxnChains>> = const { RefCell::new(None) };
+    static CALLBACKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[pg_guard]
@@ -115,40 +161,98 @@ unsafe extern "C-unwind" fn subxact_callback(
     _arg: *mut std::ffi::c_void,
 ) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        HEADS.with(|h| *h.borrow_mut() = None);
+        CHAINS.with(|c| {
+            if let Some(c) = c.borrow_mut().as_mut() {
+                c.heads.clear();
+            }
+        });
     }
 }
 
-fn cached_head(fxid: u64, tenant: &str) -> Option<(i64, Vec<u8>)> {
-    HEADS.with(|h| {
-        h.borrow().as_ref().and_then(|(x, heads)| {
-            (*x == fxid)
-                .then(|| heads.iter().find(|(t, _, _)| t == tenant))
-                .flatten()
-                .map(|(_, s, hash)| (*s, hash.clone()))
-        })
+#[pg_guard]
+unsafe extern "C-unwind" fn xact_callback(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => flush_lagging_heads(),
+        XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE => {
+            CHAINS.with(|c| *c.borrow_mut() = None)
+        }
+        _ => {}
+    }
+}
+
+fn register_callbacks() {
+    if !CALLBACKS.with(|c| c.replace(true)) {
+        // SAFETY: registers callbacks that live as long as the library.
+        unsafe {
+            pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
+            pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
+        }
+    }
+}
+
+/// This transaction's chain state (a fresh one for a new transaction).
+fn with_chains<R>(fxid: u64, f: impl FnOnce(&mut TxnChains) -> R) -> R {
+    CHAINS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|s| s.fxid != fxid) {
+            *c = Some(TxnChains {
+                fxid,
+                heads: Vec::new(),
+                moves: Vec::new(),
+                lagging: Vec::new(),
+            });
+        }
+        f(c.as_mut().expect("just set"))
     })
 }
 
-fn remember_head(fxid: u64, tenant: &str, seq: i64, hash: Vec<u8>) {
-    if !SUBXACT_CALLBACK.with(|c| c.replace(true)) {
-        // SAFETY: registers a callback that lives as long as the library.
-        unsafe { pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut()) };
-    }
-    HEADS.with(|h| {
-        let mut h = h.borrow_mut();
-        if h.as_ref().is_none_or(|(x, _)| *x != fxid) {
-            *h = Some((fxid, Vec::new()));
-        }
-        let heads = &mut h.as_mut().expect("just set").1;
-        match heads.iter_mut().find(|(t, _, _)| t == tenant) {
-            Some(e) => {
-                e.1 = seq;
-                e.2 = hash;
-            }
-            None => heads.push((tenant.to_string(), seq, hash)),
-        }
+/// Bring every head this transaction left behind up to its last record.
+/// Runs before commit and PREPARE, and before this backend reads heads.
+pub fn flush_lagging_heads() {
+    // SAFETY: reads the top-level transaction id without assigning one.
+    let fxid = unsafe { pg_sys::GetTopFullTransactionIdIfAny().value };
+    let lagging = CHAINS.with(|c| {
+        c.borrow_mut()
+            .as_mut()
+            .filter(|s| s.fxid == fxid)
+            .map(|s| std::mem::take(&mut s.lagging))
+            .unwrap_or_default()
     });
+    if lagging.is_empty() {
+        return;
+    }
+    // Before commit no statement is running, so there is no snapshot to
+    // run under: take one, as any statement would.
+    // SAFETY: pushes a snapshot of this transaction; popped below, and on
+    // error the transaction's abort releases it.
+    let pushed = unsafe {
+        if pg_sys::ActiveSnapshotSet() {
+            false
+        } else {
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            true
+        }
+    };
+    session::with_guc(c"enable_seqscan", c"off", || {
+        session::as_owner(|| {
+            Spi::connect_mut(|client| {
+                let plans = plans(client)?;
+                for tenant in &lagging {
+                    client.update(&plans.flush, None, &[tenant.clone().into()])?;
+                }
+                Ok::<(), pgrx::spi::Error>(())
+            })
+            .unwrap_or_else(|e| spi_fail(e))
+        })
+    });
+    if pushed {
+        // SAFETY: pops the snapshot pushed above.
+        unsafe { pg_sys::PopActiveSnapshot() };
+    }
 }
 
 /// The text Postgres stores for this JSON (jsonb's normal form, what
@@ -175,25 +279,25 @@ fn jsonb_normal(json: Option<String>) -> Option<String> {
     }
 }
 
-fn plans(
-    client: &pgrx::spi::SpiClient<'_>,
-) -> Result<Rc<(OwnedPreparedStatement, OwnedPreparedStatement)>, pgrx::spi::Error> {
+fn plans(client: &pgrx::spi::SpiClient<'_>) -> Result<Rc<Plans>, pgrx::spi::Error> {
     if let Some(p) = PLANS.with(|p| p.borrow().clone()) {
         return Ok(p);
     }
     let t = PgOid::from(pg_sys::TEXTOID);
     let i8 = PgOid::from(pg_sys::INT8OID);
     let b = PgOid::from(pg_sys::BYTEAOID);
-    let head = client.prepare_mut(HEAD_SQL, &[t])?.keep();
-    let insert = client
-        .prepare_mut(
-            INSERT_SQL,
-            &[
-                i8, t, i8, i8, t, t, t, t, t, t, t, t, t, t, t, i8, t, t, b, b,
-            ],
-        )?
-        .keep();
-    let p = Rc::new((head, insert));
+    let record = [
+        i8, t, i8, i8, t, t, t, t, t, t, t, t, t, t, t, i8, t, t, b, b,
+    ];
+    let p = Rc::new(Plans {
+        head: client.prepare_mut(HEAD_SQL, &[t])?.keep(),
+        last: client.prepare_mut(LAST_SQL, &[t])?.keep(),
+        insert_moving_head: client
+            .prepare_mut(&insert_and_move_head_sql(), &record)?
+            .keep(),
+        insert: client.prepare_mut(RECORD_COLUMNS, &record)?.keep(),
+        flush: client.prepare_mut(FLUSH_SQL, &[t])?.keep(),
+    });
     PLANS.with(|slot| *slot.borrow_mut() = Some(p.clone()));
     Ok(p)
 }
@@ -248,26 +352,52 @@ pub fn append(e: Entry) -> i64 {
         session::as_owner(|| {
             Spi::connect_mut(|client| {
                 let plans = plans(client)?;
-                let (prev_seq, prev_hash) = match cached_head(fxid, &tenant) {
+                register_callbacks();
+                let cached = with_chains(fxid, |c| {
+                    c.heads
+                        .iter()
+                        .find(|(t, _, _)| *t == tenant)
+                        .map(|(_, s, h)| (*s, h.clone()))
+                });
+                let move_head = with_chains(fxid, |c| {
+                    c.moves
+                        .iter()
+                        .find(|(t, _)| *t == tenant)
+                        .is_none_or(|(_, n)| *n < HEAD_MOVES)
+                });
+                let (prev_seq, prev_hash) = match cached {
                     Some(h) => h,
                     None => {
                         // Lock this tenant's chain head, creating it on first use.
                         let args = [tenant.clone().into()];
-                        let mut row = client.update(&plans.0, None, &args)?;
+                        let mut row = client.update(&plans.head, None, &args)?;
                         if row.is_empty() {
                             client.update(
                                 NEW_HEAD_SQL,
                                 None,
                                 &[tenant.clone().into(), chain::GENESIS.to_vec().into()],
                             )?;
-                            row = client.update(&plans.0, None, &args)?;
+                            row = client.update(&plans.head, None, &args)?;
                         }
                         let row = row.first();
-                        (
+                        let mut head = (
                             row.get::<i64>(1)?.unwrap_or(0),
                             row.get::<Vec<u8>>(2)?
                                 .unwrap_or_else(|| chain::GENESIS.to_vec()),
-                        )
+                        );
+                        // A head this transaction left behind (then lost track
+                        // of in a savepoint rollback): the last record rules.
+                        if with_chains(fxid, |c| c.lagging.contains(&tenant)) {
+                            let last = client.select(&plans.last, None, &args)?;
+                            if !last.is_empty() {
+                                let last = last.first();
+                                let seq = last.get::<i64>(1)?.unwrap_or(0);
+                                if seq > head.0 {
+                                    head = (seq, last.get::<Vec<u8>>(2)?.unwrap_or_default());
+                                }
+                            }
+                        }
+                        head
                     }
                 };
                 // Ids are drawn while the head is locked, so within a tenant
@@ -315,7 +445,11 @@ pub fn append(e: Entry) -> i64 {
                 };
                 let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
                 client.update(
-                    &plans.1,
+                    if move_head {
+                        &plans.insert_moving_head
+                    } else {
+                        &plans.insert
+                    },
                     None,
                     &[
                         rec.id.into(),
@@ -340,7 +474,23 @@ pub fn append(e: Entry) -> i64 {
                         hash.clone().into(),
                     ],
                 )?;
-                remember_head(fxid, &tenant, rec.seq, hash);
+                with_chains(fxid, |c| {
+                    match c.heads.iter_mut().find(|(t, _, _)| *t == tenant) {
+                        Some(h) => {
+                            h.1 = rec.seq;
+                            h.2 = hash;
+                        }
+                        None => c.heads.push((tenant.clone(), rec.seq, hash)),
+                    }
+                    if move_head {
+                        match c.moves.iter_mut().find(|(t, _)| *t == tenant) {
+                            Some(m) => m.1 += 1,
+                            None => c.moves.push((tenant.clone(), 1)),
+                        }
+                    } else if !c.lagging.contains(&tenant) {
+                        c.lagging.push(tenant.clone());
+                    }
+                });
                 Ok::<i64, pgrx::spi::Error>(rec.id)
             })
             .unwrap_or_else(|e| spi_fail(e))
@@ -825,6 +975,7 @@ fn verify_audit(
         name!(ok, bool),
     ),
 > {
+    flush_lagging_heads();
     if gucs::audit_keyring().is_empty() {
         raise(DomainError::Policy(
             "no audit keys configured (tenantguard.audit_keys)".into(),
@@ -843,8 +994,9 @@ fn verify_audit(
     TableIterator::new(out)
 }
 
-/// Chain heads to copy out of the database and check later.
-#[pg_extern(stable, parallel_unsafe)]
+/// Chain heads to copy out of the database and check later. (Volatile:
+/// it first brings up to date the heads this transaction left behind.)
+#[pg_extern(volatile, parallel_unsafe)]
 fn audit_digest() -> TableIterator<
     'static,
     (
@@ -854,6 +1006,7 @@ fn audit_digest() -> TableIterator<
         name!(at, pgrx::datum::TimestampWithTimeZone),
     ),
 > {
+    flush_lagging_heads();
     let mut out = Vec::new();
     Spi::connect(|c| {
         for r in c.select(
@@ -891,6 +1044,7 @@ fn verify_audit_against(
         name!(ok, bool),
     ),
 > {
+    flush_lagging_heads();
     let items = digest.0.as_array().cloned().unwrap_or_default();
     let mut out = Vec::new();
     for it in items {
@@ -911,6 +1065,7 @@ fn export_audit(
     since: default!(Option<pgrx::datum::TimestampWithTimeZone>, "'-infinity'"),
     until: default!(Option<pgrx::datum::TimestampWithTimeZone>, "'infinity'"),
 ) -> SetOfIterator<'static, JsonB> {
+    flush_lagging_heads();
     let tenant = tenant.unwrap_or_else(|| {
         crate::error::raise_msg(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
@@ -998,6 +1153,7 @@ fn drop_audit_partition(
         name!(export_id, i64),
     ),
 > {
+    flush_lagging_heads();
     let oid = partition.oid();
     // Close it (the lock stays until the end of the transaction), or DROP
     // sees the relation in use.

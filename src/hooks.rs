@@ -146,7 +146,9 @@ unsafe fn check(stmt: *mut pg_sys::Node) {
                     let trig = cstr((*cmd).name).unwrap_or_default();
                     // Making a trigger fire ALWAYS only strengthens the trail;
                     // a column's statistics target only steers ANALYZE.
-                    if audit_rel && !matches!((*cmd).subtype, AT_EnableAlwaysTrig | AT_SetStatistics) {
+                    if audit_rel
+                        && !matches!((*cmd).subtype, AT_EnableAlwaysTrig | AT_SetStatistics)
+                    {
                         refuse("ALTER TABLE on an audit table");
                     }
                     match (*cmd).subtype {

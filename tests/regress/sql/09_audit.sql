@@ -160,7 +160,31 @@ INSERT INTO app.orders (item, amount) VALUES ('acme-again', 1);
 SELECT tenantguard.set_context(:'globex');
 INSERT INTO app.orders (item, amount) VALUES ('globex-3', 1);
 COMMIT;
+-- Many records per transaction: the head row moves with the first few
+-- only, and is brought up to the last record before commit, also after a
+-- savepoint rollback that removed the newest records.
+BEGIN;
+SELECT tenantguard.set_context(:'acme');
+INSERT INTO app.orders (item, amount) SELECT 'bulk-' || g, g FROM generate_series(1, 20) g;
+SAVEPOINT s;
+INSERT INTO app.orders (item, amount) SELECT 'gone-' || g, g FROM generate_series(1, 10) g;
+ROLLBACK TO SAVEPOINT s;
+INSERT INTO app.orders (item, amount) VALUES ('bulk-last', 1);
+SAVEPOINT t;
+INSERT INTO app.orders (item, amount) SELECT 'gone-' || g, g FROM generate_series(1, 10) g;
+ROLLBACK TO SAVEPOINT t;
+COMMIT;
 \c - postgres
+SELECT h.seq = (SELECT max(seq) FROM tenantguard.audit_log WHERE tenant = 'acme') AS head_at_last_record,
+       h.hash = (SELECT hash FROM tenantguard.audit_log WHERE tenant = 'acme' ORDER BY seq DESC LIMIT 1) AS head_hash_matches,
+       (SELECT count(*) FROM tenantguard.audit_log WHERE tenant = 'acme' AND new_values ->> 'item' LIKE 'gone-%') AS rolled_back_records
+  FROM tenantguard.audit_head h WHERE h.tenant = 'acme';
+-- Verification inside the writing transaction sees the head brought up to date.
+BEGIN;
+SELECT tenantguard.set_context(:'acme');
+INSERT INTO app.orders (item, amount) SELECT 'more-' || g, g FROM generate_series(1, 20) g;
+SELECT tenant, ok FROM tenantguard.verify_audit('acme');
+COMMIT;
 SELECT tenant, ok, first_bad_id FROM tenantguard.verify_audit() WHERE tenant IN ('acme', 'globex') ORDER BY tenant;
 -- Records of one tenant: seq without gaps, ids rising with seq, every link in place.
 SELECT tenant, count(*) = max(seq) - min(seq) + 1 AS no_gaps,
