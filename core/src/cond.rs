@@ -802,29 +802,21 @@ fn eval_bool(e: &Expr, env: &Env) -> Result<bool, String> {
 pub fn bind_principal(e: &Expr, principal: &Json, now_us: i64) -> Expr {
     let b = |x: &Expr| Box::new(bind_principal(x, principal, now_us));
     let is_principal = |p: &[String]| p.first().is_some_and(|h| h == "principal");
+    // Only the principal is known for the whole statement.
+    let env = Env {
+        principal,
+        resource: &Json::Null,
+        resource_pairs: &[],
+        context: &Json::Null,
+        now_us,
+    };
     match e {
         Expr::Now => Expr::Lit(Val::Time(now_us)),
-        Expr::Path(p) if is_principal(p) => {
-            let env = Env {
-                principal,
-                resource: &Json::Null,
-                resource_pairs: &[],
-                context: &Json::Null,
-                now_us,
-            };
-            match lookup(&env, p) {
-                Some(j) => Expr::Lit(from_json(j)),
-                None => e.clone(),
-            }
-        }
+        Expr::Path(p) if is_principal(p) => match lookup(&env, p) {
+            Some(j) => Expr::Lit(from_json(j)),
+            None => e.clone(),
+        },
         Expr::Has(p) if is_principal(p) => {
-            let env = Env {
-                principal,
-                resource: &Json::Null,
-                resource_pairs: &[],
-                context: &Json::Null,
-                now_us,
-            };
             Expr::Lit(Val::Bool(lookup(&env, p).is_some_and(|j| !j.is_null())))
         }
         Expr::List(items) => Expr::List(
