@@ -5,7 +5,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 . tests/e2e/lib.sh
 PORT=${TG_E2E_PORT:-55450}
-CLUSTER_EXTRA_CONF="tenantguard.alert_notify = on" tests/lib/cluster.sh start e2e "$PORT" preload >/dev/null
+# (max_prepared_transactions for t_99_prepared.sh)
+CLUSTER_EXTRA_CONF=$'tenantguard.alert_notify = on\nmax_prepared_transactions = 4' tests/lib/cluster.sh start e2e "$PORT" preload >/dev/null
 DIR=$(tests/lib/cluster.sh dir e2e); SOCK=$DIR/sock; LOG=$DIR/server.log
 trap 'tests/lib/cluster.sh stop e2e' EXIT
 
