@@ -123,6 +123,22 @@ fn is_audit_relation(oid: pg_sys::Oid) -> bool {
     }
 }
 
+/// Whether a trigger's function name resolves to tenantguard.refuse_change().
+///
+/// SAFETY: `funcname` is the name list of a CreateTrigStmt.
+unsafe fn is_refuse_change(funcname: *mut pg_sys::List) -> bool {
+    // SAFETY: catalog lookups; a missing function gives InvalidOid.
+    unsafe {
+        let oid = pg_sys::LookupFuncName(funcname, 0, std::ptr::null(), true);
+        if oid == pg_sys::Oid::INVALID {
+            return false;
+        }
+        let tg = pg_sys::get_namespace_oid(c"tenantguard".as_ptr(), true);
+        pg_sys::get_func_namespace(oid) == tg
+            && cstr(pg_sys::get_func_name(oid)).as_deref() == Some("refuse_change")
+    }
+}
+
 fn is_audit_trigger(name: &str) -> bool {
     name.starts_with("tenantguard_audit") || name == "refuse_change" || name == "refuse_truncate"
 }
@@ -198,6 +214,22 @@ unsafe fn check(stmt: *mut pg_sys::Node) {
                         }
                         _ => {}
                     }
+                }
+            }
+            pg_sys::NodeTag::T_CreateTrigStmt => {
+                // A trigger on the trail could drop or rewrite records as they
+                // are written. Only the extension's own refusal trigger may be
+                // added (audit_add_partitions, a restored dump), resolved to
+                // its function, not to a name alike earlier on search_path.
+                let s = stmt as *mut pg_sys::CreateTrigStmt;
+                if is_audit_relation(relid((*s).relation)) && !is_refuse_change((*s).funcname) {
+                    refuse("CREATE TRIGGER on an audit table");
+                }
+            }
+            pg_sys::NodeTag::T_RuleStmt => {
+                let s = stmt as *mut pg_sys::RuleStmt;
+                if is_audit_relation(relid((*s).relation)) {
+                    refuse("CREATE RULE on an audit table");
                 }
             }
             pg_sys::NodeTag::T_RenameStmt => {

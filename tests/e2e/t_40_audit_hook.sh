@@ -15,6 +15,12 @@ refused "TRUNCATE audit_log" "TRUNCATE tenantguard.audit_log"
 refused "DROP EXTENSION" "DROP EXTENSION pg_tenantguard CASCADE"
 refused "a statistics target together with DISABLE TRIGGER" "ALTER TABLE tenantguard.audit_log ALTER COLUMN payload SET STATISTICS 10, DISABLE TRIGGER refuse_change"
 refused "turning autovacuum off on the trail" "ALTER TABLE tenantguard.audit_log_default SET (autovacuum_enabled = off)"
+refused "a trigger on the trail" "CREATE FUNCTION public.drop_it() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END';
+  CREATE TRIGGER drop_it BEFORE INSERT ON tenantguard.audit_log_default FOR EACH ROW EXECUTE FUNCTION public.drop_it()"
+refused "a trigger calling a refuse_change() of another schema" "CREATE FUNCTION public.refuse_change() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END';
+  SET search_path = public, tenantguard;
+  CREATE TRIGGER refuse_change BEFORE INSERT ON tenantguard.audit_log_default FOR EACH ROW EXECUTE FUNCTION refuse_change()"
+refused "a rule that discards records" "CREATE RULE no_trail AS ON INSERT TO tenantguard.audit_log DO INSTEAD NOTHING"
 # New partitions are made under the guard, without statistics on the recorded values.
 check "audit_add_partitions works with the guard on" test "$(q postgres "SELECT tenantguard.audit_add_partitions(8) > 0")" = "t"
 check "every partition keeps no statistics on old/new values and payload" test "$(q postgres "SELECT count(*) FROM pg_attribute a JOIN pg_inherits i ON i.inhrelid = a.attrelid
