@@ -215,11 +215,13 @@ fn with_chains<R>(fxid: u64, f: impl FnOnce(&mut TxnChains) -> R) -> R {
 pub fn flush_lagging_heads() {
     // SAFETY: reads the top-level transaction id without assigning one.
     let fxid = unsafe { pg_sys::GetTopFullTransactionIdIfAny().value };
+    // Kept, not taken: a flush inside a savepoint that is rolled back is
+    // undone with it, so the heads must be flushed again before commit.
     let lagging = CHAINS.with(|c| {
-        c.borrow_mut()
-            .as_mut()
+        c.borrow()
+            .as_ref()
             .filter(|s| s.fxid == fxid)
-            .map(|s| std::mem::take(&mut s.lagging))
+            .map(|s| s.lagging.clone())
             .unwrap_or_default()
     });
     if lagging.is_empty() {

@@ -184,7 +184,15 @@ BEGIN;
 SELECT tenantguard.set_context(:'acme');
 INSERT INTO app.orders (item, amount) SELECT 'more-' || g, g FROM generate_series(1, 20) g;
 SELECT tenant, ok FROM tenantguard.verify_audit('acme');
+-- A verification inside a savepoint that is rolled back: its head update
+-- goes with it, and the head is still brought up to date before commit.
+INSERT INTO app.orders (item, amount) SELECT 'later-' || g, g FROM generate_series(1, 5) g;
+SAVEPOINT v;
+SELECT tenant, ok FROM tenantguard.verify_audit('acme');
+ROLLBACK TO SAVEPOINT v;
 COMMIT;
+SELECT h.seq = (SELECT max(seq) FROM tenantguard.audit_log WHERE tenant = 'acme') AS head_at_last_record
+  FROM tenantguard.audit_head h WHERE h.tenant = 'acme';
 SELECT tenant, ok, first_bad_id FROM tenantguard.verify_audit() WHERE tenant IN ('acme', 'globex') ORDER BY tenant;
 -- Records of one tenant: seq without gaps, ids rising with seq, every link in place.
 SELECT tenant, count(*) = max(seq) - min(seq) + 1 AS no_gaps,
