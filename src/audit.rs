@@ -268,15 +268,18 @@ fn jsonb_normal(json: Option<String>) -> Option<String> {
             "tenantguard audit: a JSON value contains a NUL byte",
         )
     });
-    // SAFETY: jsonb's type I/O functions, called as a cast would; they
-    // raise (as a Rust panic through pgrx's guard) on invalid input.
+    // SAFETY: jsonb_in/jsonb_out (fixed built-in OIDs, no catalog lookup
+    // per record), called as a cast would; they raise (as a Rust panic
+    // through pgrx's guard) on invalid input. jsonb's I/O parameter is
+    // its own type OID.
     unsafe {
-        let (mut input, mut ioparam) = (pg_sys::Oid::INVALID, pg_sys::Oid::INVALID);
-        pg_sys::getTypeInputInfo(pg_sys::JSONBOID, &mut input, &mut ioparam);
-        let d = pg_sys::OidInputFunctionCall(input, c.as_ptr().cast_mut(), ioparam, -1);
-        let (mut output, mut varlena) = (pg_sys::Oid::INVALID, false);
-        pg_sys::getTypeOutputInfo(pg_sys::JSONBOID, &mut output, &mut varlena);
-        let p = pg_sys::OidOutputFunctionCall(output, d);
+        let d = pg_sys::OidInputFunctionCall(
+            pg_sys::Oid::from(pg_sys::F_JSONB_IN),
+            c.as_ptr().cast_mut(),
+            pg_sys::JSONBOID,
+            -1,
+        );
+        let p = pg_sys::OidOutputFunctionCall(pg_sys::Oid::from(pg_sys::F_JSONB_OUT), d);
         Some(CStr::from_ptr(p).to_string_lossy().into_owned())
     }
 }
