@@ -193,9 +193,11 @@ fn rules() -> Rc<Rules> {
 
 /// Check the access rules for verified claims at `now_us` (Unix µs).
 pub fn check(c: &Claims, now_us: i64) -> Result<(), DomainError> {
-    // Outside a transaction (e.g. a startup packet option) there is no
-    // catalog access; the accessors check again at the first statement.
-    if !session::in_transaction() || !crate::gucs::ACCESS_CHECKS.get() {
+    // Outside a transaction, or at connection start-up (a startup packet
+    // option, `ALTER ROLE ... SET`), SQL cannot run; the signature and times
+    // were checked, and the accessors check these rules again at the
+    // session's first statement.
+    if !session::can_run_sql() || !crate::gucs::ACCESS_CHECKS.get() {
         return Ok(());
     }
     let rules = rules();

@@ -35,20 +35,34 @@ thread_local! {
     static CLIENT: std::cell::OnceCell<Option<String>> = const { std::cell::OnceCell::new() };
 }
 
-/// The client's address as `inet_client_addr()` reports it: None for a Unix
-/// socket, in parallel and background workers, and outside a transaction
-/// before it was first looked up. It never changes during a backend's life,
-/// so it is looked up once.
+/// The client's address as `host(inet_client_addr())` reports it: None for
+/// a Unix socket and in parallel and background workers. It never changes
+/// during a backend's life, so it is looked up once. Called directly, not
+/// through SQL: a refused token at connection start-up (where no SQL can
+/// run) still leaves an alert naming the address.
 pub fn client_addr() -> Option<String> {
     if let Some(v) = CLIENT.with(|c| c.get().cloned()) {
         return v;
     }
-    if !in_transaction() {
-        return None;
+    extern "C-unwind" {
+        fn inet_client_addr(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+        fn network_host(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
     }
-    let v = pgrx::Spi::get_one::<String>("SELECT pg_catalog.host(pg_catalog.inet_client_addr())")
-        .ok()
-        .flatten();
+    // SAFETY: inet_client_addr() takes no arguments and reads only
+    // MyProcPort (NULL-checked) and its own call frame's isnull, so a zeroed
+    // frame is a valid call; it runs inside pgrx's error boundary. Its
+    // result is an inet datum, which host() (network_host) turns into text.
+    let v = unsafe {
+        let mut fcinfo: pg_sys::FunctionCallInfoBaseData = std::mem::zeroed();
+        let inet = pg_sys::ffi::pg_guard_ffi_boundary(|| inet_client_addr(&mut fcinfo));
+        if fcinfo.isnull {
+            None
+        } else {
+            let t = pg_sys::DirectFunctionCall1Coll(Some(network_host), pg_sys::Oid::INVALID, inet);
+            let p = pg_sys::text_to_cstring(t.cast_mut_ptr());
+            Some(std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
+        }
+    };
     CLIENT.with(|c| {
         let _ = c.set(v.clone());
     });
@@ -101,6 +115,18 @@ pub fn relation_oid(name: &CStr) -> Option<pg_sys::Oid> {
 pub fn in_transaction() -> bool {
     // SAFETY: plain read of transaction state.
     unsafe { pg_sys::IsTransactionState() }
+}
+
+/// Whether SQL (SPI) can run here: inside a transaction, and either under a
+/// snapshot or a portal SPI can take one for. Connection start-up applies
+/// the startup packet's options and `ALTER ROLE/DATABASE ... SET` inside a
+/// transaction but with neither, and SPI would fail there with FATAL.
+pub fn can_run_sql() -> bool {
+    // SAFETY: plain reads of backend-global transaction and portal state.
+    unsafe {
+        pg_sys::IsTransactionState()
+            && (pg_sys::ActiveSnapshotSet() || !pg_sys::ActivePortal.is_null())
+    }
 }
 
 /// Run `f` with `search_path` pinned to `pg_catalog, pg_temp` (what a
