@@ -131,7 +131,7 @@ GRANT SELECT ON tenantguard.protected_table, tenantguard.shared_table TO PUBLIC;
 
 -- Audit ------------------------------------------------------------------------
 CREATE POLICY tenant_read ON tenantguard.audit_log FOR SELECT TO PUBLIC
-    USING (tenant = ANY ((SELECT tenantguard.tenant_ids())::text[]));
+    USING (tenant = ANY (tenantguard.tenant_ids()));
 CREATE POLICY owner_all ON tenantguard.audit_log FOR ALL TO CURRENT_USER USING (true) WITH CHECK (true);
 REVOKE ALL ON FUNCTION tenantguard.audit(regclass, text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.verify_audit(text) FROM PUBLIC;

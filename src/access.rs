@@ -81,15 +81,10 @@ fn load_rules() -> Rules {
     watch_tables();
     let mut rules = Rules::default();
     session::as_owner(|| {
-        Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT r.kind, r.tenant, r.user_id, r.jti,
+        Spi::connect(|_client| {
+            session::select_latest("SELECT r.kind, r.tenant, r.user_id, r.jti,
                         pg_catalog.floor(pg_catalog.date_part('epoch', pg_catalog.max(r.revoked_at)))::pg_catalog.int8
-                   FROM tenantguard.revocation r GROUP BY 1, 2, 3, 4",
-                None,
-                &[],
-            )?;
-            for row in rows {
+                   FROM tenantguard.revocation r GROUP BY 1, 2, 3, 4", &[], |row| {
                 let kind: String = row.get(1)?.unwrap_or_default();
                 let tenant: Option<String> = row.get(2)?;
                 let user: Option<String> = row.get(3)?;
@@ -107,13 +102,9 @@ fn load_rules() -> Rules {
                     }
                     _ => {}
                 }
-            }
-            let rows = client.select(
-                "SELECT a.tenant, a.allow::pg_catalog.text[] FROM tenantguard.ip_allowlist a",
-                None,
-                &[],
-            )?;
-            for row in rows {
+                Ok(())
+            })?;
+            session::select_latest("SELECT a.tenant, a.allow::pg_catalog.text[] FROM tenantguard.ip_allowlist a", &[], |row| {
                 let tenant: String = row.get(1)?.unwrap_or_default();
                 let allow: Vec<String> = row.get(2)?.unwrap_or_default();
                 // A list entry we cannot parse must not widen access: keep
@@ -125,18 +116,14 @@ fn load_rules() -> Rules {
                     cidrs
                 };
                 rules.allowlists.insert(tenant, cidrs);
-            }
-            let rows = client.select(
-                "SELECT g.tenant, g.staff_user, g.id,
+                Ok(())
+            })?;
+            session::select_latest("SELECT g.tenant, g.staff_user, g.id,
                         (pg_catalog.date_part('epoch', g.valid_from) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
                         (pg_catalog.date_part('epoch', g.valid_until) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
                         g.reason
                    FROM tenantguard.support_grant g
-                  WHERE g.revoked_at IS NULL AND g.valid_until OPERATOR(pg_catalog.>) pg_catalog.now()",
-                None,
-                &[],
-            )?;
-            for row in rows {
+                  WHERE g.revoked_at IS NULL AND g.valid_until OPERATOR(pg_catalog.>) pg_catalog.now()", &[], |row| {
                 let key = (row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default());
                 rules.grants.entry(key).or_default().push(Grant {
                     id: row.get(3)?.unwrap_or(0),
@@ -144,7 +131,8 @@ fn load_rules() -> Rules {
                     valid_until: row.get(5)?.unwrap_or(i64::MIN),
                     reason: row.get(6)?.unwrap_or_default(),
                 });
-            }
+                Ok(())
+            })?;
             Ok::<_, pgrx::spi::Error>(())
         })
         .unwrap_or_else(|e| spi_err(e))
@@ -187,7 +175,9 @@ fn rules() -> Rc<Rules> {
         return r;
     }
     let r = Rc::new(load_rules());
-    RULES.with(|slot| *slot.borrow_mut() = Some((gen, r.clone())));
+    if session::loads_are_latest() {
+        RULES.with(|slot| *slot.borrow_mut() = Some((gen, r.clone())));
+    }
     r
 }
 

@@ -38,13 +38,9 @@ fn load_policy(tenant: &str) -> Policy {
     let mut roles: HashMap<String, (bool, Vec<String>)> = HashMap::new();
     let mut perms: Vec<(bool, Perm)> = Vec::new();
     session::as_owner(|| {
-        Spi::connect(|c| {
-            for r in c.select(
-                "SELECT tenant OPERATOR(pg_catalog.<>) '*', role, inherits FROM tenantguard.authz_role
-                  WHERE tenant OPERATOR(pg_catalog.=) ANY (ARRAY['*', $1])",
-                None,
-                &[tenant.into()],
-            )? {
+        Spi::connect(|_c| {
+            session::select_latest("SELECT tenant OPERATOR(pg_catalog.<>) '*', role, inherits FROM tenantguard.authz_role
+                  WHERE tenant OPERATOR(pg_catalog.=) ANY (ARRAY['*', $1])", &[tenant], |r| {
                 let own: bool = r.get(1)?.unwrap_or(false);
                 let role: String = r.get(2)?.unwrap_or_default();
                 let inh: Vec<String> = r.get(3)?.unwrap_or_default();
@@ -52,13 +48,10 @@ fn load_policy(tenant: &str) -> Policy {
                 if own || !roles.get(&role).is_some_and(|(o, _)| *o) {
                     roles.insert(role, (own, inh));
                 }
-            }
-            for r in c.select(
-                "SELECT tenant OPERATOR(pg_catalog.<>) '*', id, role, action, condition, effect
-                   FROM tenantguard.authz_permission WHERE tenant OPERATOR(pg_catalog.=) ANY (ARRAY['*', $1]) ORDER BY id",
-                None,
-                &[tenant.into()],
-            )? {
+                Ok(())
+            })?;
+            session::select_latest("SELECT tenant OPERATOR(pg_catalog.<>) '*', id, role, action, condition, effect
+                   FROM tenantguard.authz_permission WHERE tenant OPERATOR(pg_catalog.=) ANY (ARRAY['*', $1]) ORDER BY id", &[tenant], |r| {
                 let src: Option<String> = r.get(5)?;
                 let parsed = src.as_ref().map(|s| (s.clone(), cond::parse(s)));
                 let condition = match parsed {
@@ -78,7 +71,8 @@ fn load_policy(tenant: &str) -> Policy {
                         effect: if r.get::<String>(6)?.as_deref() == Some("forbid") { Effect::Forbid } else { Effect::Permit },
                     },
                 ));
-            }
+                Ok(())
+            })?;
             Ok::<_, pgrx::spi::Error>(())
         })
         .unwrap_or_else(|e| spi_fail(e))
@@ -100,30 +94,24 @@ fn load_policy(tenant: &str) -> Policy {
 
 fn load_principal(tenant: &str, user: &str) -> Principal {
     session::as_owner(|| {
-        Spi::connect(|c| {
+        Spi::connect(|_c| {
             let mut a = Vec::new();
-            for r in c.select(
-                "SELECT role, (EXTRACT(EPOCH FROM valid_from) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
+            session::select_latest("SELECT role, (EXTRACT(EPOCH FROM valid_from) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
                         (EXTRACT(EPOCH FROM valid_until) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8
                    FROM tenantguard.authz_assignment
-                  WHERE tenant OPERATOR(pg_catalog.=) $1 AND user_id OPERATOR(pg_catalog.=) $2",
-                None,
-                &[tenant.into(), user.into()],
-            )? {
+                  WHERE tenant OPERATOR(pg_catalog.=) $1 AND user_id OPERATOR(pg_catalog.=) $2", &[tenant, user], |r| {
                 a.push(Assignment {
                     role: r.get(1)?.unwrap_or_default(),
                     valid_from_us: r.get(2)?.unwrap_or(i64::MAX),
                     valid_until_us: r.get(3)?,
                 });
-            }
+                Ok(())
+            })?;
             let mut attrs = Value::Null;
-            for r in c.select(
-                "SELECT attrs FROM tenantguard.authz_principal WHERE tenant OPERATOR(pg_catalog.=) $1 AND user_id OPERATOR(pg_catalog.=) $2",
-                None,
-                &[tenant.into(), user.into()],
-            )? {
+            session::select_latest("SELECT attrs FROM tenantguard.authz_principal WHERE tenant OPERATOR(pg_catalog.=) $1 AND user_id OPERATOR(pg_catalog.=) $2", &[tenant, user], |r| {
                 attrs = r.get::<JsonB>(1)?.map(|j| j.0).unwrap_or(Value::Null);
-            }
+                Ok(())
+            })?;
             Ok::<_, pgrx::spi::Error>((a, attrs))
         })
         .unwrap_or_else(|e| spi_fail(e))
@@ -145,6 +133,9 @@ fn cached<K: std::hash::Hash + Eq + Clone, V>(
         return v;
     }
     let v = Rc::new(load());
+    if !session::loads_are_latest() {
+        return v;
+    }
     map.with(|m| {
         let mut m = m.borrow_mut();
         if m.len() > 4096 {

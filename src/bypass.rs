@@ -7,9 +7,14 @@
 //!   until the transaction ends (commit, abort, or rollback of the savepoint
 //!   it was started in) or the ttl runs out, whichever is first.
 //! * Parallel workers: `bypassing()` is PARALLEL RESTRICTED, so the planner
-//!   evaluates it in the leader only (as the policy's InitPlan, whose value
-//!   is passed to the workers). A worker that called it directly would see
-//!   `false`: bypass can only fail closed there.
+//!   evaluates it in the leader only (as the bypass policy's InitPlan, whose
+//!   value is passed to the workers). A worker that called it directly would
+//!   see `false`: bypass can only fail closed there. The workers evaluate
+//!   the tenant policy themselves; without a context they raise `no tenant
+//!   context`, unless `tenantguard.leader_bypass_until` (set here as SET
+//!   LOCAL, restored in the workers, settable by nobody else) says their
+//!   leader is bypassing: then their scope is empty and the leader's bypass
+//!   policy admits the rows.
 
 use crate::context::alert_json;
 use crate::error::raise;
@@ -57,6 +62,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 fn now_us() -> i64 {
     // SAFETY: reads the clock.
     unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+/// In a parallel worker: whether its leader is bypassing (see
+/// `gucs::LEADER_BYPASS`). Decides only between an empty scope and the
+/// `no tenant context` error; it never admits rows.
+pub fn leader_active() -> bool {
+    session::in_parallel_worker() && gucs::leader_bypassing(now_us())
 }
 
 /// True while a bypass started in this transaction is live.
@@ -180,6 +192,8 @@ fn begin_bypass(
             nest_level,
         }))
     });
+    let until = std::ffi::CString::new(expires_us.to_string()).expect("digits");
+    gucs::set_leader_bypass(&until);
     let detail = serde_json::json!({
         "reason": reason_s,
         "ttl_seconds": (ttl_us / 1_000_000) as i64,
@@ -194,6 +208,7 @@ fn begin_bypass(
 fn end_bypass() {
     if ACTIVE.with(|a| a.get()).is_some() {
         clear();
+        gucs::set_leader_bypass(c"");
         seclog::record("bypass_end", None, serde_json::json!({}));
     }
 }

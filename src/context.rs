@@ -260,16 +260,14 @@ fn has_context() -> bool {
 }
 
 /// The active tenant: the only tenant writes may go to.
-#[pg_extern(stable, parallel_safe)]
-pub fn tenant_id() -> String {
+pub fn active_tenant() -> String {
     require().tid.clone()
 }
 
 /// The read scope: the active tenant plus the token's extra `tids`.
 /// While a bypass is active and no context is set, this is empty (the
 /// bypass policy admits the rows instead).
-#[pg_extern(stable, parallel_safe)]
-pub fn tenant_ids() -> Vec<String> {
+pub fn read_scope() -> Vec<String> {
     match scope_or_bypass() {
         Some(c) => c.read_scope.clone(),
         None => Vec::new(),
@@ -281,6 +279,12 @@ fn scope_or_bypass() -> Option<Rc<Claims>> {
         if let Ok(Some(c)) = current() {
             return Some(c);
         }
+        return None;
+    }
+    // A parallel worker of a bypassing leader, without a context, reads an
+    // empty scope: the tenant policy admits nothing there, and the bypass
+    // policy (evaluated by the leader) admits the rows.
+    if crate::bypass::leader_active() && matches!(current(), Ok(None)) {
         return None;
     }
     Some(require())
@@ -297,6 +301,275 @@ fn user_id() -> String {
 fn claims() -> JsonB {
     JsonB(require().payload.clone())
 }
+
+// ------------------------------------------------------- policy accessors
+//
+// The generated policies call these directly (`tenant_id = ANY
+// (tenantguard.tenant_ids())`): an index scan evaluates them once, as its
+// key, and a scan that filters calls them once per row. So they answer from
+// a cache, with a copy of a finished datum: no claims lookup, string or
+// array building per row.
+//
+// What an answer is tied to: a query execution (a portal: a statement, or
+// a cursor across all its FETCHes) reads under the context in force when
+// it first asks, as if the accessor ran once for it (an InitPlan, which
+// is what earlier policies used, at a cost per statement). So a cursor's
+// rows do not change tenant when the session sets another context before
+// the next FETCH. The answer is computed again, with every check, when:
+// - the context changes while that execution runs (a function's SET
+//   clause, set_context() in a PL/pgSQL function, a savepoint rollback);
+// - a revocation, allowlist or grant changes anywhere (the access rules'
+//   generation), or the signing keys change;
+// - a bypass starts or ends;
+// - the token expires (checked against each statement's start, so a FETCH
+//   after expiry fails).
+// Outside a portal (planning, parallel workers) the answer is cached per
+// statement and context instead.
+
+/// Which accessor a cached answer belongs to.
+#[derive(Clone, Copy)]
+enum Accessor {
+    Id = 0,
+    Ids,
+    IdUuid,
+    IdsUuid,
+    IdBigint,
+    IdsBigint,
+    IdInt,
+    IdsInt,
+}
+const ACCESSORS: usize = 8;
+
+#[derive(Clone)]
+enum Answer {
+    /// A pass-by-reference datum (text, uuid, an array), flattened.
+    Bytes(Vec<u8>),
+    /// A pass-by-value datum (bigint, integer).
+    Value(pg_sys::Datum),
+}
+
+/// What an answer depends on besides the portal (or statement) it serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Validity {
+    bypass: bool,
+    access_gen: u64,
+    keyring_gen: u64,
+}
+
+/// Answers for one live portal, dropped with the portal's memory.
+struct Pin {
+    portal: usize,
+    validity: Validity,
+    /// Statement start timestamps from this one on are past the token's
+    /// `exp` (Postgres µs).
+    expires: i64,
+    answers: [Option<Answer>; ACCESSORS],
+}
+
+/// Answers outside any portal, per statement and context.
+type StatementKey = ((i64, u32, u64), u64, bool);
+
+thread_local! {
+    static PINS: RefCell<Vec<Pin>> = const { RefCell::new(Vec::new()) };
+    static PER_STATEMENT: RefCell<(Option<StatementKey>, [Option<Answer>; ACCESSORS])> =
+        const { RefCell::new((None, [const { None }; ACCESSORS])) };
+}
+
+/// A fresh palloc'd copy of a cached answer, in the caller's memory
+/// context, as a newly built datum would be.
+fn copy_out(a: &Answer) -> pg_sys::Datum {
+    match a {
+        Answer::Value(d) => *d,
+        // SAFETY: palloc'd `b.len()` bytes, filled with a complete datum of
+        // the accessor's type.
+        Answer::Bytes(b) => unsafe {
+            let p = pg_sys::palloc(b.len()) as *mut u8;
+            std::ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
+            pg_sys::Datum::from(p)
+        },
+    }
+}
+
+/// Keep a copy of a datum just built by pgrx.
+fn keep(d: pg_sys::Datum, by_value: bool, len: Option<usize>) -> Answer {
+    if by_value {
+        return Answer::Value(d);
+    }
+    let p = d.cast_mut_ptr::<u8>();
+    // SAFETY: `d` is a flat varlena (text, arrays) or a `len`-byte
+    // fixed-length value (uuid), freshly built.
+    unsafe {
+        let n = len.unwrap_or_else(|| pgrx::varlena::varsize_any(p.cast()));
+        Answer::Bytes(std::slice::from_raw_parts(p, n).to_vec())
+    }
+}
+
+/// Memory-context callback of a portal: the portal is gone, and so is its
+/// pin (its address may be reused by a later portal). Must not raise.
+unsafe extern "C-unwind" fn drop_pin(arg: *mut std::ffi::c_void) {
+    let portal = arg as usize;
+    let _ = PINS.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            p.retain(|x| x.portal != portal);
+        }
+    });
+}
+
+/// The context changed (assign hook): answers pinned to the portal running
+/// now no longer hold; other portals (open cursors) keep theirs.
+pub fn context_changed() {
+    // SAFETY: plain read of a backend-global pointer.
+    let portal = unsafe { pg_sys::ActivePortal } as usize;
+    if portal == 0 {
+        return;
+    }
+    let _ = PINS.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            if let Some(pin) = p.iter_mut().find(|x| x.portal == portal) {
+                pin.answers = [const { None }; ACCESSORS];
+            }
+        }
+    });
+}
+
+fn statement_start() -> pg_sys::TimestampTz {
+    extern "C" {
+        fn GetCurrentStatementStartTimestamp() -> pg_sys::TimestampTz;
+    }
+    // SAFETY: reads a static variable of xact.c; cannot raise.
+    unsafe { GetCurrentStatementStartTimestamp() }
+}
+
+/// The accessor's answer: from the running portal's pin, or (outside a
+/// portal) this statement's cache, or `build()`'s datum, kept on the way
+/// out. `build` returns a datum of the accessor's SQL type: pass-by-value
+/// when `by_value`, otherwise a flat varlena or a `len`-byte value.
+fn answer(
+    which: Accessor,
+    by_value: bool,
+    len: Option<usize>,
+    build: impl FnOnce() -> pg_sys::Datum,
+) -> pg_sys::Datum {
+    // SAFETY: plain read of a backend-global pointer.
+    let portal = unsafe { pg_sys::ActivePortal };
+    if portal.is_null() || crate::session::in_parallel_worker() {
+        return answer_per_statement(which, by_value, len, build);
+    }
+    let key = portal as usize;
+    let validity = Validity {
+        bypass: crate::bypass::active(),
+        access_gen: access::current_generation(),
+        keyring_gen: gucs::keyring().0,
+    };
+    let now = statement_start();
+    let hit = PINS.with(|p| {
+        let mut p = p.borrow_mut();
+        let pin = p.iter_mut().find(|x| x.portal == key)?;
+        if pin.validity != validity || now >= pin.expires {
+            pin.answers = [const { None }; ACCESSORS];
+            return None;
+        }
+        pin.answers[which as usize].as_ref().map(copy_out)
+    });
+    if let Some(d) = hit {
+        return d;
+    }
+    let d = build();
+    // This statement's verified context (cached by build()): its expiry
+    // bounds the pin. No context (a bypass) never expires.
+    let expires = match current() {
+        Ok(Some(c)) => (c.exp - PG_EPOCH_UNIX).saturating_mul(1_000_000),
+        _ => i64::MAX,
+    };
+    let kept = keep(d, by_value, len);
+    let registered = PINS.with(|p| {
+        let mut p = p.borrow_mut();
+        match p.iter_mut().find(|x| x.portal == key) {
+            Some(pin) => {
+                if pin.validity != validity || pin.expires != expires {
+                    pin.answers = [const { None }; ACCESSORS];
+                }
+                pin.validity = validity;
+                pin.expires = expires;
+                pin.answers[which as usize] = Some(kept);
+                true
+            }
+            None => {
+                let mut answers = [const { None }; ACCESSORS];
+                answers[which as usize] = Some(kept);
+                p.push(Pin {
+                    portal: key,
+                    validity,
+                    expires,
+                    answers,
+                });
+                false
+            }
+        }
+    });
+    if !registered {
+        // SAFETY: the callback record lives in the portal's own memory
+        // context and runs when that context is reset or deleted (the
+        // portal is dropped), removing the pin before the address can be
+        // reused.
+        unsafe {
+            let cx = (*portal).portalContext;
+            let cb = pg_sys::MemoryContextAlloc(
+                cx,
+                std::mem::size_of::<pg_sys::MemoryContextCallback>(),
+            ) as *mut pg_sys::MemoryContextCallback;
+            (*cb).func = Some(drop_pin);
+            (*cb).arg = key as *mut std::ffi::c_void;
+            (*cb).next = std::ptr::null_mut();
+            pg_sys::MemoryContextRegisterResetCallback(cx, cb);
+        }
+    }
+    d
+}
+
+fn answer_per_statement(
+    which: Accessor,
+    by_value: bool,
+    len: Option<usize>,
+    build: impl FnOnce() -> pg_sys::Datum,
+) -> pg_sys::Datum {
+    let key: StatementKey = (
+        statement_key(),
+        gucs::context_generation(),
+        crate::bypass::active(),
+    );
+    let hit = PER_STATEMENT.with(|a| {
+        let mut a = a.borrow_mut();
+        if a.0 != Some(key) {
+            *a = (Some(key), [const { None }; ACCESSORS]);
+            return None;
+        }
+        a.1[which as usize].as_ref().map(copy_out)
+    });
+    if let Some(d) = hit {
+        return d;
+    }
+    let d = build();
+    let kept = keep(d, by_value, len);
+    PER_STATEMENT.with(|a| {
+        let mut a = a.borrow_mut();
+        if a.0 == Some(key) {
+            a.1[which as usize] = Some(kept);
+        }
+    });
+    d
+}
+
+fn built<T: IntoDatum>(v: T) -> pg_sys::Datum {
+    v.into_datum().unwrap_or_else(|| {
+        crate::error::raise_msg(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "tenantguard: accessor built a NULL",
+        )
+    })
+}
+
+const UUID_LEN: Option<usize> = Some(16);
 
 fn parse_ids<T>(ids: &[String], ty: &'static str, f: impl Fn(&str) -> Option<T>) -> Vec<T> {
     ids.iter()
@@ -322,37 +595,179 @@ fn parse_uuid(s: &str) -> Option<pgrx::Uuid> {
     Some(pgrx::Uuid::from_bytes(b))
 }
 
-/// Typed accessors, so a policy on a uuid/bigint/int tenant column compares
-/// equal types and keeps its index.
-#[pg_extern(stable, parallel_safe)]
-fn tenant_id_uuid() -> pgrx::Uuid {
-    parse_ids(&[tenant_id()], "uuid", parse_uuid).remove(0)
+// Typed accessors, so a policy on a uuid/bigint/int tenant column compares
+// equal types and keeps its index.
+
+fn uuid_of(t: String) -> pgrx::Uuid {
+    parse_ids(&[t], "uuid", parse_uuid).remove(0)
 }
 
-#[pg_extern(stable, parallel_safe)]
-fn tenant_ids_uuid() -> Vec<pgrx::Uuid> {
-    parse_ids(&tenant_ids(), "uuid", parse_uuid)
+fn bigint_of(t: String) -> i64 {
+    parse_ids(&[t], "bigint", |s| s.parse::<i64>().ok()).remove(0)
 }
 
-#[pg_extern(stable, parallel_safe)]
-fn tenant_id_bigint() -> i64 {
-    parse_ids(&[tenant_id()], "bigint", |s| s.parse().ok()).remove(0)
+fn int_of(t: String) -> i32 {
+    parse_ids(&[t], "integer", |s| s.parse::<i32>().ok()).remove(0)
 }
 
-#[pg_extern(stable, parallel_safe)]
-fn tenant_ids_bigint() -> Vec<i64> {
-    parse_ids(&tenant_ids(), "bigint", |s| s.parse().ok())
+/// One policy accessor: the SQL function (declared through pgrx, so the
+/// schema lists it with its type; its body is what a miss computes) is
+/// bound to a hand-written fmgr entry point `<name>_fast` that answers from
+/// the per-statement cache.
+macro_rules! policy_accessor {
+    ($name:ident, $fast:ident, $finfo:ident, $sql:literal, $ty:ty, $which:expr, $by_value:expr, $len:expr, $build:expr, $body:expr) => {
+        #[pg_extern(stable, parallel_safe, sql = $sql)]
+        fn $name() -> $ty {
+            $body
+        }
+
+        #[doc(hidden)]
+        #[no_mangle]
+        pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
+            const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1
+        }
+
+        #[doc(hidden)]
+        #[no_mangle]
+        #[pg_guard]
+        pub unsafe extern "C-unwind" fn $fast(_fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+            answer($which, $by_value, $len, || $build)
+        }
+    };
 }
 
-#[pg_extern(stable, parallel_safe)]
-fn tenant_id_int() -> i32 {
-    parse_ids(&[tenant_id()], "integer", |s| s.parse().ok()).remove(0)
-}
+policy_accessor!(
+    tenant_id,
+    tenant_id_fast,
+    pg_finfo_tenant_id_fast,
+    "CREATE FUNCTION \"tenant_id\"() RETURNS TEXT
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_id_fast';",
+    String,
+    Accessor::Id,
+    false,
+    None,
+    built(active_tenant()),
+    active_tenant()
+);
 
-#[pg_extern(stable, parallel_safe)]
-fn tenant_ids_int() -> Vec<i32> {
-    parse_ids(&tenant_ids(), "integer", |s| s.parse().ok())
-}
+policy_accessor!(
+    tenant_ids,
+    tenant_ids_fast,
+    pg_finfo_tenant_ids_fast,
+    "CREATE FUNCTION \"tenant_ids\"() RETURNS TEXT[]
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_ids_fast';",
+    Vec<String>,
+    Accessor::Ids,
+    false,
+    None,
+    built(read_scope()),
+    read_scope()
+);
+
+policy_accessor!(
+    tenant_id_uuid,
+    tenant_id_uuid_fast,
+    pg_finfo_tenant_id_uuid_fast,
+    "CREATE FUNCTION \"tenant_id_uuid\"() RETURNS uuid
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_id_uuid_fast';",
+    pgrx::Uuid,
+    Accessor::IdUuid,
+    false,
+    UUID_LEN,
+    built(uuid_of(active_tenant())),
+    uuid_of(active_tenant())
+);
+
+policy_accessor!(
+    tenant_ids_uuid,
+    tenant_ids_uuid_fast,
+    pg_finfo_tenant_ids_uuid_fast,
+    "CREATE FUNCTION \"tenant_ids_uuid\"() RETURNS uuid[]
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_ids_uuid_fast';",
+    Vec<pgrx::Uuid>,
+    Accessor::IdsUuid,
+    false,
+    None,
+    built(parse_ids(&read_scope(), "uuid", parse_uuid)),
+    parse_ids(&read_scope(), "uuid", parse_uuid)
+);
+
+policy_accessor!(
+    tenant_id_bigint,
+    tenant_id_bigint_fast,
+    pg_finfo_tenant_id_bigint_fast,
+    "CREATE FUNCTION \"tenant_id_bigint\"() RETURNS bigint
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_id_bigint_fast';",
+    i64,
+    Accessor::IdBigint,
+    true,
+    None,
+    built(bigint_of(active_tenant())),
+    bigint_of(active_tenant())
+);
+
+policy_accessor!(
+    tenant_ids_bigint,
+    tenant_ids_bigint_fast,
+    pg_finfo_tenant_ids_bigint_fast,
+    "CREATE FUNCTION \"tenant_ids_bigint\"() RETURNS bigint[]
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_ids_bigint_fast';",
+    Vec<i64>,
+    Accessor::IdsBigint,
+    false,
+    None,
+    built(parse_ids(&read_scope(), "bigint", |s| s
+        .parse::<i64>()
+        .ok())),
+    parse_ids(&read_scope(), "bigint", |s| s.parse::<i64>().ok())
+);
+
+policy_accessor!(
+    tenant_id_int,
+    tenant_id_int_fast,
+    pg_finfo_tenant_id_int_fast,
+    "CREATE FUNCTION \"tenant_id_int\"() RETURNS INT
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_id_int_fast';",
+    i32,
+    Accessor::IdInt,
+    true,
+    None,
+    built(int_of(active_tenant())),
+    int_of(active_tenant())
+);
+
+policy_accessor!(
+    tenant_ids_int,
+    tenant_ids_int_fast,
+    pg_finfo_tenant_ids_int_fast,
+    "CREATE FUNCTION \"tenant_ids_int\"() RETURNS INT[]
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_ids_int_fast';",
+    Vec<i32>,
+    Accessor::IdsInt,
+    false,
+    None,
+    built(parse_ids(&read_scope(), "integer", |s| s
+        .parse::<i32>()
+        .ok())),
+    parse_ids(&read_scope(), "integer", |s| s.parse::<i32>().ok())
+);
 
 /// Mint a token with the configured keys. For DBA tooling, the demo and
 /// tests: EXECUTE is revoked from PUBLIC.

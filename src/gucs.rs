@@ -78,6 +78,7 @@ pub fn context_generation() -> u64 {
 #[pg_guard]
 unsafe extern "C-unwind" fn assign_context(_newval: *const c_char, _extra: *mut c_void) {
     CONTEXT_GEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::context::context_changed();
 }
 
 /// Whether `tenantguard.context` holds a token (without measuring it).
@@ -396,6 +397,17 @@ pub fn init() {
             Some(show_master_key),
         );
         GucRegistry::define_string_guc_with_hooks(
+            c"tenantguard.leader_bypass_until",
+            c"Internal: when this backend's bypass ends, for its parallel workers.",
+            c"Set by begin_bypass()/end_bypass() only; grants nothing.",
+            &LEADER_BYPASS,
+            GucContext::Suset,
+            GucFlags::NO_SHOW_ALL | GucFlags::NO_RESET_ALL,
+            Some(check_leader_bypass),
+            None,
+            None,
+        );
+        GucRegistry::define_string_guc_with_hooks(
             c"tenantguard.context",
             c"The signed tenant context token of this transaction.",
             c"Set through tenantguard.set_context(); every value is verified when set.",
@@ -407,6 +419,81 @@ pub fn init() {
             None,
         );
     }
+}
+
+/// When this backend's bypass ends (Postgres µs, as text; empty: none).
+/// Set only by begin_bypass()/end_bypass(), as SET LOCAL, so it ends with
+/// the bypass's transaction or savepoint, and restored by Postgres in the
+/// backend's parallel workers. A worker finding no context reads an empty
+/// scope when its leader is bypassing (the bypass policy, evaluated by the
+/// leader, admits the rows) and fails with `no tenant context` otherwise.
+/// It grants nothing: the secret stays in the leader.
+pub static LEADER_BYPASS: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
+
+thread_local! {
+    static SETTING_LEADER_BYPASS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_leader_bypass(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: plain read of a backend-global flag; newval points at the
+    // proposed value (NULL or a NUL-terminated string).
+    let (restoring, empty) = unsafe {
+        let p = *newval;
+        (pg_sys::InitializingParallelWorker, p.is_null() || *p == 0)
+    };
+    // Empty (the default, and what end_bypass sets) says "not bypassing".
+    if empty || restoring || SETTING_LEADER_BYPASS.with(|f| f.get()) {
+        return true;
+    }
+    // SAFETY: inside a check hook.
+    unsafe {
+        pg_sys::GUC_check_errcode(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32);
+        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(
+            c"tenantguard.leader_bypass_until is set by begin_bypass() only".as_ptr(),
+        );
+    }
+    false
+}
+
+/// Set `tenantguard.leader_bypass_until` for this transaction (or savepoint).
+pub fn set_leader_bypass(value: &CStr) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SETTING_LEADER_BYPASS.with(|f| f.set(false));
+        }
+    }
+    SETTING_LEADER_BYPASS.with(|f| f.set(true));
+    let _reset = Reset;
+    // SAFETY: set_config_option with a static name; the check hook admits
+    // it while the flag is up; it raises (through pgrx's guard) on failure.
+    unsafe {
+        pg_sys::set_config_option(
+            c"tenantguard.leader_bypass_until".as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            0,
+            false,
+        );
+    }
+}
+
+/// In a parallel worker: whether the leader was bypassing (and still is,
+/// by the clock).
+pub fn leader_bypassing(now_us: i64) -> bool {
+    LEADER_BYPASS
+        .get()
+        .and_then(|v| v.to_str().ok().and_then(|s| s.parse::<i64>().ok()))
+        .is_some_and(|until| now_us < until)
 }
 
 pub fn reserve_prefix() {

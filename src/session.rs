@@ -159,3 +159,118 @@ pub fn with_guc<R>(name: &std::ffi::CStr, value: &std::ffi::CStr, f: impl FnOnce
         r
     }
 }
+
+/// Whether [`select_latest`] reads what is committed now. Not in parallel
+/// mode (a parallel query's leader and workers cannot take new snapshots):
+/// there it reads under the query's snapshot, and what it returns serves
+/// that statement only, never a cache.
+pub fn loads_are_latest() -> bool {
+    // SAFETY: plain read of transaction state.
+    unsafe { !pg_sys::IsInParallelMode() }
+}
+
+/// One row of [`select_latest`].
+pub struct LatestRow {
+    tuple: pg_sys::HeapTuple,
+    desc: pg_sys::TupleDesc,
+}
+
+impl LatestRow {
+    /// Column `col` (1-based), converted as pgrx's SPI rows do (type-checked).
+    pub fn get<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(
+        &self,
+        col: usize,
+    ) -> Result<Option<T>, pgrx::spi::Error> {
+        let mut isnull = false;
+        // SAFETY: the tuple and descriptor come from SPI_tuptable of the
+        // query just run, still connected; `col` is checked by SPI.
+        unsafe {
+            let oid = pg_sys::SPI_gettypeid(self.desc, col as i32);
+            if oid == pg_sys::Oid::INVALID {
+                return Err(pgrx::spi::SpiErrorCodes::NoAttribute.into());
+            }
+            let d = pg_sys::SPI_getbinval(self.tuple, self.desc, col as i32, &mut isnull);
+            Ok(T::try_from_datum(d, isnull, oid)?)
+        }
+    }
+}
+
+/// Run a read-only query over the extension's own tables (the access rules,
+/// the authorization model) under a snapshot taken now, and hand each row to
+/// `each`. Must run inside `Spi::connect`.
+///
+/// Those rows feed caches that stay valid until the tables change again,
+/// so they must be what is committed now: not what an open cursor's
+/// snapshot, a REPEATABLE READ transaction's snapshot or a STABLE function's
+/// snapshot shows. (Loaded under such a snapshot, a revocation that had
+/// just bumped the cache generation would be missed, and the stale rules
+/// kept for good.) The transaction's own changes are included.
+pub fn select_latest(
+    query: &str,
+    args: &[&str],
+    mut each: impl FnMut(&LatestRow) -> Result<(), pgrx::spi::Error>,
+) -> Result<(), pgrx::spi::Error> {
+    let q = std::ffi::CString::new(query).expect("queries have no NUL");
+    // SAFETY: plain reads of snapshot state. In parallel mode no new
+    // snapshot can be taken: read under the query's own (see
+    // loads_are_latest(), whose callers then keep nothing).
+    let snapshot = unsafe {
+        if !loads_are_latest() {
+            if pg_sys::ActiveSnapshotSet() {
+                pg_sys::GetActiveSnapshot()
+            } else {
+                pg_sys::GetTransactionSnapshot()
+            }
+        } else {
+            pg_sys::GetLatestSnapshot()
+        }
+    };
+    let mut types = vec![pg_sys::TEXTOID; args.len()];
+    // SAFETY: SPI is connected (see above); the plan, the argument datums and
+    // the snapshot are used only within this call; SPI_execute_snapshot
+    // registers the snapshot for the query's duration. Rows are read before
+    // the next SPI call.
+    unsafe {
+        let plan = pg_sys::SPI_prepare(q.as_ptr(), args.len() as i32, types.as_mut_ptr());
+        if plan.is_null() {
+            return Err(pgrx::spi::Error::from(pgrx::spi::SpiErrorCodes::Argument));
+        }
+        let mut values: Vec<pg_sys::Datum> = args
+            .iter()
+            .map(|a| pgrx::datum::IntoDatum::into_datum(*a).expect("text is never NULL"))
+            .collect();
+        let nulls = std::ffi::CString::new(" ".repeat(args.len())).expect("spaces");
+        let rc = pg_sys::SPI_execute_snapshot(
+            plan,
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
+            snapshot,
+            std::ptr::null_mut(),
+            true,
+            false,
+            0,
+        );
+        if rc != pg_sys::SPI_OK_SELECT as i32 {
+            pg_sys::SPI_freeplan(plan);
+            return Err(pgrx::spi::Error::from(pgrx::spi::SpiErrorCodes::OpUnknown));
+        }
+        let table = pg_sys::SPI_tuptable;
+        let n = pg_sys::SPI_processed as usize;
+        let mut result = Ok(());
+        if !table.is_null() {
+            for i in 0..n {
+                let row = LatestRow {
+                    tuple: *(*table).vals.add(i),
+                    desc: (*table).tupdesc,
+                };
+                if let Err(e) = each(&row) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            pg_sys::SPI_freetuptable(table);
+        }
+        pg_sys::SPI_freeplan(plan);
+        result
+    }
+}

@@ -66,16 +66,6 @@ impl TenantType {
         format!("tenantguard.tenant_id{}()", self.suffix())
     }
 
-    /// The SQL array type of the read scope.
-    pub fn array_type(self) -> &'static str {
-        match self {
-            TenantType::Text => "text[]",
-            TenantType::Uuid => "uuid[]",
-            TenantType::BigInt => "bigint[]",
-            TenantType::Int => "integer[]",
-        }
-    }
-
     /// The read scope, typed.
     pub fn scope_fn(self) -> String {
         format!("tenantguard.tenant_ids{}()", self.suffix())
@@ -107,16 +97,14 @@ pub struct TableFacts {
 pub fn policy_ddl(f: &TableFacts) -> Vec<(&'static str, String)> {
     let t = &f.table;
     let c = &f.column;
-    // The accessor calls are wrapped in scalar sub-selects: the planner turns
-    // them into InitPlans, evaluated once per statement (not per row), and
-    // `col = ANY ($initplan)` is an index qual. The cast makes the sub-select
-    // a scalar array (without it, `= ANY (SELECT ...)` compares row by row).
-    let scope = format!(
-        "{c} = ANY ((SELECT {})::{})",
-        f.column_type.scope_fn(),
-        f.column_type.array_type()
-    );
-    let active = format!("{c} = (SELECT {})", f.column_type.active_fn());
+    // The accessors are called directly. They are STABLE, so an index scan
+    // evaluates them once, as its key (`col = ANY (accessor())` is an index
+    // qual), and a scan that filters calls them per row; each answers from a
+    // per-statement cache (a copy of a finished datum), which costs less per
+    // row than plain RLS's current_setting(). Every statement, including
+    // each FETCH of a cursor, re-checks the context (expiry, revocation).
+    let scope = format!("{c} = ANY ({})", f.column_type.scope_fn());
+    let active = format!("{c} = {}", f.column_type.active_fn());
     vec![
         (
             POLICY_SELECT,
@@ -245,9 +233,11 @@ mod tests {
             p[1],
             "ALTER TABLE public.\"Order Lines\" FORCE ROW LEVEL SECURITY"
         );
-        assert!(p[2].contains("FOR SELECT TO PUBLIC USING (tenant_id = ANY ((SELECT tenantguard.tenant_ids_uuid())::uuid[]))"));
+        assert!(p[2].contains(
+            "FOR SELECT TO PUBLIC USING (tenant_id = ANY (tenantguard.tenant_ids_uuid()))"
+        ));
         assert!(p[3].contains(
-            "FOR INSERT TO PUBLIC WITH CHECK (tenant_id = (SELECT tenantguard.tenant_id_uuid()))"
+            "FOR INSERT TO PUBLIC WITH CHECK (tenant_id = tenantguard.tenant_id_uuid())"
         ));
         assert!(p[6].contains("TO tenantguard_bypass USING ((SELECT tenantguard.bypassing()))"));
         assert!(p[7].ends_with("SET DEFAULT tenantguard.tenant_id_uuid()"));

@@ -32,6 +32,22 @@ SELECT tenantguard.tenant_ids();
 COMMIT;
 SELECT tenantguard.bypassing();
 SELECT count(*) FROM app.orders;
+-- A bypass also holds in a parallel scan whose workers alone read the
+-- table (a worker cannot see the bypass: it finds no context and an empty
+-- scope, and the leader's bypass policy admits the rows).
+BEGIN;
+SELECT tenantguard.begin_bypass(:'secret', 'parallel roll-up', '5 minutes');
+SET LOCAL force_parallel_mode = on;
+SET LOCAL parallel_setup_cost = 0;
+SET LOCAL parallel_tuple_cost = 0;
+SET LOCAL min_parallel_table_scan_size = 0;
+SET LOCAL enable_indexscan = off;
+SET LOCAL enable_indexonlyscan = off;
+SET LOCAL enable_bitmapscan = off;
+SET LOCAL parallel_leader_participation = off;
+EXPLAIN (COSTS OFF) SELECT tenant_id, count(*) FROM app.orders GROUP BY 1;
+SELECT tenant_id, count(*) FROM app.orders GROUP BY 1 ORDER BY 1;
+COMMIT;
 -- end_bypass ends it inside the transaction.
 BEGIN;
 SELECT tenantguard.begin_bypass(:'secret', 'support ticket 7');
