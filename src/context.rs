@@ -29,10 +29,34 @@ const PG_EPOCH_UNIX: i64 = 946_684_800;
 /// Bounded: at most this many entries (about 0.5 KiB each), oldest evicted.
 const CACHE_SIZE: usize = 1024;
 
+/// Hashes a token by its last bytes: the HMAC signature, uniformly random
+/// for the verified tokens the cache holds. (A forged token with a copied
+/// signature only lands in the same bucket; keys compare in full.)
+#[derive(Default)]
+struct TokenHasher(u64);
+
+impl std::hash::Hasher for TokenHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let tail = &bytes[bytes.len().saturating_sub(16)..];
+        for chunk in tail.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(29) ^ u64::from_le_bytes(b))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0 ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
+}
+
 #[derive(Default)]
 struct VerifiedCache {
     /// Token bytes -> (keyring generation it was verified under, claims).
-    map: HashMap<Vec<u8>, (u64, Rc<Claims>)>,
+    map: HashMap<Vec<u8>, (u64, Rc<Claims>), std::hash::BuildHasherDefault<TokenHasher>>,
     /// Insertion order, for eviction.
     order: VecDeque<Vec<u8>>,
 }
@@ -152,8 +176,31 @@ fn current_keyed(key: (i64, u32, u64)) -> Result<Option<Rc<Claims>>, DomainError
     Ok(Some(checked))
 }
 
+thread_local! {
+    /// The claims of the token in the GUC now, by the GUC's generation and
+    /// the keyring's: the same generation is the same token, so a new
+    /// statement re-checks its times and rules without hashing the token
+    /// again to find its verification.
+    static GEN_CLAIMS: RefCell<Option<(u64, u64, Rc<Claims>)>> = const { RefCell::new(None) };
+}
+
 fn check_current(raw: &[u8]) -> Result<Rc<Claims>, DomainError> {
-    let claims = lookup_or_verify(raw)?;
+    let gen = gucs::context_generation();
+    let kgen = gucs::keyring().0;
+    let known = GEN_CLAIMS.with(|g| {
+        g.borrow()
+            .as_ref()
+            .filter(|(cg, kg, _)| *cg == gen && *kg == kgen)
+            .map(|(_, _, c)| c.clone())
+    });
+    let claims = match known {
+        Some(c) => c,
+        None => {
+            let c = lookup_or_verify(raw)?;
+            GEN_CLAIMS.with(|g| *g.borrow_mut() = Some((gen, kgen, c.clone())));
+            c
+        }
+    };
     // SAFETY: reads a backend-global timestamp (propagated to workers).
     let stmt = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
     claims
@@ -340,6 +387,67 @@ enum Accessor {
 }
 const ACCESSORS: usize = 8;
 
+impl Accessor {
+    /// The read scope (`tenant_ids*`: empty under a bypass without a
+    /// context) rather than the active tenant (which needs a context).
+    fn is_scope(self) -> bool {
+        (self as usize) % 2 == 1
+    }
+}
+
+/// What a finished answer depends on: the token (the context's and the
+/// keyring's generations) and, for the scope without a context, whether a
+/// bypass is in force (here, or in a worker's leader).
+type BuiltKey = (u64, u64, bool, bool);
+
+thread_local! {
+    static BUILT: RefCell<(Option<BuiltKey>, [Option<Answer>; ACCESSORS])> =
+        const { RefCell::new((None, [const { None }; ACCESSORS])) };
+}
+
+/// This statement's checks for `which` (they raise on failure: expiry,
+/// revocation, allowlist, no context), then its value: built once per token
+/// and reused by later statements.
+fn checked_value(
+    which: Accessor,
+    by_value: bool,
+    len: Option<usize>,
+    build: impl FnOnce() -> pg_sys::Datum,
+) -> (pg_sys::Datum, Answer) {
+    if which.is_scope() {
+        let _ = scope_or_bypass();
+    } else {
+        let _ = require();
+    }
+    let key: BuiltKey = (
+        gucs::context_generation(),
+        gucs::keyring().0,
+        crate::bypass::active(),
+        crate::bypass::leader_active(),
+    );
+    let hit = BUILT.with(|b| {
+        let b = b.borrow();
+        if b.0 == Some(key) {
+            b.1[which as usize].clone()
+        } else {
+            None
+        }
+    });
+    if let Some(a) = hit {
+        return (copy_out(&a), a);
+    }
+    let d = build();
+    let kept = keep(d, by_value, len);
+    BUILT.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.0 != Some(key) {
+            *b = (Some(key), [const { None }; ACCESSORS]);
+        }
+        b.1[which as usize] = Some(kept.clone());
+    });
+    (d, kept)
+}
+
 #[derive(Clone)]
 enum Answer {
     /// A pass-by-reference datum (text, uuid, an array), flattened.
@@ -474,14 +582,13 @@ fn answer(
     if let Some(d) = hit {
         return d;
     }
-    let d = build();
-    // This statement's verified context (cached by build()): its expiry
+    let (d, kept) = checked_value(which, by_value, len, build);
+    // This statement's verified context (cached by the checks): its expiry
     // bounds the pin. No context (a bypass) never expires.
     let expires = match current() {
         Ok(Some(c)) => (c.exp - PG_EPOCH_UNIX).saturating_mul(1_000_000),
         _ => i64::MAX,
     };
-    let kept = keep(d, by_value, len);
     let registered = PINS.with(|p| {
         let mut p = p.borrow_mut();
         match p.iter_mut().find(|x| x.portal == key) {
@@ -549,8 +656,7 @@ fn answer_per_statement(
     if let Some(d) = hit {
         return d;
     }
-    let d = build();
-    let kept = keep(d, by_value, len);
+    let (d, kept) = checked_value(which, by_value, len, build);
     PER_STATEMENT.with(|a| {
         let mut a = a.borrow_mut();
         if a.0 == Some(key) {
