@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Issue 5: single-row INSERT + UPDATE per transaction: no audit vs
-# tenantguard audit (Rust trigger, HMAC chain) vs a typical PL/pgSQL jsonb
-# audit trigger. All three tables carry the same tenantguard RLS and the
-# same statements, so the ratio isolates the audit cost.
+# tenantguard audit (Rust trigger, HMAC chain) vs PL/pgSQL jsonb audit
+# triggers. All tables carry the same tenantguard RLS and the same
+# statements, so the ratio isolates the audit cost. Two PL/pgSQL baselines:
+# - "minimal": to_jsonb(OLD)/to_jsonb(NEW), actor and tenant, into a table
+#   with a primary key only (records less than tenantguard does);
+# - "same record": the record tenantguard writes (changed columns only for
+#   UPDATE, primary key, actor, database role, client address, user agent,
+#   application_name, transaction id) into a table shaped and indexed like
+#   the trail (partitioned by time; BRIN on time; B-tree on (tenant, seq)
+#   and (tenant, table, row key)), without the hash chain.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd); cd "$ROOT"
 . benches/setup_cluster.sh
@@ -16,12 +23,15 @@ CREATE TABLE a_none (id bigserial PRIMARY KEY, tenant_id text NOT NULL, payload 
 INSERT INTO a_none (tenant_id, payload) SELECT 't' || ((g - 1) / 100 + 1), md5(g::text) FROM generate_series(1, 10000) g;
 CREATE TABLE a_tg (LIKE a_none INCLUDING ALL);       INSERT INTO a_tg SELECT * FROM a_none;
 CREATE TABLE a_plpgsql (LIKE a_none INCLUDING ALL);  INSERT INTO a_plpgsql SELECT * FROM a_none;
+CREATE TABLE a_plfull (LIKE a_none INCLUDING ALL);   INSERT INTO a_plfull SELECT * FROM a_none;
+CREATE SEQUENCE a_plf_id_seq START 10001; ALTER TABLE a_plfull ALTER id SET DEFAULT nextval('a_plf_id_seq');
 CREATE SEQUENCE a_tg_id_seq START 10001;  ALTER TABLE a_tg ALTER id SET DEFAULT nextval('a_tg_id_seq');
 CREATE SEQUENCE a_pl_id_seq START 10001;  ALTER TABLE a_plpgsql ALTER id SET DEFAULT nextval('a_pl_id_seq');
 SELECT setval('a_none_id_seq', 10001);
 SELECT count(*) FROM tenantguard.protect('a_none');
 SELECT count(*) FROM tenantguard.protect('a_tg');
 SELECT count(*) FROM tenantguard.protect('a_plpgsql');
+SELECT count(*) FROM tenantguard.protect('a_plfull');
 -- "no audit" and the PL/pgSQL variant lose the tenantguard trigger (supervised maintenance).
 ALTER SYSTEM SET tenantguard.audit_guard = off; SELECT pg_reload_conf();
 SQL
@@ -29,6 +39,7 @@ sleep 0.5
 psqlb <<'SQL' >/dev/null
 DROP TRIGGER tenantguard_audit ON a_none;       DROP TRIGGER tenantguard_audit_truncate ON a_none;
 DROP TRIGGER tenantguard_audit ON a_plpgsql;    DROP TRIGGER tenantguard_audit_truncate ON a_plpgsql;
+DROP TRIGGER tenantguard_audit ON a_plfull;     DROP TRIGGER tenantguard_audit_truncate ON a_plfull;
 ALTER SYSTEM RESET tenantguard.audit_guard; SELECT pg_reload_conf();
 -- The usual PL/pgSQL jsonb audit trigger.
 CREATE TABLE pl_audit_log (id bigserial PRIMARY KEY, tbl text, op text, old_row jsonb, new_row jsonb,
@@ -43,7 +54,40 @@ BEGIN
   RETURN NULL;
 END $$;
 CREATE TRIGGER pl_audit AFTER INSERT OR UPDATE OR DELETE ON a_plpgsql FOR EACH ROW EXECUTE FUNCTION pl_audit();
-GRANT SELECT, INSERT, UPDATE ON a_none, a_tg, a_plpgsql TO bench;
+-- The same record as tenantguard's, written the usual PL/pgSQL way, into a
+-- table shaped and indexed like the trail, without the chain.
+CREATE TABLE pl_full_log (LIKE tenantguard.audit_log INCLUDING DEFAULTS) PARTITION BY RANGE (at);
+CREATE TABLE pl_full_log_now PARTITION OF pl_full_log
+  FOR VALUES FROM (date_trunc('month', now())) TO (date_trunc('month', now()) + interval '2 months');
+CREATE TABLE pl_full_log_default PARTITION OF pl_full_log DEFAULT;
+CREATE INDEX ON pl_full_log USING brin (at);
+CREATE INDEX ON pl_full_log (tenant, seq);
+CREATE INDEX ON pl_full_log (tenant, tbl, row_key);
+CREATE SEQUENCE pl_full_log_id_seq;
+CREATE FUNCTION pl_audit_full() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, public AS $$
+DECLARE
+  o jsonb; n jsonb; c jsonb;
+BEGIN
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN o := to_jsonb(OLD); END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN n := to_jsonb(NEW); END IF;
+  IF TG_OP = 'UPDATE' THEN  -- only the changed columns, on both sides
+    SELECT coalesce(jsonb_object_agg(k, o -> k), '{}'), coalesce(jsonb_object_agg(k, n -> k), '{}')
+      INTO o, n FROM jsonb_object_keys(n) k WHERE (o -> k) IS DISTINCT FROM (n -> k);
+  END IF;
+  c := tenantguard.claims();
+  INSERT INTO pl_full_log (id, tenant, seq, at, actor, actor_roles, db_role, action, tbl, row_key,
+                           old_values, new_values, client_ip, user_agent, application_name, txid,
+                           payload, key_id, prev_hash, hash)
+  VALUES (nextval('pl_full_log_id_seq'), coalesce(NEW.tenant_id, OLD.tenant_id), 0, clock_timestamp(),
+          c ->> 'sub', NULL, current_user, TG_OP, TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME,
+          jsonb_build_object('id', coalesce(NEW.id, OLD.id)), o, n,
+          coalesce(c ->> 'ip', host(inet_client_addr())), c ->> 'ua', current_setting('application_name'),
+          txid_current(), NULL, '', '', '');
+  RETURN NULL;
+END $$;
+CREATE TRIGGER pl_audit_full AFTER INSERT OR UPDATE OR DELETE ON a_plfull FOR EACH ROW EXECUTE FUNCTION pl_audit_full();
+GRANT SELECT, INSERT, UPDATE ON a_none, a_tg, a_plpgsql, a_plfull TO bench;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO bench;
 VACUUM ANALYZE;
 SQL

@@ -87,6 +87,11 @@ const NEW_HEAD_SQL: &str =
 const LAST_SQL: &str = "SELECT a.seq, a.hash FROM tenantguard.audit_log a
                    WHERE a.tenant OPERATOR(pg_catalog.=) $1 ORDER BY a.seq DESC LIMIT 1";
 
+/// Bring a head up to a record this transaction appended and still knows.
+const FLUSH_KNOWN_SQL: &str =
+    "UPDATE tenantguard.audit_head SET seq = $2, hash = $3, updated_at = pg_catalog.now()
+                  WHERE tenant OPERATOR(pg_catalog.=) $1 AND seq OPERATOR(pg_catalog.<) $2";
+
 /// Bring a head that lags behind its records up to the last record.
 const FLUSH_SQL: &str =
     "UPDATE tenantguard.audit_head h SET seq = l.seq, hash = l.hash, updated_at = pg_catalog.now()
@@ -102,48 +107,33 @@ const RECORD_COLUMNS: &str = "INSERT INTO tenantguard.audit_log (id, tenant, seq
                          $5, $6, $7, $8, $9, $10::pg_catalog.jsonb, $11::pg_catalog.jsonb, $12::pg_catalog.jsonb,
                          $13, $14, $15, $16, $17::pg_catalog.jsonb, $18, $19, $20)";
 
-/// The first record of a tenant in a transaction also moves the head.
-fn insert_and_move_head_sql() -> String {
-    format!(
-        "WITH u AS (UPDATE tenantguard.audit_head SET seq = $3, hash = $20, updated_at = pg_catalog.now()
-                     WHERE tenant OPERATOR(pg_catalog.=) $2)
-         {RECORD_COLUMNS}"
-    )
-}
-
 struct Plans {
     head: OwnedPreparedStatement,
     last: OwnedPreparedStatement,
-    insert_moving_head: OwnedPreparedStatement,
     insert: OwnedPreparedStatement,
     flush: OwnedPreparedStatement,
+    flush_known: OwnedPreparedStatement,
 }
 
 /// This transaction's chains. Appending locks the tenant's `audit_head`
 /// row until the transaction ends, so no other transaction can append to
 /// the chain meanwhile: later records continue from the last one appended
-/// (`heads`) without reading the head again. The head row moves with the
-/// first HEAD_MOVES records of a tenant in a transaction (`moves`); beyond
-/// that each move would add one more row version that the rest of the
-/// transaction steps over, quadratic in the rows a statement writes. Those
-/// tenants are `lagging`, and their heads are brought up to their last
-/// record just before commit or PREPARE (`xact_callback`), or before this
-/// backend verifies or exports.
+/// (`heads`) without reading the head again. The head row itself moves once
+/// per transaction and tenant (`lagging`): just before commit or PREPARE
+/// (`xact_callback`), or before this backend verifies or exports, to the
+/// last record, by primary key, with the values this transaction knows.
+/// (Moving it with each record cost an UPDATE per record, and each left a
+/// row version the rest of the transaction stepped over.)
 ///
 /// A savepoint rollback removes its records, so it forgets `heads`; the
-/// next record of a lagging tenant then starts from its last surviving
-/// record, found in the trail itself. `moves` and `lagging` survive: they
-/// only grow within a transaction.
+/// next record of the tenant then starts from its last surviving record,
+/// found in the trail itself, and so does the flush. `lagging` survives: it
+/// only grows within a transaction.
 struct TxnChains {
     fxid: u64,
     heads: Vec<(String, i64, Vec<u8>)>,
-    moves: Vec<(String, u32)>,
     lagging: Vec<String>,
 }
-
-/// Head row updates per tenant and transaction before the head lags
-/// (a transaction of up to this many records per tenant needs no flush).
-const HEAD_MOVES: u32 = 8;
 
 thread_local! {
     /// The statements of an append, planned once per backend and kept
@@ -202,7 +192,6 @@ fn with_chains<R>(fxid: u64, f: impl FnOnce(&mut TxnChains) -> R) -> R {
             *c = Some(TxnChains {
                 fxid,
                 heads: Vec::new(),
-                moves: Vec::new(),
                 lagging: Vec::new(),
             });
         }
@@ -217,11 +206,25 @@ pub fn flush_lagging_heads() {
     let fxid = unsafe { pg_sys::GetTopFullTransactionIdIfAny().value };
     // Kept, not taken: a flush inside a savepoint that is rolled back is
     // undone with it, so the heads must be flushed again before commit.
-    let lagging = CHAINS.with(|c| {
+    // Each lagging tenant with the head this transaction knows (None after
+    // a savepoint rollback made it forget: then the trail itself says).
+    let lagging: Vec<(String, Option<(i64, Vec<u8>)>)> = CHAINS.with(|c| {
         c.borrow()
             .as_ref()
             .filter(|s| s.fxid == fxid)
-            .map(|s| s.lagging.clone())
+            .map(|s| {
+                s.lagging
+                    .iter()
+                    .map(|t| {
+                        let known = s
+                            .heads
+                            .iter()
+                            .find(|(h, _, _)| h == t)
+                            .map(|(_, seq, hash)| (*seq, hash.clone()));
+                        (t.clone(), known)
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     });
     if lagging.is_empty() {
@@ -243,8 +246,15 @@ pub fn flush_lagging_heads() {
         session::as_owner(|| {
             Spi::connect_mut(|client| {
                 let plans = plans(client)?;
-                for tenant in &lagging {
-                    client.update(&plans.flush, None, &[tenant.clone().into()])?;
+                for (tenant, known) in &lagging {
+                    match known {
+                        Some((seq, hash)) => client.update(
+                            &plans.flush_known,
+                            None,
+                            &[tenant.clone().into(), (*seq).into(), hash.clone().into()],
+                        )?,
+                        None => client.update(&plans.flush, None, &[tenant.clone().into()])?,
+                    };
                 }
                 Ok::<(), pgrx::spi::Error>(())
             })
@@ -297,11 +307,9 @@ fn plans(client: &pgrx::spi::SpiClient<'_>) -> Result<Rc<Plans>, pgrx::spi::Erro
     let p = Rc::new(Plans {
         head: client.prepare_mut(HEAD_SQL, &[t])?.keep(),
         last: client.prepare_mut(LAST_SQL, &[t])?.keep(),
-        insert_moving_head: client
-            .prepare_mut(&insert_and_move_head_sql(), &record)?
-            .keep(),
         insert: client.prepare_mut(RECORD_COLUMNS, &record)?.keep(),
         flush: client.prepare_mut(FLUSH_SQL, &[t])?.keep(),
+        flush_known: client.prepare_mut(FLUSH_KNOWN_SQL, &[t, i8, b])?.keep(),
     });
     PLANS.with(|slot| *slot.borrow_mut() = Some(p.clone()));
     Ok(p)
@@ -350,156 +358,140 @@ pub fn append(e: Entry) -> i64 {
     };
 
     crate::hooks::note_audit_write();
-    // The chain head is found by its primary key: audit_head is small, so
-    // the planner would pick a sequential scan, which visits every tenant's
-    // head (and the dead versions the updates leave) on every append.
-    session::with_guc(c"enable_seqscan", c"off", || {
-        session::as_owner(|| {
-            Spi::connect_mut(|client| {
-                let plans = plans(client)?;
-                register_callbacks();
-                let cached = with_chains(fxid, |c| {
-                    c.heads
-                        .iter()
-                        .find(|(t, _, _)| *t == tenant)
-                        .map(|(_, s, h)| (*s, h.clone()))
-                });
-                let move_head = with_chains(fxid, |c| {
-                    c.moves
-                        .iter()
-                        .find(|(t, _)| *t == tenant)
-                        .is_none_or(|(_, n)| *n < HEAD_MOVES)
-                });
-                let (prev_seq, prev_hash) = match cached {
-                    Some(h) => h,
-                    None => {
-                        // Lock this tenant's chain head, creating it on first use.
-                        let args = [tenant.clone().into()];
-                        let mut row = client.update(&plans.head, None, &args)?;
-                        if row.is_empty() {
-                            client.update(
-                                NEW_HEAD_SQL,
-                                None,
-                                &[tenant.clone().into(), chain::GENESIS.to_vec().into()],
-                            )?;
-                            row = client.update(&plans.head, None, &args)?;
-                        }
-                        let row = row.first();
-                        let mut head = (
-                            row.get::<i64>(1)?.unwrap_or(0),
-                            row.get::<Vec<u8>>(2)?
-                                .unwrap_or_else(|| chain::GENESIS.to_vec()),
-                        );
-                        // A head this transaction left behind (then lost track
-                        // of in a savepoint rollback): the last record rules.
-                        if with_chains(fxid, |c| c.lagging.contains(&tenant)) {
-                            let last = client.select(&plans.last, None, &args)?;
-                            if !last.is_empty() {
-                                let last = last.first();
-                                let seq = last.get::<i64>(1)?.unwrap_or(0);
-                                if seq > head.0 {
-                                    head = (seq, last.get::<Vec<u8>>(2)?.unwrap_or_default());
-                                }
+    session::as_owner(|| {
+        Spi::connect_mut(|client| {
+            let plans = plans(client)?;
+            register_callbacks();
+            let cached = with_chains(fxid, |c| {
+                c.heads
+                    .iter()
+                    .find(|(t, _, _)| *t == tenant)
+                    .map(|(_, s, h)| (*s, h.clone()))
+            });
+            let (prev_seq, prev_hash) = match cached {
+                Some(h) => h,
+                // The chain head is found by its primary key: audit_head
+                // is small, so the planner would pick a sequential scan,
+                // which visits every tenant's head (and the dead versions
+                // the updates leave). Only these lookups need the setting.
+                None => session::with_guc(c"enable_seqscan", c"off", || {
+                    // Lock this tenant's chain head, creating it on first use.
+                    let args = [tenant.clone().into()];
+                    let mut row = client.update(&plans.head, None, &args)?;
+                    if row.is_empty() {
+                        client.update(
+                            NEW_HEAD_SQL,
+                            None,
+                            &[tenant.clone().into(), chain::GENESIS.to_vec().into()],
+                        )?;
+                        row = client.update(&plans.head, None, &args)?;
+                    }
+                    let row = row.first();
+                    let mut head = (
+                        row.get::<i64>(1)?.unwrap_or(0),
+                        row.get::<Vec<u8>>(2)?
+                            .unwrap_or_else(|| chain::GENESIS.to_vec()),
+                    );
+                    // A head this transaction left behind (then lost track
+                    // of in a savepoint rollback): the last record rules.
+                    if with_chains(fxid, |c| c.lagging.contains(&tenant)) {
+                        let last = client.select(&plans.last, None, &args)?;
+                        if !last.is_empty() {
+                            let last = last.first();
+                            let seq = last.get::<i64>(1)?.unwrap_or(0);
+                            if seq > head.0 {
+                                head = (seq, last.get::<Vec<u8>>(2)?.unwrap_or_default());
                             }
                         }
-                        head
                     }
-                };
-                // Ids are drawn while the head is locked, so within a tenant
-                // they rise with seq, as before.
-                let seq_rel = session::relation_oid(c"audit_log_id_seq").unwrap_or_else(|| {
-                    raise_msg(
-                        PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                        "tenantguard audit: sequence tenantguard.audit_log_id_seq is missing",
-                    )
-                });
-                extern "C-unwind" {
-                    /// nextval(regclass), the fmgr entry point.
-                    fn nextval_oid(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+                    Ok::<_, pgrx::spi::Error>(head)
+                })?,
+            };
+            // Ids are drawn while the head is locked, so within a tenant
+            // they rise with seq, as before.
+            let seq_rel = session::relation_oid(c"audit_log_id_seq").unwrap_or_else(|| {
+                raise_msg(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                    "tenantguard audit: sequence tenantguard.audit_log_id_seq is missing",
+                )
+            });
+            extern "C-unwind" {
+                /// nextval(regclass), the fmgr entry point.
+                fn nextval_oid(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+            }
+            // SAFETY: nextval(regclass) on the extension's sequence, as
+            // its owner (the function checks the privilege itself),
+            // called through fmgr from the guarded DirectFunctionCall.
+            let id = unsafe {
+                pg_sys::DirectFunctionCall1Coll(
+                    Some(nextval_oid),
+                    pg_sys::Oid::INVALID,
+                    pg_sys::Datum::from(seq_rel),
+                )
+            }
+            .value() as i64;
+            let rec = Record {
+                id,
+                tenant: tenant.clone(),
+                seq: prev_seq + 1,
+                at_us,
+                actor: actor.clone(),
+                actor_roles: actor_roles.clone(),
+                db_role: db_role.clone(),
+                action: e.action.clone(),
+                tbl: e.tbl.clone(),
+                row_key: row_key.clone(),
+                old_values: old_values.clone(),
+                new_values: new_values.clone(),
+                client_ip: client_ip.clone(),
+                user_agent: user_agent.clone(),
+                application_name: application_name.clone(),
+                txid: fxid as i64,
+                payload: payload.clone(),
+                key_id: key.kid.clone(),
+            };
+            let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
+            client.update(
+                &plans.insert,
+                None,
+                &[
+                    rec.id.into(),
+                    rec.tenant.clone().into(),
+                    rec.seq.into(),
+                    rec.at_us.into(),
+                    rec.actor.clone().into(),
+                    rec.actor_roles.clone().into(),
+                    rec.db_role.clone().into(),
+                    rec.action.clone().into(),
+                    rec.tbl.clone().into(),
+                    rec.row_key.clone().into(),
+                    rec.old_values.clone().into(),
+                    rec.new_values.clone().into(),
+                    rec.client_ip.clone().into(),
+                    rec.user_agent.clone().into(),
+                    rec.application_name.clone().into(),
+                    rec.txid.into(),
+                    rec.payload.clone().into(),
+                    rec.key_id.clone().into(),
+                    prev_hash.into(),
+                    hash.clone().into(),
+                ],
+            )?;
+            with_chains(fxid, |c| {
+                match c.heads.iter_mut().find(|(t, _, _)| *t == tenant) {
+                    Some(h) => {
+                        h.1 = rec.seq;
+                        h.2 = hash;
+                    }
+                    None => c.heads.push((tenant.clone(), rec.seq, hash)),
                 }
-                // SAFETY: nextval(regclass) on the extension's sequence, as
-                // its owner (the function checks the privilege itself),
-                // called through fmgr from the guarded DirectFunctionCall.
-                let id = unsafe {
-                    pg_sys::DirectFunctionCall1Coll(
-                        Some(nextval_oid),
-                        pg_sys::Oid::INVALID,
-                        pg_sys::Datum::from(seq_rel),
-                    )
+                if !c.lagging.contains(&tenant) {
+                    c.lagging.push(tenant.clone());
                 }
-                .value() as i64;
-                let rec = Record {
-                    id,
-                    tenant: tenant.clone(),
-                    seq: prev_seq + 1,
-                    at_us,
-                    actor: actor.clone(),
-                    actor_roles: actor_roles.clone(),
-                    db_role: db_role.clone(),
-                    action: e.action.clone(),
-                    tbl: e.tbl.clone(),
-                    row_key: row_key.clone(),
-                    old_values: old_values.clone(),
-                    new_values: new_values.clone(),
-                    client_ip: client_ip.clone(),
-                    user_agent: user_agent.clone(),
-                    application_name: application_name.clone(),
-                    txid: fxid as i64,
-                    payload: payload.clone(),
-                    key_id: key.kid.clone(),
-                };
-                let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
-                client.update(
-                    if move_head {
-                        &plans.insert_moving_head
-                    } else {
-                        &plans.insert
-                    },
-                    None,
-                    &[
-                        rec.id.into(),
-                        rec.tenant.clone().into(),
-                        rec.seq.into(),
-                        rec.at_us.into(),
-                        rec.actor.clone().into(),
-                        rec.actor_roles.clone().into(),
-                        rec.db_role.clone().into(),
-                        rec.action.clone().into(),
-                        rec.tbl.clone().into(),
-                        rec.row_key.clone().into(),
-                        rec.old_values.clone().into(),
-                        rec.new_values.clone().into(),
-                        rec.client_ip.clone().into(),
-                        rec.user_agent.clone().into(),
-                        rec.application_name.clone().into(),
-                        rec.txid.into(),
-                        rec.payload.clone().into(),
-                        rec.key_id.clone().into(),
-                        prev_hash.into(),
-                        hash.clone().into(),
-                    ],
-                )?;
-                with_chains(fxid, |c| {
-                    match c.heads.iter_mut().find(|(t, _, _)| *t == tenant) {
-                        Some(h) => {
-                            h.1 = rec.seq;
-                            h.2 = hash;
-                        }
-                        None => c.heads.push((tenant.clone(), rec.seq, hash)),
-                    }
-                    if move_head {
-                        match c.moves.iter_mut().find(|(t, _)| *t == tenant) {
-                            Some(m) => m.1 += 1,
-                            None => c.moves.push((tenant.clone(), 1)),
-                        }
-                    } else if !c.lagging.contains(&tenant) {
-                        c.lagging.push(tenant.clone());
-                    }
-                });
-                Ok::<i64, pgrx::spi::Error>(rec.id)
-            })
-            .unwrap_or_else(|e| spi_fail(e))
+            });
+            Ok::<i64, pgrx::spi::Error>(rec.id)
         })
+        .unwrap_or_else(|e| spi_fail(e))
     })
 }
 
