@@ -19,6 +19,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_literal;
 use pgrx::spi::OwnedPreparedStatement;
+use pgrx::datum::DatumWithOid;
 use pgrx::{JsonB, PgOid, PgRelation};
 use serde::Deserialize;
 use std::cell::RefCell;
@@ -104,8 +105,8 @@ const RECORD_COLUMNS: &str = "INSERT INTO tenantguard.audit_log (id, tenant, seq
                         key_id, prev_hash, hash)
                  VALUES ($1, $2, $3, pg_catalog.to_timestamp(0) OPERATOR(pg_catalog.+)
                                      ($4::pg_catalog.int8 OPERATOR(pg_catalog.*) INTERVAL '1 microsecond'),
-                         $5, $6, $7, $8, $9, $10::pg_catalog.jsonb, $11::pg_catalog.jsonb, $12::pg_catalog.jsonb,
-                         $13, $14, $15, $16, $17::pg_catalog.jsonb, $18, $19, $20)";
+                         $5, $6, $7, $8, $9, $10, $11, $12,
+                         $13, $14, $15, $16, $17, $18, $19, $20)";
 
 struct Plans {
     head: OwnedPreparedStatement,
@@ -267,10 +268,27 @@ pub fn flush_lagging_heads() {
     }
 }
 
-/// The text Postgres stores for this JSON (jsonb's normal form, what
-/// `::jsonb::text` gives and what verification reads back), by calling
-/// jsonb's own input and output functions.
-fn jsonb_normal(json: Option<String>) -> Option<String> {
+/// A JSON value as the record stores it: the jsonb datum (bound to the
+/// INSERT as is, not parsed again) and its text in jsonb's normal form (what
+/// `::jsonb::text` gives, what is hashed and what verification reads back),
+/// by calling jsonb's own input and output functions.
+struct Json {
+    text: String,
+    datum: pg_sys::Datum,
+}
+
+impl Json {
+    fn arg(v: &Option<Json>) -> DatumWithOid<'static> {
+        match v {
+            // SAFETY: a jsonb datum from jsonb_in, palloc'd in this
+            // append's memory context, alive until the INSERT ran.
+            Some(j) => unsafe { DatumWithOid::new(j.datum, pg_sys::JSONBOID) },
+            None => DatumWithOid::null_oid(pg_sys::JSONBOID),
+        }
+    }
+}
+
+fn jsonb_normal(json: Option<String>) -> Option<Json> {
     let json = json?;
     let c = std::ffi::CString::new(json).unwrap_or_else(|_| {
         raise_msg(
@@ -290,7 +308,10 @@ fn jsonb_normal(json: Option<String>) -> Option<String> {
             -1,
         );
         let p = pg_sys::OidOutputFunctionCall(pg_sys::Oid::from(pg_sys::F_JSONB_OUT), d);
-        Some(CStr::from_ptr(p).to_string_lossy().into_owned())
+        Some(Json {
+            text: CStr::from_ptr(p).to_string_lossy().into_owned(),
+            datum: d,
+        })
     }
 }
 
@@ -301,8 +322,9 @@ fn plans(client: &pgrx::spi::SpiClient<'_>) -> Result<Rc<Plans>, pgrx::spi::Erro
     let t = PgOid::from(pg_sys::TEXTOID);
     let i8 = PgOid::from(pg_sys::INT8OID);
     let b = PgOid::from(pg_sys::BYTEAOID);
+    let j = PgOid::from(pg_sys::JSONBOID);
     let record = [
-        i8, t, i8, i8, t, t, t, t, t, t, t, t, t, t, t, i8, t, t, b, b,
+        i8, t, i8, i8, t, t, t, t, t, j, j, j, t, t, t, i8, j, t, b, b,
     ];
     let p = Rc::new(Plans {
         head: client.prepare_mut(HEAD_SQL, &[t])?.keep(),
@@ -440,14 +462,14 @@ pub fn append(e: Entry) -> i64 {
                 db_role: db_role.clone(),
                 action: e.action.clone(),
                 tbl: e.tbl.clone(),
-                row_key: row_key.clone(),
-                old_values: old_values.clone(),
-                new_values: new_values.clone(),
+                row_key: row_key.as_ref().map(|j| j.text.clone()),
+                old_values: old_values.as_ref().map(|j| j.text.clone()),
+                new_values: new_values.as_ref().map(|j| j.text.clone()),
                 client_ip: client_ip.clone(),
                 user_agent: user_agent.clone(),
                 application_name: application_name.clone(),
                 txid: fxid as i64,
-                payload: payload.clone(),
+                payload: payload.as_ref().map(|j| j.text.clone()),
                 key_id: key.kid.clone(),
             };
             let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
@@ -464,14 +486,14 @@ pub fn append(e: Entry) -> i64 {
                     rec.db_role.clone().into(),
                     rec.action.clone().into(),
                     rec.tbl.clone().into(),
-                    rec.row_key.clone().into(),
-                    rec.old_values.clone().into(),
-                    rec.new_values.clone().into(),
+                    Json::arg(&row_key),
+                    Json::arg(&old_values),
+                    Json::arg(&new_values),
                     rec.client_ip.clone().into(),
                     rec.user_agent.clone().into(),
                     rec.application_name.clone().into(),
                     rec.txid.into(),
-                    rec.payload.clone().into(),
+                    Json::arg(&payload),
                     rec.key_id.clone().into(),
                     prev_hash.into(),
                     hash.clone().into(),
