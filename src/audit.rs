@@ -15,11 +15,11 @@
 use crate::context;
 use crate::error::{raise, raise_msg};
 use crate::{gucs, session};
+use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_literal;
 use pgrx::spi::OwnedPreparedStatement;
-use pgrx::datum::DatumWithOid;
 use pgrx::{JsonB, PgOid, PgRelation};
 use serde::Deserialize;
 use std::cell::RefCell;
@@ -209,7 +209,8 @@ pub fn flush_lagging_heads() {
     // undone with it, so the heads must be flushed again before commit.
     // Each lagging tenant with the head this transaction knows (None after
     // a savepoint rollback made it forget: then the trail itself says).
-    let lagging: Vec<(String, Option<(i64, Vec<u8>)>)> = CHAINS.with(|c| {
+    type KnownHead = Option<(i64, Vec<u8>)>;
+    let lagging: Vec<(String, KnownHead)> = CHAINS.with(|c| {
         c.borrow()
             .as_ref()
             .filter(|s| s.fxid == fxid)
