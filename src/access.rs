@@ -36,7 +36,7 @@ const WATCHED: [&std::ffi::CStr; 8] = [
 thread_local! {
     static GENERATION: Cell<u64> = const { Cell::new(1) };
     static OIDS: RefCell<Option<Vec<pg_sys::Oid>>> = const { RefCell::new(None) };
-    static RULES: RefCell<Option<(u64, Rc<Rules>)>> = const { RefCell::new(None) };
+    static RULES: RefCell<Option<(u64, i64, Rc<Rules>)>> = const { RefCell::new(None) };
     static LAST_SUPPORT_STMT: Cell<(i64, u32)> = const { Cell::new((0, 0)) };
 }
 
@@ -169,15 +169,14 @@ fn rules() -> Rc<Rules> {
     if let Some(r) = RULES.with(|r| {
         r.borrow()
             .as_ref()
-            .filter(|(g, _)| *g == gen)
-            .map(|(_, r)| r.clone())
+            .filter(|(g, stamp, _)| *g == gen && session::cache_stamp_valid(*stamp))
+            .map(|(_, _, r)| r.clone())
     }) {
         return r;
     }
     let r = Rc::new(load_rules());
-    if session::loads_are_latest() {
-        RULES.with(|slot| *slot.borrow_mut() = Some((gen, r.clone())));
-    }
+    let stamp = session::cache_stamp();
+    RULES.with(|slot| *slot.borrow_mut() = Some((gen, stamp, r.clone())));
     r
 }
 

@@ -23,8 +23,8 @@ use tenantguard_core::cond::{self, Env};
 type Principal = (Vec<Assignment>, Value);
 
 thread_local! {
-    static POLICIES: RefCell<HashMap<String, (u64, Rc<Policy>)>> = RefCell::new(HashMap::new());
-    static PRINCIPALS: RefCell<HashMap<(String, String), (u64, Rc<Principal>)>> = RefCell::new(HashMap::new());
+    static POLICIES: RefCell<HashMap<String, Stamped<Policy>>> = RefCell::new(HashMap::new());
+    static PRINCIPALS: RefCell<HashMap<(String, String), Stamped<Principal>>> = RefCell::new(HashMap::new());
 }
 
 fn spi_fail(e: pgrx::spi::Error) -> ! {
@@ -118,8 +118,12 @@ fn load_principal(tenant: &str, user: &str) -> Principal {
     })
 }
 
+/// A cached value with the cache generation and `session::cache_stamp()`
+/// it was loaded under.
+type Stamped<V> = (u64, i64, Rc<V>);
+
 fn cached<K: std::hash::Hash + Eq + Clone, V>(
-    map: &'static std::thread::LocalKey<RefCell<HashMap<K, (u64, Rc<V>)>>>,
+    map: &'static std::thread::LocalKey<RefCell<HashMap<K, Stamped<V>>>>,
     key: K,
     load: impl FnOnce() -> V,
 ) -> Rc<V> {
@@ -127,21 +131,19 @@ fn cached<K: std::hash::Hash + Eq + Clone, V>(
     if let Some(v) = map.with(|m| {
         m.borrow()
             .get(&key)
-            .filter(|(g, _)| *g == gen)
-            .map(|(_, v)| v.clone())
+            .filter(|(g, stamp, _)| *g == gen && session::cache_stamp_valid(*stamp))
+            .map(|(_, _, v)| v.clone())
     }) {
         return v;
     }
     let v = Rc::new(load());
-    if !session::loads_are_latest() {
-        return v;
-    }
+    let stamp = session::cache_stamp();
     map.with(|m| {
         let mut m = m.borrow_mut();
         if m.len() > 4096 {
             m.clear();
         }
-        m.insert(key, (gen, v.clone()));
+        m.insert(key, (gen, stamp, v.clone()));
     });
     v
 }

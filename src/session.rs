@@ -163,10 +163,30 @@ pub fn with_guc<R>(name: &std::ffi::CStr, value: &std::ffi::CStr, f: impl FnOnce
 /// Whether [`select_latest`] reads what is committed now. Not in parallel
 /// mode (a parallel query's leader and workers cannot take new snapshots):
 /// there it reads under the query's snapshot, and what it returns serves
-/// that statement only, never a cache.
+/// that statement only (see [`cache_stamp`]).
 pub fn loads_are_latest() -> bool {
     // SAFETY: plain read of transaction state.
     unsafe { !pg_sys::IsInParallelMode() }
+}
+
+/// How long a value loaded through [`select_latest`] may be cached: 0 for
+/// "until the cache generation changes" (it was read as committed now);
+/// in parallel mode, where it was read under the query's snapshot, this
+/// statement's start, so it serves this statement only (every row of a
+/// parallel scan, in the leader or a worker) and is loaded again after it.
+pub fn cache_stamp() -> i64 {
+    if loads_are_latest() {
+        0
+    } else {
+        // SAFETY: reads a backend-global timestamp (the leader's, in a
+        // worker); never 0 in a running statement.
+        unsafe { pg_sys::GetCurrentStatementStartTimestamp() }.max(1)
+    }
+}
+
+/// Whether a value cached with `stamp` may still be used.
+pub fn cache_stamp_valid(stamp: i64) -> bool {
+    stamp == 0 || stamp == cache_stamp()
 }
 
 /// One row of [`select_latest`].
