@@ -589,36 +589,14 @@ fn answer(
         Ok(Some(c)) => (c.exp - PG_EPOCH_UNIX).saturating_mul(1_000_000),
         _ => i64::MAX,
     };
-    let registered = PINS.with(|p| {
-        let mut p = p.borrow_mut();
-        match p.iter_mut().find(|x| x.portal == key) {
-            Some(pin) => {
-                if pin.validity != validity || pin.expires != expires {
-                    pin.answers = [const { None }; ACCESSORS];
-                }
-                pin.validity = validity;
-                pin.expires = expires;
-                pin.answers[which as usize] = Some(kept);
-                true
-            }
-            None => {
-                let mut answers = [const { None }; ACCESSORS];
-                answers[which as usize] = Some(kept);
-                p.push(Pin {
-                    portal: key,
-                    validity,
-                    expires,
-                    answers,
-                });
-                false
-            }
-        }
-    });
-    if !registered {
+    let pinned = PINS.with(|p| p.borrow().iter().any(|x| x.portal == key));
+    if !pinned {
+        // First answer for this portal: register the callback that drops
+        // its pin before adding the pin, so no pin can outlive its portal
+        // (and be found by a later portal at the same address).
         // SAFETY: the callback record lives in the portal's own memory
         // context and runs when that context is reset or deleted (the
-        // portal is dropped), removing the pin before the address can be
-        // reused.
+        // portal is dropped).
         unsafe {
             let cx = (*portal).portalContext;
             let cb = pg_sys::MemoryContextAlloc(
@@ -631,6 +609,29 @@ fn answer(
             pg_sys::MemoryContextRegisterResetCallback(cx, cb);
         }
     }
+    PINS.with(|p| {
+        let mut p = p.borrow_mut();
+        match p.iter_mut().find(|x| x.portal == key) {
+            Some(pin) => {
+                if pin.validity != validity || pin.expires != expires {
+                    pin.answers = [const { None }; ACCESSORS];
+                }
+                pin.validity = validity;
+                pin.expires = expires;
+                pin.answers[which as usize] = Some(kept);
+            }
+            None => {
+                let mut answers = [const { None }; ACCESSORS];
+                answers[which as usize] = Some(kept);
+                p.push(Pin {
+                    portal: key,
+                    validity,
+                    expires,
+                    answers,
+                });
+            }
+        }
+    });
     d
 }
 
