@@ -186,7 +186,7 @@ thread_local! {
 
 fn check_current(raw: &[u8]) -> Result<Rc<Claims>, DomainError> {
     let gen = gucs::context_generation();
-    let kgen = gucs::keyring().0;
+    let kgen = gucs::keyring_generation();
     let known = GEN_CLAIMS.with(|g| {
         g.borrow()
             .as_ref()
@@ -421,7 +421,7 @@ fn checked_value(
     }
     let key: BuiltKey = (
         gucs::context_generation(),
-        gucs::keyring().0,
+        gucs::keyring_generation(),
         crate::bypass::active(),
         crate::bypass::leader_active(),
     );
@@ -567,7 +567,7 @@ fn answer(
     let validity = Validity {
         bypass: crate::bypass::active(),
         access_gen: access::current_generation(),
-        keyring_gen: gucs::keyring().0,
+        keyring_gen: gucs::keyring_generation(),
     };
     let now = statement_start();
     let hit = PINS.with(|p| {

@@ -35,6 +35,12 @@ thread_local! {
     static KEYRING: RefCell<(u64, Rc<Keyring>)> = RefCell::new((0, Rc::new(Keyring::default())));
 }
 
+/// The keyring's generation alone (no clone of the keyring: the policy
+/// accessors read it on every call).
+pub fn keyring_generation() -> u64 {
+    KEYRING.with(|k| k.borrow().0)
+}
+
 pub fn keyring() -> (u64, Rc<Keyring>) {
     KEYRING.with(|k| {
         let k = k.borrow();
