@@ -52,7 +52,7 @@ echo "tenantguard / plain RLS      = $(ratio "$b" "$c")  (target >= 1.00)"
 # The same policies over a whole tenant's scan: a sequential scan of the 1M
 # rows (index scans off) counting one tenant's rows that match a filter.
 # The plain RLS policy calls current_setting() for every row; tenantguard's
-# policy reads its accessor once per statement (an InitPlan).
+# policy calls its accessor for every row too, which answers from a cache.
 echo
 echo "== context: sequential scan of 1M rows under each policy (medians of 3, alternating)"
 psql -X -q -At -h "$SOCK" -p "$PORT" -U bench -d bench <<'SQL'

@@ -53,10 +53,22 @@ impl std::hash::Hasher for TokenHasher {
     }
 }
 
+/// One verified token: its claims, and the policy accessors' answers for
+/// it (built on first use, then copied out by every later transaction that
+/// sets the same token: a pooled backend does not rebuild the read-scope
+/// array per transaction).
+struct Verified {
+    /// The keyring generation it was verified under.
+    gen: u64,
+    token: Box<[u8]>,
+    claims: Rc<Claims>,
+    built: RefCell<[Option<Answer>; ACCESSORS]>,
+}
+
 #[derive(Default)]
 struct VerifiedCache {
-    /// Token bytes -> (keyring generation it was verified under, claims).
-    map: HashMap<Vec<u8>, (u64, Rc<Claims>), std::hash::BuildHasherDefault<TokenHasher>>,
+    /// Token bytes -> its verification.
+    map: HashMap<Vec<u8>, Rc<Verified>, std::hash::BuildHasherDefault<TokenHasher>>,
     /// Insertion order, for eviction.
     order: VecDeque<Vec<u8>>,
 }
@@ -78,28 +90,30 @@ pub fn to_unix_us(ts: pg_sys::TimestampTz) -> i64 {
     ts + PG_EPOCH_UNIX * 1_000_000
 }
 
-fn lookup_or_verify(raw: &[u8]) -> Result<Rc<Claims>, DomainError> {
-    let (gen, ring) = gucs::keyring();
+fn lookup_or_verify(raw: &[u8]) -> Result<Rc<Verified>, DomainError> {
+    let gen = gucs::keyring_generation();
     let hit = VERIFIED.with(|v| {
         v.borrow()
             .as_ref()
             .and_then(|c| c.map.get(raw))
-            .filter(|(g, _)| *g == gen)
-            .map(|(_, c)| c.clone())
+            .filter(|e| e.gen == gen)
+            .cloned()
     });
-    if let Some(c) = hit {
-        return Ok(c);
+    if let Some(e) = hit {
+        return Ok(e);
     }
+    let (gen, ring) = gucs::keyring();
     let s = std::str::from_utf8(raw).map_err(|_| DomainError::Malformed("not UTF-8"))?;
-    let claims = Rc::new(token::verify(s, &ring)?);
+    let entry = Rc::new(Verified {
+        gen,
+        token: raw.into(),
+        claims: Rc::new(token::verify(s, &ring)?),
+        built: RefCell::new([const { None }; ACCESSORS]),
+    });
     VERIFIED.with(|v| {
         let mut v = v.borrow_mut();
         let cache = v.get_or_insert_with(VerifiedCache::default);
-        if cache
-            .map
-            .insert(raw.to_vec(), (gen, claims.clone()))
-            .is_none()
-        {
+        if cache.map.insert(raw.to_vec(), entry.clone()).is_none() {
             cache.order.push_back(raw.to_vec());
         }
         while cache.order.len() > CACHE_SIZE {
@@ -108,17 +122,53 @@ fn lookup_or_verify(raw: &[u8]) -> Result<Rc<Claims>, DomainError> {
             }
         }
     });
-    Ok(claims)
+    Ok(entry)
 }
 
 /// Called by the GUC check hook: verify signature, claims, time and the
 /// access rules (revocation, allowlist, staff grant) against wall-clock now.
 pub fn verify_for_set(raw: &[u8]) -> Result<(), DomainError> {
-    let claims = lookup_or_verify(raw)?;
+    forget_pending();
+    let entry = lookup_or_verify(raw)?;
     // SAFETY: reads the clock.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
-    claims.check_time(to_unix(now))?;
-    access::check(&claims, to_unix_us(now))
+    entry.claims.check_time(to_unix(now))?;
+    access::check(&entry.claims, to_unix_us(now))?;
+    PENDING.with(|p| *p.borrow_mut() = Some(entry));
+    Ok(())
+}
+
+thread_local! {
+    /// The verification the check hook just did, for the assign hook that
+    /// follows it: the first statement under the new value then finds its
+    /// token's verification without looking the token up again.
+    static PENDING: RefCell<Option<Rc<Verified>>> = const { RefCell::new(None) };
+}
+
+/// The check hook refused a value or saw none: nothing to hand over.
+pub fn forget_pending() {
+    let _ = PENDING.try_with(|p| p.try_borrow_mut().map(|mut p| *p = None));
+}
+
+/// Assign hook: the GUC now holds `raw` under context generation `gen`. If
+/// the check hook just verified these very bytes, remember that
+/// verification for this generation. (Values restored at transaction or
+/// savepoint end were not checked now: they are looked up on first use.)
+pub fn adopt_pending(raw: Option<&[u8]>, gen: u64) {
+    let Some(entry) = PENDING
+        .try_with(|p| p.try_borrow_mut().ok()?.take())
+        .ok()
+        .flatten()
+    else {
+        return;
+    };
+    if raw == Some(&entry.token[..]) {
+        let _ = GEN_CLAIMS.try_with(|g| {
+            if let Ok(mut g) = g.try_borrow_mut() {
+                *g = Some((gen, entry.gen, entry));
+            }
+        });
+    }
 }
 
 /// Identity of "this statement": its start time, its command id and the
@@ -181,7 +231,20 @@ thread_local! {
     /// the keyring's: the same generation is the same token, so a new
     /// statement re-checks its times and rules without hashing the token
     /// again to find its verification.
-    static GEN_CLAIMS: RefCell<Option<(u64, u64, Rc<Claims>)>> = const { RefCell::new(None) };
+    static GEN_CLAIMS: RefCell<Option<(u64, u64, Rc<Verified>)>> = const { RefCell::new(None) };
+}
+
+/// The verification of the token in the GUC now, if this generation of the
+/// context was already looked up (by this statement's checks).
+fn current_verified() -> Option<Rc<Verified>> {
+    let gen = gucs::context_generation();
+    let kgen = gucs::keyring_generation();
+    GEN_CLAIMS.with(|g| {
+        g.borrow()
+            .as_ref()
+            .filter(|(cg, kg, _)| *cg == gen && *kg == kgen)
+            .map(|(_, _, v)| v.clone())
+    })
 }
 
 fn check_current(raw: &[u8]) -> Result<Rc<Claims>, DomainError> {
@@ -191,13 +254,14 @@ fn check_current(raw: &[u8]) -> Result<Rc<Claims>, DomainError> {
         g.borrow()
             .as_ref()
             .filter(|(cg, kg, _)| *cg == gen && *kg == kgen)
-            .map(|(_, _, c)| c.clone())
+            .map(|(_, _, v)| v.claims.clone())
     });
     let claims = match known {
         Some(c) => c,
         None => {
-            let c = lookup_or_verify(raw)?;
-            GEN_CLAIMS.with(|g| *g.borrow_mut() = Some((gen, kgen, c.clone())));
+            let v = lookup_or_verify(raw)?;
+            let c = v.claims.clone();
+            GEN_CLAIMS.with(|g| *g.borrow_mut() = Some((gen, kgen, v)));
             c
         }
     };
@@ -418,6 +482,21 @@ fn checked_value(
         let _ = scope_or_bypass();
     } else {
         let _ = require();
+    }
+    // Outside a bypass, an answer depends on the token alone: kept with
+    // the token's verification, so the next transaction that sets the same
+    // token copies it out instead of building it again.
+    if !crate::bypass::active() && !crate::bypass::leader_active() {
+        if let Some(v) = current_verified() {
+            let hit = v.built.borrow()[which as usize].clone();
+            if let Some(a) = hit {
+                return (copy_out(&a), a);
+            }
+            let d = build();
+            let kept = keep(d, by_value, len);
+            v.built.borrow_mut()[which as usize] = Some(kept.clone());
+            return (d, kept);
+        }
     }
     let key: BuiltKey = (
         gucs::context_generation(),

@@ -82,8 +82,11 @@ pub fn context_generation() -> u64 {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn assign_context(_newval: *const c_char, _extra: *mut c_void) {
-    CONTEXT_GEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+unsafe extern "C-unwind" fn assign_context(newval: *const c_char, _extra: *mut c_void) {
+    let gen = CONTEXT_GEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    // SAFETY: newval is NULL or the NUL-terminated value being assigned.
+    let raw = (!newval.is_null()).then(|| unsafe { CStr::from_ptr(newval) }.to_bytes());
+    crate::context::adopt_pending(raw, gen);
     crate::context::context_changed();
 }
 
@@ -342,17 +345,20 @@ unsafe extern "C-unwind" fn check_context(
     // the token again before use, so nothing unverified is ever trusted.
     // SAFETY: plain read of a backend-global flag.
     if unsafe { pg_sys::InitializingParallelWorker } {
+        context::forget_pending();
         return true;
     }
     // SAFETY: newval points at the proposed value (possibly NULL).
     let token = unsafe {
         let p = *newval;
         if p.is_null() {
+            context::forget_pending();
             return true;
         }
         CStr::from_ptr(p).to_bytes()
     };
     if token.is_empty() {
+        context::forget_pending();
         return true;
     }
     match context::verify_for_set(token) {

@@ -2,6 +2,6 @@
 \set t random(1, 1000)
 \set k random(1, 1000)
 BEGIN;
-SELECT set_config('app.tenant_id', tenant, true) FROM bench_tokens WHERE tid = :t;
+SELECT set_config('app.tenant_id', tenant, true) IS NOT NULL FROM bench_tokens WHERE tid = :t;
 SELECT payload FROM bench_rls WHERE id = (:t - 1) * 1000 + :k;
 COMMIT;

@@ -54,3 +54,25 @@ SELECT tenantguard.set_context(:'big_2');
 SELECT * FROM app.counters;
 SELECT tenantguard.tenant_id_bigint(), tenantguard.tenant_ids_int();
 ROLLBACK;
+-- Answers are kept per token and per backend: the same tokens set again and
+-- again, in turn, in new transactions, by savepoint restores and by a
+-- function's SET clause, each read their own scope.
+CREATE FUNCTION pg_temp.scope_under(tok text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('tenantguard.context', tok, true);
+  RETURN tenantguard.tenant_id() || ':' || array_to_string(tenantguard.tenant_ids(), ',');
+END $$;
+SELECT pg_temp.scope_under(t) FROM unnest(ARRAY[:'holding', :'acme', :'globex', :'holding', :'globex', :'acme']) WITH ORDINALITY u(t, n) ORDER BY n;
+BEGIN;
+SELECT tenantguard.set_context(:'holding');
+SELECT tenantguard.tenant_ids(), (SELECT string_agg(DISTINCT tenant_id, ',') FROM app.orders);
+SAVEPOINT s;
+SELECT tenantguard.set_context(:'globex');
+SELECT tenantguard.tenant_ids(), (SELECT string_agg(DISTINCT tenant_id, ',') FROM app.orders);
+ROLLBACK TO s;
+SELECT tenantguard.tenant_ids(), (SELECT string_agg(DISTINCT tenant_id, ',') FROM app.orders);
+COMMIT;
+BEGIN; SELECT tenantguard.set_context(:'globex'); SELECT tenantguard.tenant_ids(), tenantguard.tenant_id(); COMMIT;
+BEGIN; SELECT tenantguard.set_context(:'holding'); SELECT tenantguard.tenant_ids(), tenantguard.tenant_id(); COMMIT;
+BEGIN; SELECT tenantguard.set_context(:'big_2'); SELECT tenantguard.tenant_ids_int(), tenantguard.tenant_ids(); COMMIT;
+BEGIN; SELECT tenantguard.set_context(:'globex'); SELECT tenantguard.tenant_ids(), tenantguard.tenant_id(); COMMIT;
