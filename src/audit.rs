@@ -4,10 +4,12 @@
 //!   STATEMENT trigger (TRUNCATE), created `ENABLE ALWAYS` so
 //!   `session_replication_role = replica` does not silence them.
 //! * Chain: every record joins its tenant's chain (see
-//!   `tenantguard_core::chain`). Appending locks the tenant's row in
-//!   `audit_head` until commit: two transactions of one tenant can never
-//!   claim the same predecessor, and different tenants never wait for each
-//!   other.
+//!   `tenantguard_core::chain`). A transaction captures records as it
+//!   writes and places them in their chains in batches (before commit, every
+//!   `BATCH` records, when a record id is needed or the trail is read).
+//!   Placing records locks the tenant's chain until the transaction ends
+//!   (`lock_chain`): two transactions of one tenant can never claim the same
+//!   predecessor, and different tenants never wait for each other.
 //! * Immutability: UPDATE/DELETE/TRUNCATE of audit rows are refused by
 //!   `ENABLE ALWAYS` triggers; with preload, the ProcessUtility hook
 //!   (`hooks.rs`) also refuses DDL that would disable or remove them.
@@ -67,6 +69,12 @@ fn unix_us_now() -> i64 {
     context::to_unix_us(unsafe { pg_sys::GetCurrentTimestamp() })
 }
 
+/// Microseconds between the Unix epoch and the Postgres epoch (2000-01-01).
+const PG_EPOCH_UNIX_US: i64 = 946_684_800 * 1_000_000;
+
+/// `TopSubTransactionId` (xact.h): the top level's subtransaction id.
+const TOP_SUBXACT: pg_sys::SubTransactionId = 1;
+
 fn spi_fail(e: pgrx::spi::Error) -> ! {
     raise_msg(
         PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
@@ -74,11 +82,11 @@ fn spi_fail(e: pgrx::spi::Error) -> ! {
     )
 }
 
-/// Lock this tenant's chain head (a row lock held until the transaction
-/// ends: other tenants never wait). No row means the tenant's first record:
-/// NEW_HEAD_SQL creates it and this runs again.
+/// This tenant's chain head, read once the chain's lock is held (see
+/// `lock_chain`). No row means the tenant's first record: NEW_HEAD_SQL
+/// creates it.
 const HEAD_SQL: &str = "SELECT h.seq, h.hash FROM tenantguard.audit_head h
-                   WHERE h.tenant OPERATOR(pg_catalog.=) $1 FOR UPDATE";
+                   WHERE h.tenant OPERATOR(pg_catalog.=) $1";
 
 const NEW_HEAD_SQL: &str =
     "INSERT INTO tenantguard.audit_head (tenant, seq, hash) VALUES ($1, 0, $2)
@@ -100,20 +108,133 @@ const FLUSH_SQL: &str =
                           WHERE a.tenant OPERATOR(pg_catalog.=) $1 ORDER BY a.seq DESC LIMIT 1) l
                   WHERE h.tenant OPERATOR(pg_catalog.=) $1 AND l.seq OPERATOR(pg_catalog.>) h.seq";
 
-const RECORD_COLUMNS: &str = "INSERT INTO tenantguard.audit_log (id, tenant, seq, at, actor, actor_roles, db_role, action, tbl,
+/// Write a batch of records: one array per column, one row per element
+/// (set-returning functions in the select list run in step, one value per
+/// call, without materializing).
+const INSERT_BATCH_SQL: &str = "INSERT INTO tenantguard.audit_log (id, tenant, seq, at, actor, actor_roles, db_role, action, tbl,
                         row_key, old_values, new_values, client_ip, user_agent, application_name, txid, payload,
                         key_id, prev_hash, hash)
-                 VALUES ($1, $2, $3, pg_catalog.to_timestamp(0) OPERATOR(pg_catalog.+)
-                                     ($4::pg_catalog.int8 OPERATOR(pg_catalog.*) INTERVAL '1 microsecond'),
-                         $5, $6, $7, $8, $9, $10, $11, $12,
-                         $13, $14, $15, $16, $17, $18, $19, $20)";
+                 SELECT pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),
+                        pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10),
+                        pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13), pg_catalog.unnest($14), pg_catalog.unnest($15),
+                        pg_catalog.unnest($16), pg_catalog.unnest($17), pg_catalog.unnest($18), pg_catalog.unnest($19), pg_catalog.unnest($20)";
+
+/// Records a transaction keeps before writing them (it also writes them
+/// just before commit or PREPARE, and whenever it needs a record id or
+/// reads the trail itself).
+const BATCH: usize = 256;
 
 struct Plans {
-    head: OwnedPreparedStatement,
-    last: OwnedPreparedStatement,
     insert: OwnedPreparedStatement,
-    flush: OwnedPreparedStatement,
-    flush_known: OwnedPreparedStatement,
+    /// The head statements, run under the latest snapshot (`run_latest`).
+    head: pg_sys::SPIPlanPtr,
+    new_head: pg_sys::SPIPlanPtr,
+    last: pg_sys::SPIPlanPtr,
+    flush: pg_sys::SPIPlanPtr,
+    flush_known: pg_sys::SPIPlanPtr,
+}
+
+/// Prepare and keep a statement for `run_latest`.
+///
+/// SAFETY: SPI must be connected.
+unsafe fn keep_raw(
+    sql: &str,
+    types: &[pg_sys::Oid],
+) -> Result<pg_sys::SPIPlanPtr, pgrx::spi::Error> {
+    let q = std::ffi::CString::new(sql).expect("queries have no NUL");
+    let mut types = types.to_vec();
+    // SAFETY: per the function's contract; SPI_keepplan moves the plan out
+    // of SPI's memory, to live as long as the backend.
+    unsafe {
+        let plan = pg_sys::SPI_prepare(q.as_ptr(), types.len() as i32, types.as_mut_ptr());
+        if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
+            return Err(pgrx::spi::Error::from(pgrx::spi::SpiErrorCodes::Argument));
+        }
+        Ok(plan)
+    }
+}
+
+/// Run a kept head statement under the latest snapshot (with this
+/// transaction's own changes), not the transaction's: in REPEATABLE READ or
+/// SERIALIZABLE, the head another transaction moved after this one's
+/// snapshot was taken is read and moved from where it is now, instead of
+/// failing with a serialization error. Safe because the chain's lock is
+/// held: no other transaction moves this head until this one ends. Returns
+/// the (seq, hash) rows of a SELECT.
+///
+/// SAFETY: SPI must be connected; `plan` was kept by `keep_raw` with
+/// parameter types matching `args`.
+unsafe fn run_latest(
+    plan: pg_sys::SPIPlanPtr,
+    args: &[Option<pg_sys::Datum>],
+    read_only: bool,
+) -> Result<Vec<(i64, Vec<u8>)>, pgrx::spi::Error> {
+    let mut values: Vec<pg_sys::Datum> = args
+        .iter()
+        .map(|a| a.unwrap_or(pg_sys::Datum::from(0usize)))
+        .collect();
+    let nulls: Vec<std::ffi::c_char> = args
+        .iter()
+        .map(|a| if a.is_some() { b' ' } else { b'n' } as std::ffi::c_char)
+        .collect();
+    // SAFETY: per the function's contract; SPI_execute_snapshot registers
+    // the snapshot for the statement's duration; the rows are read before
+    // the next SPI call.
+    unsafe {
+        let rc = pg_sys::SPI_execute_snapshot(
+            plan,
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
+            pg_sys::GetLatestSnapshot(),
+            std::ptr::null_mut(),
+            read_only,
+            true,
+            0,
+        );
+        if rc < 0 {
+            return Err(pgrx::spi::Error::from(pgrx::spi::SpiErrorCodes::OpUnknown));
+        }
+        let mut rows = Vec::new();
+        let table = pg_sys::SPI_tuptable;
+        if rc == pg_sys::SPI_OK_SELECT as i32 && !table.is_null() {
+            for i in 0..pg_sys::SPI_processed as usize {
+                let tuple = *(*table).vals.add(i);
+                let mut null = false;
+                let seq = pg_sys::SPI_getbinval(tuple, (*table).tupdesc, 1, &mut null);
+                let seq = if null { 0 } else { seq.value() as i64 };
+                let hash = pg_sys::SPI_getbinval(tuple, (*table).tupdesc, 2, &mut null);
+                let hash = <Vec<u8> as pgrx::FromDatum>::from_datum(hash, null).unwrap_or_default();
+                rows.push((seq, hash));
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// Serialize the appends of one tenant's chain: a transaction-level lock
+/// taken before its head is read, held until the transaction ends (or the
+/// savepoint that took it is rolled back). Other tenants never wait. It
+/// lives in the advisory lock space under a key of its own (the fourth
+/// field, 0x7467, is one `pg_advisory_*` functions never use), on the
+/// 64-bit FNV-1a hash of the tenant.
+fn lock_chain(tenant: &str) {
+    let h = tenant.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    // SAFETY: a fully initialized advisory lock tag for this database;
+    // LockAcquire waits (and detects deadlocks) as any lock does, and the
+    // transaction's resource owner releases it.
+    unsafe {
+        let tag = pg_sys::LOCKTAG {
+            locktag_field1: pg_sys::MyDatabaseId.to_u32(),
+            locktag_field2: (h >> 32) as u32,
+            locktag_field3: h as u32,
+            locktag_field4: 0x7467,
+            locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+            locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+        };
+        pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as i32, false, false);
+    }
 }
 
 /// This transaction's chains. Appending locks the tenant's `audit_head`
@@ -130,10 +251,45 @@ struct Plans {
 /// next record of the tenant then starts from its last surviving record,
 /// found in the trail itself, and so does the flush. `lagging` survives: it
 /// only grows within a transaction.
+///
+/// Records are not written one by one: an append captures the record
+/// (`pending`) and a flush writes every pending record in one INSERT,
+/// locking each tenant's head as it places the tenant's records in its
+/// chain. Flushes happen before commit or PREPARE (so a transaction that
+/// appends a few records locks its heads only while it commits), every
+/// `BATCH` records, and whenever a record id is needed or this backend
+/// reads the trail. A record flushed inside a subtransaction stays known
+/// (`inflight`) until that subtransaction's work belongs to the top level:
+/// if it is rolled back, records appended outside it are queued again.
 struct TxnChains {
     fxid: u64,
     heads: Vec<(String, i64, Vec<u8>)>,
     lagging: Vec<String>,
+    pending: Vec<Pending>,
+    inflight: Vec<(pg_sys::SubTransactionId, Pending)>,
+}
+
+/// A captured record waiting for its flush: everything but its place in
+/// the chain (id, seq, hashes), which is fixed under the head's lock.
+#[derive(Clone)]
+struct Pending {
+    /// The subtransaction that appended it.
+    subid: pg_sys::SubTransactionId,
+    tenant: String,
+    at_us: i64,
+    actor: Option<String>,
+    actor_roles: Option<String>,
+    db_role: String,
+    action: String,
+    tbl: Option<String>,
+    row_key: Option<Json>,
+    old_values: Option<Json>,
+    new_values: Option<Json>,
+    client_ip: Option<String>,
+    user_agent: Option<String>,
+    application_name: Option<String>,
+    txid: i64,
+    payload: Option<Json>,
 }
 
 thread_local! {
@@ -147,17 +303,52 @@ thread_local! {
 #[pg_guard]
 unsafe extern "C-unwind" fn subxact_callback(
     event: pg_sys::SubXactEvent::Type,
-    _my: pg_sys::SubTransactionId,
-    _parent: pg_sys::SubTransactionId,
+    my: pg_sys::SubTransactionId,
+    parent: pg_sys::SubTransactionId,
     _arg: *mut std::ffi::c_void,
 ) {
-    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        CHAINS.with(|c| {
-            if let Some(c) = c.borrow_mut().as_mut() {
-                c.heads.clear();
+    use pg_sys::SubXactEvent::*;
+    CHAINS.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(c) = c.as_mut() else { return };
+        match event {
+            // Subtransaction ids only grow: what `my` or a subtransaction
+            // started inside it did is tagged `>= my`.
+            SUBXACT_EVENT_COMMIT_SUB => {
+                for p in c.pending.iter_mut().filter(|p| p.subid >= my) {
+                    p.subid = parent;
+                }
+                for f in c.inflight.iter_mut().filter(|f| f.0 >= my) {
+                    f.0 = parent;
+                }
+                if parent == TOP_SUBXACT {
+                    c.inflight.clear();
+                }
             }
-        });
-    }
+            SUBXACT_EVENT_ABORT_SUB => {
+                // Its rows are gone, and so are its locks on heads: the
+                // next flush starts each tenant from its last surviving
+                // record. Records it appended are dropped; records appended
+                // outside it but written inside it are queued again, ahead
+                // of the ones appended since.
+                c.heads.clear();
+                c.pending.retain(|p| p.subid < my);
+                let mut again = Vec::new();
+                c.inflight.retain(|(flushed_in, p)| {
+                    if *flushed_in < my {
+                        return true;
+                    }
+                    if p.subid < my {
+                        again.push(p.clone());
+                    }
+                    false
+                });
+                again.append(&mut c.pending);
+                c.pending = again;
+            }
+            _ => {}
+        }
+    });
 }
 
 #[pg_guard]
@@ -194,6 +385,8 @@ fn with_chains<R>(fxid: u64, f: impl FnOnce(&mut TxnChains) -> R) -> R {
                 fxid,
                 heads: Vec::new(),
                 lagging: Vec::new(),
+                pending: Vec::new(),
+                inflight: Vec::new(),
             });
         }
         f(c.as_mut().expect("just set"))
@@ -203,6 +396,7 @@ fn with_chains<R>(fxid: u64, f: impl FnOnce(&mut TxnChains) -> R) -> R {
 /// Bring every head this transaction left behind up to its last record.
 /// Runs before commit and PREPARE, and before this backend reads heads.
 pub fn flush_lagging_heads() {
+    flush_pending();
     // SAFETY: reads the top-level transaction id without assigning one.
     let fxid = unsafe { pg_sys::GetTopFullTransactionIdIfAny().value };
     // Kept, not taken: a flush inside a savepoint that is rolled back is
@@ -249,14 +443,23 @@ pub fn flush_lagging_heads() {
             Spi::connect_mut(|client| {
                 let plans = plans(client)?;
                 for (tenant, known) in &lagging {
-                    match known {
-                        Some((seq, hash)) => client.update(
-                            &plans.flush_known,
-                            None,
-                            &[tenant.clone().into(), (*seq).into(), hash.clone().into()],
-                        )?,
-                        None => client.update(&plans.flush, None, &[tenant.clone().into()])?,
-                    };
+                    // Moved under the latest snapshot (see run_latest): the
+                    // chain's lock is held since this transaction appended.
+                    // SAFETY: SPI is connected; arguments match the plans.
+                    unsafe {
+                        match known {
+                            Some((seq, hash)) => run_latest(
+                                plans.flush_known,
+                                &[
+                                    text_datum(Some(tenant)),
+                                    Some(pg_sys::Datum::from(*seq)),
+                                    hash.as_slice().into_datum(),
+                                ],
+                                false,
+                            )?,
+                            None => run_latest(plans.flush, &[text_datum(Some(tenant))], false)?,
+                        };
+                    }
                 }
                 Ok::<(), pgrx::spi::Error>(())
             })
@@ -269,22 +472,25 @@ pub fn flush_lagging_heads() {
     }
 }
 
-/// A JSON value as the record stores it: the jsonb datum (bound to the
-/// INSERT as is, not parsed again) and its text in jsonb's normal form (what
-/// `::jsonb::text` gives, what is hashed and what verification reads back),
-/// by calling jsonb's own input and output functions.
+/// A JSON value as the record stores it: its text in jsonb's normal form
+/// (what `::jsonb::text` gives, what is hashed and what verification reads
+/// back) and the flat jsonb datum (bound to the INSERT as is, not parsed
+/// again), by calling jsonb's own input and output functions.
+#[derive(Clone)]
 struct Json {
     text: String,
-    datum: pg_sys::Datum,
+    flat: Vec<u8>,
 }
 
 impl Json {
-    fn arg(v: &Option<Json>) -> DatumWithOid<'static> {
-        match v {
-            // SAFETY: a jsonb datum from jsonb_in, palloc'd in this
-            // append's memory context, alive until the INSERT ran.
-            Some(j) => unsafe { DatumWithOid::new(j.datum, pg_sys::JSONBOID) },
-            None => DatumWithOid::null_oid(pg_sys::JSONBOID),
+    /// A palloc'd copy of the jsonb datum, in the current memory context.
+    fn datum(&self) -> pg_sys::Datum {
+        // SAFETY: `flat` holds a complete flat jsonb varlena; the copy is
+        // palloc'd with its exact size.
+        unsafe {
+            let p = pg_sys::palloc(self.flat.len()) as *mut u8;
+            std::ptr::copy_nonoverlapping(self.flat.as_ptr(), p, self.flat.len());
+            pg_sys::Datum::from(p)
         }
     }
 }
@@ -300,7 +506,8 @@ fn jsonb_normal(json: Option<String>) -> Option<Json> {
     // SAFETY: jsonb_in/jsonb_out (fixed built-in OIDs, no catalog lookup
     // per record), called as a cast would; they raise (as a Rust panic
     // through pgrx's guard) on invalid input. jsonb's I/O parameter is
-    // its own type OID.
+    // its own type OID. jsonb_in returns a flat varlena with a 4-byte
+    // header, which is copied whole.
     unsafe {
         let d = pg_sys::OidInputFunctionCall(
             pg_sys::Oid::from(pg_sys::F_JSONB_IN),
@@ -309,10 +516,15 @@ fn jsonb_normal(json: Option<String>) -> Option<Json> {
             -1,
         );
         let p = pg_sys::OidOutputFunctionCall(pg_sys::Oid::from(pg_sys::F_JSONB_OUT), d);
-        Some(Json {
+        let v = d.cast_mut_ptr::<u8>();
+        let n = pgrx::varlena::varsize_any(v.cast());
+        let json = Json {
             text: CStr::from_ptr(p).to_string_lossy().into_owned(),
-            datum: d,
-        })
+            flat: std::slice::from_raw_parts(v, n).to_vec(),
+        };
+        pg_sys::pfree(p.cast());
+        pg_sys::pfree(v.cast());
+        Some(json)
     }
 }
 
@@ -320,34 +532,60 @@ fn plans(client: &pgrx::spi::SpiClient<'_>) -> Result<Rc<Plans>, pgrx::spi::Erro
     if let Some(p) = PLANS.with(|p| p.borrow().clone()) {
         return Ok(p);
     }
-    let t = PgOid::from(pg_sys::TEXTOID);
-    let i8 = PgOid::from(pg_sys::INT8OID);
-    let b = PgOid::from(pg_sys::BYTEAOID);
-    let j = PgOid::from(pg_sys::JSONBOID);
-    let record = [
-        i8, t, i8, i8, t, t, t, t, t, j, j, j, t, t, t, i8, j, t, b, b,
+    let (ta, i8a, tsa, ja, ba) = (
+        PgOid::from(pg_sys::TEXTARRAYOID),
+        PgOid::from(pg_sys::INT8ARRAYOID),
+        PgOid::from(pg_sys::TIMESTAMPTZARRAYOID),
+        PgOid::from(pg_sys::JSONBARRAYOID),
+        PgOid::from(pg_sys::BYTEAARRAYOID),
+    );
+    let batch = [
+        i8a, ta, i8a, tsa, ta, ta, ta, ta, ta, ja, ja, ja, ta, ta, ta, i8a, ja, ta, ba, ba,
     ];
-    let p = Rc::new(Plans {
-        head: client.prepare_mut(HEAD_SQL, &[t])?.keep(),
-        last: client.prepare_mut(LAST_SQL, &[t])?.keep(),
-        insert: client.prepare_mut(RECORD_COLUMNS, &record)?.keep(),
-        flush: client.prepare_mut(FLUSH_SQL, &[t])?.keep(),
-        flush_known: client.prepare_mut(FLUSH_KNOWN_SQL, &[t, i8, b])?.keep(),
-    });
+    let (t, i8, b) = (pg_sys::TEXTOID, pg_sys::INT8OID, pg_sys::BYTEAOID);
+    // SAFETY: SPI is connected (we hold its client).
+    let p = unsafe {
+        Rc::new(Plans {
+            insert: client.prepare_mut(INSERT_BATCH_SQL, &batch)?.keep(),
+            head: keep_raw(HEAD_SQL, &[t])?,
+            new_head: keep_raw(NEW_HEAD_SQL, &[t, b])?,
+            last: keep_raw(LAST_SQL, &[t])?,
+            flush: keep_raw(FLUSH_SQL, &[t])?,
+            flush_known: keep_raw(FLUSH_KNOWN_SQL, &[t, i8, b])?,
+        })
+    };
     PLANS.with(|slot| *slot.borrow_mut() = Some(p.clone()));
     Ok(p)
 }
 
-/// Append one record to its tenant's chain. Returns the record id.
-pub fn append(e: Entry) -> i64 {
+fn primary_audit_key() -> tenantguard_core::keyring::Key {
     let ring = gucs::audit_keyring();
-    let key = match ring.primary() {
+    match ring.primary() {
         Ok(k) => k.clone(),
         Err(_) => raise_msg(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "tenantguard: no audit keys configured (set tenantguard.audit_keys in postgresql.conf); audited writes are refused rather than left unrecorded",
         ),
-    };
+    }
+}
+
+/// Append one record to its tenant's chain and write it now (with every
+/// record still pending before it). Returns the record id.
+pub fn append(e: Entry) -> i64 {
+    append_deferred(e);
+    flush_pending().last().copied().unwrap_or_else(|| {
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "tenantguard audit: the record was not written",
+        )
+    })
+}
+
+/// Capture one record for its tenant's chain; it is written by the
+/// transaction's next flush (at the latest just before commit).
+pub fn append_deferred(e: Entry) {
+    // Refused now, not at commit, when nothing could be recorded.
+    let _ = primary_audit_key();
     let claims = context::current().ok().flatten();
     let tenant = e
         .tenant
@@ -367,155 +605,323 @@ pub fn append(e: Entry) -> i64 {
     // What the record stores is what gets hashed: the JSON in jsonb's
     // normal form, the transaction id as txid_current() reports it, the
     // application_name as current_setting() does.
-    let row_key = jsonb_normal(e.row_key);
-    let old_values = jsonb_normal(e.old_values);
-    let new_values = jsonb_normal(e.new_values);
-    let payload = jsonb_normal(e.payload);
     // SAFETY: assigns the top-level transaction id if there is none yet
-    // (as txid_current() does) and reads a GUC that always exists.
-    let (fxid, application_name) = unsafe {
+    // (as txid_current() does), reads the subtransaction id and a GUC that
+    // always exists.
+    let (fxid, subid, application_name) = unsafe {
         let fxid = pg_sys::GetTopFullTransactionId().value;
+        let subid = pg_sys::GetCurrentSubTransactionId();
         let app = pg_sys::GetConfigOption(c"application_name".as_ptr(), false, false);
         let app = (!app.is_null()).then(|| CStr::from_ptr(app).to_string_lossy().into_owned());
-        (fxid, app)
+        (fxid, subid, app)
     };
-
+    let p = Pending {
+        subid,
+        tenant,
+        at_us,
+        actor,
+        actor_roles,
+        db_role,
+        action: e.action,
+        tbl: e.tbl,
+        row_key: jsonb_normal(e.row_key),
+        old_values: jsonb_normal(e.old_values),
+        new_values: jsonb_normal(e.new_values),
+        client_ip,
+        user_agent,
+        application_name,
+        txid: fxid as i64,
+        payload: jsonb_normal(e.payload),
+    };
     crate::hooks::note_audit_write();
-    session::as_owner(|| {
+    register_callbacks();
+    let full = with_chains(fxid, |c| {
+        c.pending.push(p);
+        c.pending.len() >= BATCH
+    });
+    if full {
+        flush_pending();
+    }
+}
+
+/// This tenant's chain head, its chain locked for the rest of the
+/// transaction: the one this transaction last wrote, or the `audit_head`
+/// row (created on the tenant's first record).
+fn locked_head(plans: &Plans, fxid: u64, tenant: &str) -> Result<(i64, Vec<u8>), pgrx::spi::Error> {
+    let cached = with_chains(fxid, |c| {
+        c.heads
+            .iter()
+            .find(|(t, _, _)| t == tenant)
+            .map(|(_, s, h)| (*s, h.clone()))
+    });
+    if let Some(h) = cached {
+        return Ok(h);
+    }
+    lock_chain(tenant);
+    // The chain head is found by its primary key: audit_head is small, so
+    // the planner would pick a sequential scan, which visits every tenant's
+    // head (and the dead versions the updates leave). Only these lookups
+    // need the setting.
+    session::with_guc(c"enable_seqscan", c"off", || {
+        let arg = [text_datum(Some(tenant))];
+        // SAFETY: SPI is connected (the caller holds its client); the
+        // arguments match the plans' parameter types.
+        unsafe {
+            let mut rows = run_latest(plans.head, &arg, true)?;
+            if rows.is_empty() {
+                run_latest(
+                    plans.new_head,
+                    &[arg[0], chain::GENESIS.as_slice().into_datum()],
+                    false,
+                )?;
+                rows = run_latest(plans.head, &arg, true)?;
+            }
+            let mut head = rows
+                .into_iter()
+                .next()
+                .unwrap_or((0, chain::GENESIS.to_vec()));
+            // A head this transaction left behind (then lost track of in a
+            // savepoint rollback): the last record rules.
+            if with_chains(fxid, |c| c.lagging.iter().any(|t| t == tenant)) {
+                if let Some(last) = run_latest(plans.last, &arg, true)?.into_iter().next() {
+                    if last.0 > head.0 {
+                        head = last;
+                    }
+                }
+            }
+            Ok(head)
+        }
+    })
+}
+
+/// A one-dimensional array of `elem` from datums (None: NULL), palloc'd in
+/// the current memory context.
+fn array_of(elem: pg_sys::Oid, items: &[Option<pg_sys::Datum>]) -> pg_sys::Datum {
+    let mut datums: Vec<pg_sys::Datum> = items
+        .iter()
+        .map(|d| d.unwrap_or(pg_sys::Datum::from(0usize)))
+        .collect();
+    let mut nulls: Vec<bool> = items.iter().map(Option::is_none).collect();
+    let mut dims = [items.len() as i32];
+    let mut lbs = [1i32];
+    // SAFETY: `datums`/`nulls` have `dims[0]` entries of type `elem`
+    // (NULL entries ignored); construct_md_array copies them into a new
+    // array, with the type's storage parameters looked up in the syscache.
+    unsafe {
+        let mut len: i16 = 0;
+        let mut byval = false;
+        let mut align: std::ffi::c_char = 0;
+        pg_sys::get_typlenbyvalalign(elem, &mut len, &mut byval, &mut align);
+        pg_sys::Datum::from(pg_sys::construct_md_array(
+            datums.as_mut_ptr(),
+            nulls.as_mut_ptr(),
+            1,
+            dims.as_mut_ptr(),
+            lbs.as_mut_ptr(),
+            elem,
+            len.into(),
+            byval,
+            align,
+        ))
+    }
+}
+
+fn text_datum(s: Option<&str>) -> Option<pg_sys::Datum> {
+    s.and_then(|s| s.into_datum())
+}
+
+/// Write every pending record of this transaction: place each in its
+/// tenant's chain (locking the head) and insert them all in one statement.
+/// Returns their ids, in the order they were appended.
+fn flush_pending() -> Vec<i64> {
+    // SAFETY: reads the top-level transaction id without assigning one,
+    // and the nesting level.
+    let (fxid, nested) = unsafe {
+        (
+            pg_sys::GetTopFullTransactionIdIfAny().value,
+            pg_sys::GetCurrentTransactionNestLevel() > 1,
+        )
+    };
+    let pending: Vec<Pending> = CHAINS.with(|c| {
+        c.borrow_mut()
+            .as_mut()
+            .filter(|s| s.fxid == fxid)
+            .map(|s| std::mem::take(&mut s.pending))
+            .unwrap_or_default()
+    });
+    if pending.is_empty() {
+        return Vec::new();
+    }
+    // Written inside a subtransaction: kept until that work belongs to the
+    // top level, in case a rollback (or an error in this very flush) takes
+    // it away.
+    if nested {
+        // SAFETY: reads the current subtransaction id.
+        let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };
+        with_chains(fxid, |c| {
+            c.inflight.extend(pending.iter().map(|p| (sub, p.clone())));
+        });
+    }
+    let key = primary_audit_key();
+    // Before commit no statement is running, so there is no snapshot to
+    // run under: take one, as any statement would.
+    // SAFETY: pushes a snapshot of this transaction; popped below, and on
+    // error the transaction's abort releases it.
+    let pushed = unsafe {
+        if pg_sys::ActiveSnapshotSet() {
+            false
+        } else {
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            true
+        }
+    };
+    let seq_rel = session::relation_oid(c"audit_log_id_seq").unwrap_or_else(|| {
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            "tenantguard audit: sequence tenantguard.audit_log_id_seq is missing",
+        )
+    });
+    let ids = session::as_owner(|| {
         Spi::connect_mut(|client| {
             let plans = plans(client)?;
-            register_callbacks();
-            let cached = with_chains(fxid, |c| {
-                c.heads
-                    .iter()
-                    .find(|(t, _, _)| *t == tenant)
-                    .map(|(_, s, h)| (*s, h.clone()))
-            });
-            let (prev_seq, prev_hash) = match cached {
-                Some(h) => h,
-                // The chain head is found by its primary key: audit_head
-                // is small, so the planner would pick a sequential scan,
-                // which visits every tenant's head (and the dead versions
-                // the updates leave). Only these lookups need the setting.
-                None => session::with_guc(c"enable_seqscan", c"off", || {
-                    // Lock this tenant's chain head, creating it on first use.
-                    let args = [tenant.clone().into()];
-                    let mut row = client.update(&plans.head, None, &args)?;
-                    if row.is_empty() {
-                        client.update(
-                            NEW_HEAD_SQL,
-                            None,
-                            &[tenant.clone().into(), chain::GENESIS.to_vec().into()],
-                        )?;
-                        row = client.update(&plans.head, None, &args)?;
-                    }
-                    let row = row.first();
-                    let mut head = (
-                        row.get::<i64>(1)?.unwrap_or(0),
-                        row.get::<Vec<u8>>(2)?
-                            .unwrap_or_else(|| chain::GENESIS.to_vec()),
-                    );
-                    // A head this transaction left behind (then lost track
-                    // of in a savepoint rollback): the last record rules.
-                    if with_chains(fxid, |c| c.lagging.contains(&tenant)) {
-                        let last = client.select(&plans.last, None, &args)?;
-                        if !last.is_empty() {
-                            let last = last.first();
-                            let seq = last.get::<i64>(1)?.unwrap_or(0);
-                            if seq > head.0 {
-                                head = (seq, last.get::<Vec<u8>>(2)?.unwrap_or_default());
-                            }
+            let n = pending.len();
+            let mut cols: Vec<Vec<Option<pg_sys::Datum>>> =
+                (0..20).map(|_| Vec::with_capacity(n)).collect();
+            let mut ids = Vec::with_capacity(n);
+            // Chains not locked yet are locked in one order (by tenant) by
+            // every transaction, so two committing transactions that both
+            // write tenants A and B do not deadlock.
+            let mut unlocked: Vec<&str> = pending
+                .iter()
+                .map(|p| p.tenant.as_str())
+                .filter(|t| !with_chains(fxid, |c| c.heads.iter().any(|(h, _, _)| h == t)))
+                .collect();
+            unlocked.sort_unstable();
+            unlocked.dedup();
+            if unlocked.len() > 1 {
+                unlocked.iter().for_each(|t| lock_chain(t));
+            }
+            for p in &pending {
+                let (prev_seq, prev_hash) = locked_head(&plans, fxid, &p.tenant)?;
+                // Ids are drawn while the head is locked, so within a
+                // tenant they rise with seq.
+                extern "C-unwind" {
+                    /// nextval(regclass), the fmgr entry point.
+                    fn nextval_oid(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+                }
+                // SAFETY: nextval(regclass) on the extension's sequence, as
+                // its owner (the function checks the privilege itself),
+                // called through fmgr from the guarded DirectFunctionCall.
+                let id = unsafe {
+                    pg_sys::DirectFunctionCall1Coll(
+                        Some(nextval_oid),
+                        pg_sys::Oid::INVALID,
+                        pg_sys::Datum::from(seq_rel),
+                    )
+                }
+                .value() as i64;
+                let rec = Record {
+                    id,
+                    tenant: p.tenant.clone(),
+                    seq: prev_seq + 1,
+                    at_us: p.at_us,
+                    actor: p.actor.clone(),
+                    actor_roles: p.actor_roles.clone(),
+                    db_role: p.db_role.clone(),
+                    action: p.action.clone(),
+                    tbl: p.tbl.clone(),
+                    row_key: p.row_key.as_ref().map(|j| j.text.clone()),
+                    old_values: p.old_values.as_ref().map(|j| j.text.clone()),
+                    new_values: p.new_values.as_ref().map(|j| j.text.clone()),
+                    client_ip: p.client_ip.clone(),
+                    user_agent: p.user_agent.clone(),
+                    application_name: p.application_name.clone(),
+                    txid: p.txid,
+                    payload: p.payload.as_ref().map(|j| j.text.clone()),
+                    key_id: key.kid.clone(),
+                };
+                let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
+                let json = |j: &Option<Json>| j.as_ref().map(Json::datum);
+                let row: [Option<pg_sys::Datum>; 20] = [
+                    Some(pg_sys::Datum::from(rec.id)),
+                    text_datum(Some(&rec.tenant)),
+                    Some(pg_sys::Datum::from(rec.seq)),
+                    Some(pg_sys::Datum::from(rec.at_us - PG_EPOCH_UNIX_US)),
+                    text_datum(rec.actor.as_deref()),
+                    text_datum(rec.actor_roles.as_deref()),
+                    text_datum(Some(&rec.db_role)),
+                    text_datum(Some(&rec.action)),
+                    text_datum(rec.tbl.as_deref()),
+                    json(&p.row_key),
+                    json(&p.old_values),
+                    json(&p.new_values),
+                    text_datum(rec.client_ip.as_deref()),
+                    text_datum(rec.user_agent.as_deref()),
+                    text_datum(rec.application_name.as_deref()),
+                    Some(pg_sys::Datum::from(rec.txid)),
+                    json(&p.payload),
+                    text_datum(Some(&rec.key_id)),
+                    prev_hash.as_slice().into_datum(),
+                    hash.as_slice().into_datum(),
+                ];
+                for (col, d) in cols.iter_mut().zip(row) {
+                    col.push(d);
+                }
+                with_chains(fxid, |c| {
+                    match c.heads.iter_mut().find(|(t, _, _)| *t == p.tenant) {
+                        Some(h) => {
+                            h.1 = rec.seq;
+                            h.2 = hash;
                         }
+                        None => c.heads.push((p.tenant.clone(), rec.seq, hash)),
                     }
-                    Ok::<_, pgrx::spi::Error>(head)
-                })?,
-            };
-            // Ids are drawn while the head is locked, so within a tenant
-            // they rise with seq, as before.
-            let seq_rel = session::relation_oid(c"audit_log_id_seq").unwrap_or_else(|| {
-                raise_msg(
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                    "tenantguard audit: sequence tenantguard.audit_log_id_seq is missing",
-                )
-            });
-            extern "C-unwind" {
-                /// nextval(regclass), the fmgr entry point.
-                fn nextval_oid(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
-            }
-            // SAFETY: nextval(regclass) on the extension's sequence, as
-            // its owner (the function checks the privilege itself),
-            // called through fmgr from the guarded DirectFunctionCall.
-            let id = unsafe {
-                pg_sys::DirectFunctionCall1Coll(
-                    Some(nextval_oid),
-                    pg_sys::Oid::INVALID,
-                    pg_sys::Datum::from(seq_rel),
-                )
-            }
-            .value() as i64;
-            let rec = Record {
-                id,
-                tenant: tenant.clone(),
-                seq: prev_seq + 1,
-                at_us,
-                actor: actor.clone(),
-                actor_roles: actor_roles.clone(),
-                db_role: db_role.clone(),
-                action: e.action.clone(),
-                tbl: e.tbl.clone(),
-                row_key: row_key.as_ref().map(|j| j.text.clone()),
-                old_values: old_values.as_ref().map(|j| j.text.clone()),
-                new_values: new_values.as_ref().map(|j| j.text.clone()),
-                client_ip: client_ip.clone(),
-                user_agent: user_agent.clone(),
-                application_name: application_name.clone(),
-                txid: fxid as i64,
-                payload: payload.as_ref().map(|j| j.text.clone()),
-                key_id: key.kid.clone(),
-            };
-            let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
-            client.update(
-                &plans.insert,
-                None,
-                &[
-                    rec.id.into(),
-                    rec.tenant.clone().into(),
-                    rec.seq.into(),
-                    rec.at_us.into(),
-                    rec.actor.clone().into(),
-                    rec.actor_roles.clone().into(),
-                    rec.db_role.clone().into(),
-                    rec.action.clone().into(),
-                    rec.tbl.clone().into(),
-                    Json::arg(&row_key),
-                    Json::arg(&old_values),
-                    Json::arg(&new_values),
-                    rec.client_ip.clone().into(),
-                    rec.user_agent.clone().into(),
-                    rec.application_name.clone().into(),
-                    rec.txid.into(),
-                    Json::arg(&payload),
-                    rec.key_id.clone().into(),
-                    prev_hash.into(),
-                    hash.clone().into(),
-                ],
-            )?;
-            with_chains(fxid, |c| {
-                match c.heads.iter_mut().find(|(t, _, _)| *t == tenant) {
-                    Some(h) => {
-                        h.1 = rec.seq;
-                        h.2 = hash;
+                    if !c.lagging.contains(&p.tenant) {
+                        c.lagging.push(p.tenant.clone());
                     }
-                    None => c.heads.push((tenant.clone(), rec.seq, hash)),
-                }
-                if !c.lagging.contains(&tenant) {
-                    c.lagging.push(tenant.clone());
-                }
-            });
-            Ok::<i64, pgrx::spi::Error>(rec.id)
+                });
+                ids.push(id);
+            }
+            let types = [
+                pg_sys::INT8OID,
+                pg_sys::TEXTOID,
+                pg_sys::INT8OID,
+                pg_sys::TIMESTAMPTZOID,
+                pg_sys::TEXTOID,
+                pg_sys::TEXTOID,
+                pg_sys::TEXTOID,
+                pg_sys::TEXTOID,
+                pg_sys::TEXTOID,
+                pg_sys::JSONBOID,
+                pg_sys::JSONBOID,
+                pg_sys::JSONBOID,
+                pg_sys::TEXTOID,
+                pg_sys::TEXTOID,
+                pg_sys::TEXTOID,
+                pg_sys::INT8OID,
+                pg_sys::JSONBOID,
+                pg_sys::TEXTOID,
+                pg_sys::BYTEAOID,
+                pg_sys::BYTEAOID,
+            ];
+            let args: Vec<DatumWithOid<'static>> = cols
+                .iter()
+                .zip(types)
+                .map(|(col, elem)| {
+                    // SAFETY: an array of `elem` palloc'd in SPI's memory
+                    // context, alive until the INSERT ran.
+                    unsafe { DatumWithOid::new(array_of(elem, col), pg_sys::get_array_type(elem)) }
+                })
+                .collect();
+            client.update(&plans.insert, None, &args)?;
+            Ok::<_, pgrx::spi::Error>(ids)
         })
         .unwrap_or_else(|e| spi_fail(e))
-    })
+    });
+    if pushed {
+        // SAFETY: pops the snapshot pushed above.
+        unsafe { pg_sys::PopActiveSnapshot() };
+    }
+    ids
 }
 
 /// Text of every (non-dropped) column of a tuple, with redaction.
@@ -615,7 +1021,7 @@ fn audit_capture<'a>(
     let event = td.tg_event;
     let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
     if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
-        append(Entry {
+        append_deferred(Entry {
             tenant: None,
             action: "TRUNCATE".into(),
             tbl: Some(tbl),
@@ -673,7 +1079,7 @@ fn audit_capture<'a>(
         }
         (o, n) => (o.map(|v| to_json(&v)), n.map(|v| to_json(&v))),
     };
-    append(Entry {
+    append_deferred(Entry {
         tenant,
         action: action.into(),
         tbl: Some(tbl),
@@ -822,7 +1228,7 @@ fn security_chain<'a>(
     let tenant: Option<String> = new.get_by_name("tenant").ok().flatten();
     let id: Option<i64> = new.get_by_name("id").ok().flatten();
     let detail: Option<JsonB> = new.get_by_name("detail").ok().flatten();
-    append(Entry {
+    append_deferred(Entry {
         tenant,
         action: format!("security:{}", event.unwrap_or_default()),
         tbl: Some("tenantguard.security_log".into()),

@@ -387,7 +387,7 @@ fn sample_denial(
         !pg_sys::IsInParallelMode() && !pg_sys::XactReadOnly && !pg_sys::RecoveryInProgress()
     };
     if !raising && writable && !crate::gucs::audit_keyring().is_empty() {
-        crate::audit::append(crate::audit::Entry {
+        crate::audit::append_deferred(crate::audit::Entry {
             tenant: Some(c.tid.clone()),
             action: "authz:deny".into(),
             tbl: None,

@@ -179,6 +179,47 @@ SELECT h.seq = (SELECT max(seq) FROM tenantguard.audit_log WHERE tenant = 'acme'
        h.hash = (SELECT hash FROM tenantguard.audit_log WHERE tenant = 'acme' ORDER BY seq DESC LIMIT 1) AS head_hash_matches,
        (SELECT count(*) FROM tenantguard.audit_log WHERE tenant = 'acme' AND new_values ->> 'item' LIKE 'gone-%') AS rolled_back_records
   FROM tenantguard.audit_head h WHERE h.tenant = 'acme';
+-- Records are written in batches (at commit, every 256 records, when an id
+-- is needed): a batch written inside a savepoint that is rolled back takes
+-- the records appended before the savepoint with it, and they are written
+-- again; records of a released savepoint go with its parent's rollback.
+\c - tg_app
+BEGIN;
+SELECT tenantguard.set_context(:'acme');
+INSERT INTO app.orders (item, amount) VALUES ('batch-pre', 1);
+SAVEPOINT s;
+INSERT INTO app.orders (item, amount) SELECT 'batch-gone-' || g, g FROM generate_series(1, 300) g;
+ROLLBACK TO SAVEPOINT s;
+INSERT INTO app.orders (item, amount) VALUES ('batch-post', 1);
+SAVEPOINT a;
+INSERT INTO app.orders (item, amount) VALUES ('batch-gone-a', 1);
+SAVEPOINT b;
+INSERT INTO app.orders (item, amount) SELECT 'batch-gone-b-' || g, g FROM generate_series(1, 300) g;
+RELEASE SAVEPOINT b;
+ROLLBACK TO SAVEPOINT a;
+SAVEPOINT c;
+INSERT INTO app.orders (item, amount) SELECT 'batch-kept-' || g, g FROM generate_series(1, 300) g;
+RELEASE SAVEPOINT c;
+DO $$ BEGIN
+  INSERT INTO app.orders (item, amount) SELECT 'batch-gone-x-' || g, g FROM generate_series(1, 300) g;
+  RAISE EXCEPTION 'undo' USING ERRCODE = 'P0001';
+EXCEPTION WHEN SQLSTATE 'P0001' THEN NULL;
+END $$;
+INSERT INTO app.orders (item, amount) VALUES ('batch-last', 1);
+COMMIT;
+\c - postgres
+SELECT count(*) FILTER (WHERE new_values ->> 'item' = 'batch-pre') AS pre,
+       count(*) FILTER (WHERE new_values ->> 'item' = 'batch-post') AS post,
+       count(*) FILTER (WHERE new_values ->> 'item' LIKE 'batch-kept-%') AS kept,
+       count(*) FILTER (WHERE new_values ->> 'item' = 'batch-last') AS last,
+       count(*) FILTER (WHERE new_values ->> 'item' LIKE 'batch-gone%') AS gone,
+       count(DISTINCT seq) = count(*) AS distinct_seqs
+  FROM tenantguard.audit_log WHERE tenant = 'acme' AND new_values ->> 'item' LIKE 'batch-%';
+SELECT array_agg(new_values ->> 'item' ORDER BY seq) FILTER (WHERE new_values ->> 'item' NOT LIKE 'batch-kept-%') AS order_of_the_others
+  FROM tenantguard.audit_log WHERE tenant = 'acme' AND new_values ->> 'item' LIKE 'batch-%';
+SELECT tenant, ok FROM tenantguard.verify_audit('acme');
+SELECT h.seq = (SELECT max(seq) FROM tenantguard.audit_log WHERE tenant = 'acme') AS head_at_last_record
+  FROM tenantguard.audit_head h WHERE h.tenant = 'acme';
 -- Verification inside the writing transaction sees the head brought up to date.
 BEGIN;
 SELECT tenantguard.set_context(:'acme');
