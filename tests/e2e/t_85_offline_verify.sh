@@ -2,6 +2,11 @@
 # database: with the audit key every HMAC; without it sequence and links.
 cargo build -q --release -p tenantguard-core --bin tg-verify-audit --target-dir target/verifier 2>/dev/null
 V=target/verifier/release/tg-verify-audit
+# Records of its own, so this test does not depend on what earlier tests wrote.
+T85=$(q postgres "SELECT tenantguard.sign_context('{\"tid\":\"acme\",\"sub\":\"olga\",\"exp\":4000000000}')")
+for n in 1 2 3; do
+  q postgres "SELECT tenantguard.set_context('$T85') IS NULL; SELECT tenantguard.log_event('offline-check', 'doc', '$n', '{\"n\": $n}')" >/dev/null
+done
 q postgres "SELECT tenantguard.export_audit('acme')" > "$DIR/acme.jsonl"
 q postgres "SELECT jsonb_agg(d) FROM tenantguard.audit_digest() d WHERE tenant = 'acme'" > "$DIR/digest.json"
 grep '^tenantguard.audit_keys' "$DIR/data/postgresql.conf" | sed "s/^[^']*'\(.*\)'.*/\1/" > "$DIR/audit.keys"
