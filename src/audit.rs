@@ -572,7 +572,7 @@ fn primary_audit_key() -> tenantguard_core::keyring::Key {
 /// Append one record to its tenant's chain and write it now (with every
 /// record still pending before it). Returns the record id.
 pub fn append(e: Entry) -> i64 {
-    append_deferred(e);
+    capture(e, false);
     flush_pending().last().copied().unwrap_or_else(|| {
         raise_msg(
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
@@ -584,6 +584,12 @@ pub fn append(e: Entry) -> i64 {
 /// Capture one record for its tenant's chain; it is written by the
 /// transaction's next flush (at the latest just before commit).
 pub fn append_deferred(e: Entry) {
+    capture(e, true);
+}
+
+/// Capture a record as pending; with `batch`, write the pending records
+/// once there are `BATCH` of them.
+fn capture(e: Entry, batch: bool) {
     // Refused now, not at commit, when nothing could be recorded.
     let _ = primary_audit_key();
     let claims = context::current().ok().flatten();
@@ -637,7 +643,7 @@ pub fn append_deferred(e: Entry) {
     register_callbacks();
     let full = with_chains(fxid, |c| {
         c.pending.push(p);
-        c.pending.len() >= BATCH
+        batch && c.pending.len() >= BATCH
     });
     if full {
         flush_pending();

@@ -220,6 +220,17 @@ SELECT array_agg(new_values ->> 'item' ORDER BY seq) FILTER (WHERE new_values ->
 SELECT tenant, ok FROM tenantguard.verify_audit('acme');
 SELECT h.seq = (SELECT max(seq) FROM tenantguard.audit_log WHERE tenant = 'acme') AS head_at_last_record
   FROM tenantguard.audit_head h WHERE h.tenant = 'acme';
+-- A record id asked for when the pending records are one short of a batch.
+\c - tg_app
+BEGIN;
+SELECT tenantguard.set_context(:'acme');
+INSERT INTO app.order_log (seen_tenant, order_id) SELECT 'edge', g FROM generate_series(1, 255) g;
+SELECT tenantguard.log_event('batch-edge', 'doc', 'e', '{}') > 0 AS logged;
+COMMIT;
+\c - postgres
+SELECT count(*) FILTER (WHERE tbl = 'app.order_log' AND new_values ->> 'seen_tenant' = 'edge') AS edge_rows,
+       count(*) FILTER (WHERE action = 'event:batch-edge') AS edge_event
+  FROM tenantguard.audit_log WHERE tenant = 'acme';
 -- Verification inside the writing transaction sees the head brought up to date.
 BEGIN;
 SELECT tenantguard.set_context(:'acme');
