@@ -393,6 +393,28 @@ fn with_chains<R>(fxid: u64, f: impl FnOnce(&mut TxnChains) -> R) -> R {
     })
 }
 
+/// Run `f` under an active snapshot: before commit no statement is
+/// running, so there is none to run under; take one, as any statement
+/// would.
+fn with_statement_snapshot<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: pushes a snapshot of this transaction; popped below, and on
+    // error the transaction's abort releases it.
+    let pushed = unsafe {
+        if pg_sys::ActiveSnapshotSet() {
+            false
+        } else {
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            true
+        }
+    };
+    let r = f();
+    if pushed {
+        // SAFETY: pops the snapshot pushed above.
+        unsafe { pg_sys::PopActiveSnapshot() };
+    }
+    r
+}
+
 /// Bring every head this transaction left behind up to its last record.
 /// Runs before commit and PREPARE, and before this backend reads heads.
 pub fn flush_lagging_heads() {
@@ -426,50 +448,38 @@ pub fn flush_lagging_heads() {
     if lagging.is_empty() {
         return;
     }
-    // Before commit no statement is running, so there is no snapshot to
-    // run under: take one, as any statement would.
-    // SAFETY: pushes a snapshot of this transaction; popped below, and on
-    // error the transaction's abort releases it.
-    let pushed = unsafe {
-        if pg_sys::ActiveSnapshotSet() {
-            false
-        } else {
-            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-            true
-        }
-    };
-    session::with_guc(c"enable_seqscan", c"off", || {
-        session::as_owner(|| {
-            Spi::connect_mut(|client| {
-                let plans = plans(client)?;
-                for (tenant, known) in &lagging {
-                    // Moved under the latest snapshot (see run_latest): the
-                    // chain's lock is held since this transaction appended.
-                    // SAFETY: SPI is connected; arguments match the plans.
-                    unsafe {
-                        match known {
-                            Some((seq, hash)) => run_latest(
-                                plans.flush_known,
-                                &[
-                                    text_datum(Some(tenant)),
-                                    Some(pg_sys::Datum::from(*seq)),
-                                    hash.as_slice().into_datum(),
-                                ],
-                                false,
-                            )?,
-                            None => run_latest(plans.flush, &[text_datum(Some(tenant))], false)?,
-                        };
+    with_statement_snapshot(|| {
+        session::with_guc(c"enable_seqscan", c"off", || {
+            session::as_owner(|| {
+                Spi::connect_mut(|client| {
+                    let plans = plans(client)?;
+                    for (tenant, known) in &lagging {
+                        // Moved under the latest snapshot (see run_latest): the
+                        // chain's lock is held since this transaction appended.
+                        // SAFETY: SPI is connected; arguments match the plans.
+                        unsafe {
+                            match known {
+                                Some((seq, hash)) => run_latest(
+                                    plans.flush_known,
+                                    &[
+                                        text_datum(Some(tenant)),
+                                        Some(pg_sys::Datum::from(*seq)),
+                                        hash.as_slice().into_datum(),
+                                    ],
+                                    false,
+                                )?,
+                                None => {
+                                    run_latest(plans.flush, &[text_datum(Some(tenant))], false)?
+                                }
+                            };
+                        }
                     }
-                }
-                Ok::<(), pgrx::spi::Error>(())
+                    Ok::<(), pgrx::spi::Error>(())
+                })
+                .unwrap_or_else(|e| spi_fail(e))
             })
-            .unwrap_or_else(|e| spi_fail(e))
-        })
+        });
     });
-    if pushed {
-        // SAFETY: pops the snapshot pushed above.
-        unsafe { pg_sys::PopActiveSnapshot() };
-    }
 }
 
 /// A JSON value as the record stores it: its text in jsonb's normal form
@@ -769,164 +779,152 @@ fn flush_pending() -> Vec<i64> {
         });
     }
     let key = primary_audit_key();
-    // Before commit no statement is running, so there is no snapshot to
-    // run under: take one, as any statement would.
-    // SAFETY: pushes a snapshot of this transaction; popped below, and on
-    // error the transaction's abort releases it.
-    let pushed = unsafe {
-        if pg_sys::ActiveSnapshotSet() {
-            false
-        } else {
-            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-            true
-        }
-    };
     let seq_rel = session::relation_oid(c"audit_log_id_seq").unwrap_or_else(|| {
         raise_msg(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
             "tenantguard audit: sequence tenantguard.audit_log_id_seq is missing",
         )
     });
-    let ids = session::as_owner(|| {
-        Spi::connect_mut(|client| {
-            let plans = plans(client)?;
-            let n = pending.len();
-            let mut cols: Vec<Vec<Option<pg_sys::Datum>>> =
-                (0..20).map(|_| Vec::with_capacity(n)).collect();
-            let mut ids = Vec::with_capacity(n);
-            // Chains not locked yet are locked in one order (by tenant) by
-            // every transaction, so two committing transactions that both
-            // write tenants A and B do not deadlock.
-            let mut unlocked: Vec<&str> = pending
-                .iter()
-                .map(|p| p.tenant.as_str())
-                .filter(|t| !with_chains(fxid, |c| c.heads.iter().any(|(h, _, _)| h == t)))
-                .collect();
-            unlocked.sort_unstable();
-            unlocked.dedup();
-            if unlocked.len() > 1 {
-                unlocked.iter().for_each(|t| lock_chain(t));
-            }
-            for p in &pending {
-                let (prev_seq, prev_hash) = locked_head(&plans, fxid, &p.tenant)?;
-                // Ids are drawn while the head is locked, so within a
-                // tenant they rise with seq.
-                extern "C-unwind" {
-                    /// nextval(regclass), the fmgr entry point.
-                    fn nextval_oid(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+    let ids = with_statement_snapshot(|| {
+        session::as_owner(|| {
+            Spi::connect_mut(|client| {
+                let plans = plans(client)?;
+                let n = pending.len();
+                let mut cols: Vec<Vec<Option<pg_sys::Datum>>> =
+                    (0..20).map(|_| Vec::with_capacity(n)).collect();
+                let mut ids = Vec::with_capacity(n);
+                // Chains not locked yet are locked in one order (by tenant) by
+                // every transaction, so two committing transactions that both
+                // write tenants A and B do not deadlock.
+                let mut unlocked: Vec<&str> = pending
+                    .iter()
+                    .map(|p| p.tenant.as_str())
+                    .filter(|t| !with_chains(fxid, |c| c.heads.iter().any(|(h, _, _)| h == t)))
+                    .collect();
+                unlocked.sort_unstable();
+                unlocked.dedup();
+                if unlocked.len() > 1 {
+                    unlocked.iter().for_each(|t| lock_chain(t));
                 }
-                // SAFETY: nextval(regclass) on the extension's sequence, as
-                // its owner (the function checks the privilege itself),
-                // called through fmgr from the guarded DirectFunctionCall.
-                let id = unsafe {
-                    pg_sys::DirectFunctionCall1Coll(
-                        Some(nextval_oid),
-                        pg_sys::Oid::INVALID,
-                        pg_sys::Datum::from(seq_rel),
-                    )
-                }
-                .value() as i64;
-                let rec = Record {
-                    id,
-                    tenant: p.tenant.clone(),
-                    seq: prev_seq + 1,
-                    at_us: p.at_us,
-                    actor: p.actor.clone(),
-                    actor_roles: p.actor_roles.clone(),
-                    db_role: p.db_role.clone(),
-                    action: p.action.clone(),
-                    tbl: p.tbl.clone(),
-                    row_key: p.row_key.as_ref().map(|j| j.text.clone()),
-                    old_values: p.old_values.as_ref().map(|j| j.text.clone()),
-                    new_values: p.new_values.as_ref().map(|j| j.text.clone()),
-                    client_ip: p.client_ip.clone(),
-                    user_agent: p.user_agent.clone(),
-                    application_name: p.application_name.clone(),
-                    txid: p.txid,
-                    payload: p.payload.as_ref().map(|j| j.text.clone()),
-                    key_id: key.kid.clone(),
-                };
-                let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
-                let json = |j: &Option<Json>| j.as_ref().map(Json::datum);
-                let row: [Option<pg_sys::Datum>; 20] = [
-                    Some(pg_sys::Datum::from(rec.id)),
-                    text_datum(Some(&rec.tenant)),
-                    Some(pg_sys::Datum::from(rec.seq)),
-                    Some(pg_sys::Datum::from(rec.at_us - PG_EPOCH_UNIX_US)),
-                    text_datum(rec.actor.as_deref()),
-                    text_datum(rec.actor_roles.as_deref()),
-                    text_datum(Some(&rec.db_role)),
-                    text_datum(Some(&rec.action)),
-                    text_datum(rec.tbl.as_deref()),
-                    json(&p.row_key),
-                    json(&p.old_values),
-                    json(&p.new_values),
-                    text_datum(rec.client_ip.as_deref()),
-                    text_datum(rec.user_agent.as_deref()),
-                    text_datum(rec.application_name.as_deref()),
-                    Some(pg_sys::Datum::from(rec.txid)),
-                    json(&p.payload),
-                    text_datum(Some(&rec.key_id)),
-                    prev_hash.as_slice().into_datum(),
-                    hash.as_slice().into_datum(),
-                ];
-                for (col, d) in cols.iter_mut().zip(row) {
-                    col.push(d);
-                }
-                with_chains(fxid, |c| {
-                    match c.heads.iter_mut().find(|(t, _, _)| *t == p.tenant) {
-                        Some(h) => {
-                            h.1 = rec.seq;
-                            h.2 = hash;
+                for p in &pending {
+                    let (prev_seq, prev_hash) = locked_head(&plans, fxid, &p.tenant)?;
+                    // Ids are drawn while the head is locked, so within a
+                    // tenant they rise with seq.
+                    extern "C-unwind" {
+                        /// nextval(regclass), the fmgr entry point.
+                        fn nextval_oid(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+                    }
+                    // SAFETY: nextval(regclass) on the extension's sequence, as
+                    // its owner (the function checks the privilege itself),
+                    // called through fmgr from the guarded DirectFunctionCall.
+                    let id = unsafe {
+                        pg_sys::DirectFunctionCall1Coll(
+                            Some(nextval_oid),
+                            pg_sys::Oid::INVALID,
+                            pg_sys::Datum::from(seq_rel),
+                        )
+                    }
+                    .value() as i64;
+                    let rec = Record {
+                        id,
+                        tenant: p.tenant.clone(),
+                        seq: prev_seq + 1,
+                        at_us: p.at_us,
+                        actor: p.actor.clone(),
+                        actor_roles: p.actor_roles.clone(),
+                        db_role: p.db_role.clone(),
+                        action: p.action.clone(),
+                        tbl: p.tbl.clone(),
+                        row_key: p.row_key.as_ref().map(|j| j.text.clone()),
+                        old_values: p.old_values.as_ref().map(|j| j.text.clone()),
+                        new_values: p.new_values.as_ref().map(|j| j.text.clone()),
+                        client_ip: p.client_ip.clone(),
+                        user_agent: p.user_agent.clone(),
+                        application_name: p.application_name.clone(),
+                        txid: p.txid,
+                        payload: p.payload.as_ref().map(|j| j.text.clone()),
+                        key_id: key.kid.clone(),
+                    };
+                    let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
+                    let json = |j: &Option<Json>| j.as_ref().map(Json::datum);
+                    let row: [Option<pg_sys::Datum>; 20] = [
+                        Some(pg_sys::Datum::from(rec.id)),
+                        text_datum(Some(&rec.tenant)),
+                        Some(pg_sys::Datum::from(rec.seq)),
+                        Some(pg_sys::Datum::from(rec.at_us - PG_EPOCH_UNIX_US)),
+                        text_datum(rec.actor.as_deref()),
+                        text_datum(rec.actor_roles.as_deref()),
+                        text_datum(Some(&rec.db_role)),
+                        text_datum(Some(&rec.action)),
+                        text_datum(rec.tbl.as_deref()),
+                        json(&p.row_key),
+                        json(&p.old_values),
+                        json(&p.new_values),
+                        text_datum(rec.client_ip.as_deref()),
+                        text_datum(rec.user_agent.as_deref()),
+                        text_datum(rec.application_name.as_deref()),
+                        Some(pg_sys::Datum::from(rec.txid)),
+                        json(&p.payload),
+                        text_datum(Some(&rec.key_id)),
+                        prev_hash.as_slice().into_datum(),
+                        hash.as_slice().into_datum(),
+                    ];
+                    for (col, d) in cols.iter_mut().zip(row) {
+                        col.push(d);
+                    }
+                    with_chains(fxid, |c| {
+                        match c.heads.iter_mut().find(|(t, _, _)| *t == p.tenant) {
+                            Some(h) => {
+                                h.1 = rec.seq;
+                                h.2 = hash;
+                            }
+                            None => c.heads.push((p.tenant.clone(), rec.seq, hash)),
                         }
-                        None => c.heads.push((p.tenant.clone(), rec.seq, hash)),
-                    }
-                    if !c.lagging.contains(&p.tenant) {
-                        c.lagging.push(p.tenant.clone());
-                    }
-                });
-                ids.push(id);
-            }
-            let types = [
-                pg_sys::INT8OID,
-                pg_sys::TEXTOID,
-                pg_sys::INT8OID,
-                pg_sys::TIMESTAMPTZOID,
-                pg_sys::TEXTOID,
-                pg_sys::TEXTOID,
-                pg_sys::TEXTOID,
-                pg_sys::TEXTOID,
-                pg_sys::TEXTOID,
-                pg_sys::JSONBOID,
-                pg_sys::JSONBOID,
-                pg_sys::JSONBOID,
-                pg_sys::TEXTOID,
-                pg_sys::TEXTOID,
-                pg_sys::TEXTOID,
-                pg_sys::INT8OID,
-                pg_sys::JSONBOID,
-                pg_sys::TEXTOID,
-                pg_sys::BYTEAOID,
-                pg_sys::BYTEAOID,
-            ];
-            let args: Vec<DatumWithOid<'static>> = cols
-                .iter()
-                .zip(types)
-                .map(|(col, elem)| {
-                    // SAFETY: an array of `elem` palloc'd in SPI's memory
-                    // context, alive until the INSERT ran.
-                    unsafe { DatumWithOid::new(array_of(elem, col), pg_sys::get_array_type(elem)) }
-                })
-                .collect();
-            client.update(&plans.insert, None, &args)?;
-            Ok::<_, pgrx::spi::Error>(ids)
+                        if !c.lagging.contains(&p.tenant) {
+                            c.lagging.push(p.tenant.clone());
+                        }
+                    });
+                    ids.push(id);
+                }
+                let types = [
+                    pg_sys::INT8OID,
+                    pg_sys::TEXTOID,
+                    pg_sys::INT8OID,
+                    pg_sys::TIMESTAMPTZOID,
+                    pg_sys::TEXTOID,
+                    pg_sys::TEXTOID,
+                    pg_sys::TEXTOID,
+                    pg_sys::TEXTOID,
+                    pg_sys::TEXTOID,
+                    pg_sys::JSONBOID,
+                    pg_sys::JSONBOID,
+                    pg_sys::JSONBOID,
+                    pg_sys::TEXTOID,
+                    pg_sys::TEXTOID,
+                    pg_sys::TEXTOID,
+                    pg_sys::INT8OID,
+                    pg_sys::JSONBOID,
+                    pg_sys::TEXTOID,
+                    pg_sys::BYTEAOID,
+                    pg_sys::BYTEAOID,
+                ];
+                let args: Vec<DatumWithOid<'static>> = cols
+                    .iter()
+                    .zip(types)
+                    .map(|(col, elem)| {
+                        // SAFETY: an array of `elem` palloc'd in SPI's memory
+                        // context, alive until the INSERT ran.
+                        unsafe {
+                            DatumWithOid::new(array_of(elem, col), pg_sys::get_array_type(elem))
+                        }
+                    })
+                    .collect();
+                client.update(&plans.insert, None, &args)?;
+                Ok::<_, pgrx::spi::Error>(ids)
+            })
+            .unwrap_or_else(|e| spi_fail(e))
         })
-        .unwrap_or_else(|e| spi_fail(e))
     });
-    if pushed {
-        // SAFETY: pops the snapshot pushed above.
-        unsafe { pg_sys::PopActiveSnapshot() };
-    }
     ids
 }
 
