@@ -1181,6 +1181,16 @@ fn audit(
     });
 }
 
+/// Write this transaction's pending records now (they are written before
+/// commit anyway), so the transaction itself can read them in `audit_log`.
+/// Returns how many were written.
+#[pg_extern(volatile, parallel_unsafe)]
+fn audit_flush() -> i64 {
+    let n = flush_pending().len() as i64;
+    flush_lagging_heads();
+    n
+}
+
 /// Application-level events (login, export, approval, download). Needs a
 /// context: the event belongs to its tenant and actor.
 #[pg_extern(volatile, parallel_unsafe)]

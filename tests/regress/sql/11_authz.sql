@@ -163,10 +163,10 @@ SELECT count(*) AS before FROM tenantguard.audit_log WHERE action = 'authz:deny'
 SELECT tenantguard.authorize('billing:delete') AS denied_call;
 SELECT id FROM app.approvals ORDER BY id;
 SELECT tenantguard.authorize('invoice:read') AS allowed_call;
-COMMIT;
--- Written with the transaction's commit.
-BEGIN;
-SELECT tenantguard.set_context(:'bo');
+-- Pending until written: at commit, or now.
+SELECT count(*) - :before AS before_flush FROM tenantguard.audit_log WHERE action = 'authz:deny';
+SELECT tenantguard.audit_flush() AS written;
+SELECT tenantguard.audit_flush() AS written_again;
 SELECT action, payload->>'action' AS denied_action, payload->>'user' AS who, tenant
   FROM tenantguard.audit_log WHERE action = 'authz:deny' ORDER BY seq OFFSET :before;
 COMMIT;
