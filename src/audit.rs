@@ -298,6 +298,10 @@ thread_local! {
     static PLANS: RefCell<Option<Rc<Plans>>> = const { RefCell::new(None) };
     static CHAINS: RefCell<Option<TxnChains>> = const { RefCell::new(None) };
     static CALLBACKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set once this transaction's records were written before commit or
+    /// PREPARE: a record captured after that (by code another extension
+    /// runs at pre-commit) is written at once, not left behind.
+    static COMMITTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[pg_guard]
@@ -358,9 +362,23 @@ unsafe extern "C-unwind" fn xact_callback(
 ) {
     use pg_sys::XactEvent::*;
     match event {
-        XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => flush_lagging_heads(),
+        XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => {
+            COMMITTING.with(|c| c.set(true));
+            flush_lagging_heads()
+        }
         XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE => {
-            CHAINS.with(|c| *c.borrow_mut() = None)
+            COMMITTING.with(|c| c.set(false));
+            // Nothing can be written any more; a record still pending here
+            // would be lost silently, so it leaves a durable trace.
+            let left = CHAINS.with(|c| c.borrow_mut().take().map_or(0, |c| c.pending.len()));
+            if left > 0 && event != XACT_EVENT_ABORT {
+                crate::context::alert_json(
+                    "audit_records_unwritten",
+                    "after_pre_commit",
+                    "audit records captured after the transaction's records were written were not written",
+                    serde_json::json!({ "records": left }),
+                );
+            }
         }
         _ => {}
     }
@@ -583,12 +601,16 @@ fn primary_audit_key() -> tenantguard_core::keyring::Key {
 /// record still pending before it). Returns the record id.
 pub fn append(e: Entry) -> i64 {
     capture(e, false);
-    flush_pending().last().copied().unwrap_or_else(|| {
+    let id = flush_pending().last().copied().unwrap_or_else(|| {
         raise_msg(
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             "tenantguard audit: the record was not written",
         )
-    })
+    });
+    if COMMITTING.with(|c| c.get()) {
+        flush_lagging_heads();
+    }
+    id
 }
 
 /// Capture one record for its tenant's chain; it is written by the
@@ -655,7 +677,9 @@ fn capture(e: Entry, batch: bool) {
         c.pending.push(p);
         batch && c.pending.len() >= BATCH
     });
-    if full {
+    if batch && COMMITTING.with(|c| c.get()) {
+        flush_lagging_heads();
+    } else if full {
         flush_pending();
     }
 }
