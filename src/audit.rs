@@ -486,7 +486,11 @@ pub fn flush_lagging_heads() {
                                     ],
                                     false,
                                 )?,
+                                // Forgotten in a savepoint rollback, which
+                                // also released the chain's lock if it was
+                                // taken there: take it again.
                                 None => {
+                                    lock_chain(tenant);
                                     run_latest(plans.flush, &[text_datum(Some(tenant))], false)?
                                 }
                             };
