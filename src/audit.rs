@@ -590,14 +590,17 @@ fn plans(client: &pgrx::spi::SpiClient<'_>) -> Result<Rc<Plans>, pgrx::spi::Erro
     Ok(p)
 }
 
+fn no_audit_keys() -> ! {
+    raise_msg(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        "tenantguard: no audit keys configured (set tenantguard.audit_keys in postgresql.conf); audited writes are refused rather than left unrecorded",
+    )
+}
+
 fn primary_audit_key() -> tenantguard_core::keyring::Key {
-    let ring = gucs::audit_keyring();
-    match ring.primary() {
+    match gucs::audit_keyring().primary() {
         Ok(k) => k.clone(),
-        Err(_) => raise_msg(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "tenantguard: no audit keys configured (set tenantguard.audit_keys in postgresql.conf); audited writes are refused rather than left unrecorded",
-        ),
+        Err(_) => no_audit_keys(),
     }
 }
 
@@ -627,7 +630,9 @@ pub fn append_deferred(e: Entry) {
 /// once there are `BATCH` of them.
 fn capture(e: Entry, batch: bool) {
     // Refused now, not at commit, when nothing could be recorded.
-    let _ = primary_audit_key();
+    if gucs::audit_keyring().primary().is_err() {
+        no_audit_keys();
+    }
     let claims = context::current().ok().flatten();
     let tenant = e
         .tenant
