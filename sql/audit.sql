@@ -36,6 +36,37 @@ CREATE TABLE tenantguard.audit_head (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- Sealed records waiting for the background writer to place them in their
+-- chains (tenantguard.audit_background = on). Each row carries its own HMAC
+-- (a seal under the audit key), checked when it is chained. No index (the
+-- transactions append their rows directly, and fall back to a plain INSERT
+-- should anyone add one): the
+-- writer takes rows in (txid, n) order and removes them as it chains them
+-- (they get their id then); a row stays here only until then. Nobody reads or writes it but the extension.
+CREATE TABLE tenantguard.audit_inbox (
+    n                integer NOT NULL,  -- the record's ordinal within its transaction
+    tenant           text NOT NULL,
+    at               timestamptz NOT NULL,
+    actor            text,
+    actor_roles      text,
+    db_role          text NOT NULL,
+    action           text NOT NULL,
+    tbl              text,
+    row_key          text,              -- JSON, as captured (the writer stores it as jsonb)
+    old_values       text,
+    new_values       text,
+    client_ip        text,
+    user_agent       text,
+    application_name text,
+    txid             bigint NOT NULL,
+    payload          text,
+    key_id           text NOT NULL,
+    seal             bytea NOT NULL
+);
+COMMENT ON TABLE tenantguard.audit_inbox IS 'Sealed audit records waiting to be chained by the background writer.';
+REVOKE ALL ON tenantguard.audit_inbox FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_inbox', '');
+
 CREATE TABLE tenantguard.audit_export (
     id          bigserial PRIMARY KEY,
     tenant      text NOT NULL,

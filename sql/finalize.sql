@@ -97,6 +97,13 @@ BEGIN
 END
 $$;
 
+-- The inbox: rows leave it only as the writer chains them (an UPDATE,
+-- DELETE or TRUNCATE from anyone else is refused, superusers included).
+CREATE TRIGGER refuse_change BEFORE UPDATE OR DELETE OR TRUNCATE ON tenantguard.audit_inbox
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.audit_inbox_guard();
+ALTER TABLE tenantguard.audit_inbox ENABLE ALWAYS TRIGGER refuse_change;
+REVOKE ALL ON FUNCTION tenantguard.audit_inbox_guard() FROM PUBLIC;
+
 -- Privileges -----------------------------------------------------------------
 -- DBA / tooling functions: not for PUBLIC.
 REVOKE ALL ON FUNCTION tenantguard.sign_context(jsonb, text) FROM PUBLIC;

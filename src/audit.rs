@@ -119,6 +119,26 @@ const INSERT_BATCH_SQL: &str = "INSERT INTO tenantguard.audit_log (id, tenant, s
                         pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13), pg_catalog.unnest($14), pg_catalog.unnest($15),
                         pg_catalog.unnest($16), pg_catalog.unnest($17), pg_catalog.unnest($18), pg_catalog.unnest($19), pg_catalog.unnest($20)";
 
+/// Stage a batch of sealed records in the inbox (background chaining):
+/// the same unnest as `INSERT_BATCH_SQL`, into a table without indexes.
+const STAGE_SQL: &str = "INSERT INTO tenantguard.audit_inbox (n, tenant, at, actor, actor_roles, db_role, action, tbl,
+                        row_key, old_values, new_values, client_ip, user_agent, application_name, txid, payload,
+                        key_id, seal)
+                 SELECT pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),
+                        pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10),
+                        pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13), pg_catalog.unnest($14), pg_catalog.unnest($15),
+                        pg_catalog.unnest($16), pg_catalog.unnest($17), pg_catalog.unnest($18)";
+
+/// Take up to $1 (NULL: all) committed inbox records, oldest transaction
+/// first, removing them (run under the latest snapshot, with the inbox's
+/// lock held, so no record is taken twice).
+const DRAIN_SQL: &str = "DELETE FROM tenantguard.audit_inbox i
+                  WHERE i.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
+                        SELECT x.ctid FROM tenantguard.audit_inbox x ORDER BY x.txid, x.n LIMIT $1))
+              RETURNING i.n, i.tenant, i.at, i.actor, i.actor_roles, i.db_role, i.action, i.tbl,
+                        i.row_key, i.old_values, i.new_values, i.client_ip, i.user_agent, i.application_name,
+                        i.txid, i.payload, i.key_id, i.seal";
+
 /// Records a transaction keeps before writing them (it also writes them
 /// just before commit or PREPARE, and whenever it needs a record id or
 /// reads the trail itself).
@@ -126,6 +146,9 @@ const BATCH: usize = 256;
 
 struct Plans {
     insert: OwnedPreparedStatement,
+    stage: OwnedPreparedStatement,
+    /// Run under the latest snapshot, like the head statements.
+    drain: pg_sys::SPIPlanPtr,
     /// The head statements, run under the latest snapshot (`run_latest`).
     head: pg_sys::SPIPlanPtr,
     new_head: pg_sys::SPIPlanPtr,
@@ -267,6 +290,8 @@ struct TxnChains {
     lagging: Vec<String>,
     pending: Vec<Pending>,
     inflight: Vec<(pg_sys::SubTransactionId, Pending)>,
+    /// Records this transaction staged in the inbox (their ordinals).
+    staged: i32,
 }
 
 /// A captured record waiting for its flush: everything but its place in
@@ -302,6 +327,12 @@ thread_local! {
     /// PREPARE: a record captured after that (by code another extension
     /// runs at pre-commit) is written at once, not left behind.
     static COMMITTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// This transaction staged records for the background writer: wake it
+    /// once they are committed.
+    static STAGED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set only while `drain_inbox` removes the records it chains: the one
+    /// DELETE the inbox's guard lets through.
+    static DRAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[pg_guard]
@@ -330,6 +361,7 @@ unsafe extern "C-unwind" fn subxact_callback(
                 }
             }
             SUBXACT_EVENT_ABORT_SUB => {
+                DRAINING.with(|d| d.set(false));
                 // Its rows are gone, and so are its locks on heads: the
                 // next flush starts each tenant from its last surviving
                 // record. Records it appended are dropped; records appended
@@ -364,10 +396,20 @@ unsafe extern "C-unwind" fn xact_callback(
     match event {
         XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => {
             COMMITTING.with(|c| c.set(true));
+            if crate::writer::background() {
+                stage_pending();
+            }
             flush_lagging_heads()
         }
         XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE => {
             COMMITTING.with(|c| c.set(false));
+            DRAINING.with(|d| d.set(false));
+            // Committed: the writer can take what this transaction staged.
+            // (A prepared transaction's records wait for the writer's next
+            // pass after COMMIT PREPARED, or for audit_flush().)
+            if STAGED.with(|s| s.replace(false)) && event == XACT_EVENT_COMMIT {
+                crate::writer::wake();
+            }
             // Nothing can be written any more; a record still pending here
             // would be lost silently, so it leaves a durable trace.
             let left = CHAINS.with(|c| c.borrow_mut().take().map_or(0, |c| c.pending.len()));
@@ -405,6 +447,7 @@ fn with_chains<R>(fxid: u64, f: impl FnOnce(&mut TxnChains) -> R) -> R {
                 lagging: Vec::new(),
                 pending: Vec::new(),
                 inflight: Vec::new(),
+                staged: 0,
             });
         }
         f(c.as_mut().expect("just set"))
@@ -515,6 +558,23 @@ struct Json {
 }
 
 impl Json {
+    /// JSON text as captured, not normalized yet (no jsonb datum).
+    fn raw(text: String) -> Json {
+        Json {
+            text,
+            flat: Vec::new(),
+        }
+    }
+
+    /// In jsonb's normal form (a no-op if it is already).
+    fn normal(&self) -> Json {
+        if self.flat.is_empty() {
+            jsonb_normal(Some(self.text.clone())).expect("some in, some out")
+        } else {
+            self.clone()
+        }
+    }
+
     /// A palloc'd copy of the jsonb datum, in the current memory context.
     fn datum(&self) -> pg_sys::Datum {
         // SAFETY: `flat` holds a complete flat jsonb varlena; the copy is
@@ -574,11 +634,33 @@ fn plans(client: &pgrx::spi::SpiClient<'_>) -> Result<Rc<Plans>, pgrx::spi::Erro
     let batch = [
         i8a, ta, i8a, tsa, ta, ta, ta, ta, ta, ja, ja, ja, ta, ta, ta, i8a, ja, ta, ba, ba,
     ];
+    let stage = [
+        PgOid::from(pg_sys::INT4ARRAYOID),
+        ta,
+        tsa,
+        ta,
+        ta,
+        ta,
+        ta,
+        ta,
+        ta,
+        ta,
+        ta,
+        ta,
+        ta,
+        ta,
+        i8a,
+        ta,
+        ta,
+        ba,
+    ];
     let (t, i8, b) = (pg_sys::TEXTOID, pg_sys::INT8OID, pg_sys::BYTEAOID);
     // SAFETY: SPI is connected (we hold its client).
     let p = unsafe {
         Rc::new(Plans {
             insert: client.prepare_mut(INSERT_BATCH_SQL, &batch)?.keep(),
+            stage: client.prepare_mut(STAGE_SQL, &stage)?.keep(),
+            drain: keep_raw(DRAIN_SQL, &[i8])?,
             head: keep_raw(HEAD_SQL, &[t])?,
             new_head: keep_raw(NEW_HEAD_SQL, &[t, b])?,
             last: keep_raw(LAST_SQL, &[t])?,
@@ -662,6 +744,17 @@ fn capture(e: Entry, batch: bool) {
         let app = (!app.is_null()).then(|| CStr::from_ptr(app).to_string_lossy().into_owned());
         (fxid, subid, app)
     };
+    // Chained in this transaction: in jsonb's normal form now (an invalid
+    // value fails the statement that wrote it). Left to the background
+    // writer: as captured (the writer normalizes it as it chains it).
+    let background = crate::writer::background();
+    let json_of = |j: Option<String>| {
+        if background {
+            j.map(Json::raw)
+        } else {
+            jsonb_normal(j)
+        }
+    };
     let p = Pending {
         subid,
         tenant,
@@ -671,14 +764,14 @@ fn capture(e: Entry, batch: bool) {
         db_role,
         action: e.action,
         tbl: e.tbl,
-        row_key: jsonb_normal(e.row_key),
-        old_values: jsonb_normal(e.old_values),
-        new_values: jsonb_normal(e.new_values),
+        row_key: json_of(e.row_key),
+        old_values: json_of(e.old_values),
+        new_values: json_of(e.new_values),
         client_ip,
         user_agent,
         application_name,
         txid: fxid as i64,
-        payload: jsonb_normal(e.payload),
+        payload: json_of(e.payload),
     };
     crate::hooks::note_audit_write();
     register_callbacks();
@@ -688,6 +781,8 @@ fn capture(e: Entry, batch: bool) {
     });
     if batch && COMMITTING.with(|c| c.get()) {
         flush_lagging_heads();
+    } else if full && crate::writer::background() {
+        stage_pending();
     } else if full {
         flush_pending();
     }
@@ -779,10 +874,11 @@ fn text_datum(s: Option<&str>) -> Option<pg_sys::Datum> {
     s.and_then(|s| s.into_datum())
 }
 
-/// Write every pending record of this transaction: place each in its
-/// tenant's chain (locking the head) and insert them all in one statement.
-/// Returns their ids, in the order they were appended.
-fn flush_pending() -> Vec<i64> {
+/// Take this transaction's pending records for a write. Records written
+/// inside a subtransaction stay known (`inflight`) until that work belongs
+/// to the top level, in case a rollback (or an error in this very write)
+/// takes it away.
+fn take_pending() -> (u64, Vec<Pending>) {
     // SAFETY: reads the top-level transaction id without assigning one,
     // and the nesting level.
     let (fxid, nested) = unsafe {
@@ -798,19 +894,127 @@ fn flush_pending() -> Vec<i64> {
             .map(|s| std::mem::take(&mut s.pending))
             .unwrap_or_default()
     });
-    if pending.is_empty() {
-        return Vec::new();
-    }
-    // Written inside a subtransaction: kept until that work belongs to the
-    // top level, in case a rollback (or an error in this very flush) takes
-    // it away.
-    if nested {
+    if nested && !pending.is_empty() {
         // SAFETY: reads the current subtransaction id.
         let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };
         with_chains(fxid, |c| {
             c.inflight.extend(pending.iter().map(|p| (sub, p.clone())));
         });
     }
+    (fxid, pending)
+}
+
+/// Write every pending record of this transaction: place each in its
+/// tenant's chain (locking the head) and insert them all in one statement.
+/// Returns their ids, in the order they were appended.
+fn flush_pending() -> Vec<i64> {
+    let (fxid, pending) = take_pending();
+    chain_records(fxid, &pending)
+}
+
+/// The record a pending one becomes, given its id, place and key.
+fn record_of(p: &Pending, id: i64, seq: i64, key_id: &str) -> Record {
+    Record {
+        id,
+        tenant: p.tenant.clone(),
+        seq,
+        at_us: p.at_us,
+        actor: p.actor.clone(),
+        actor_roles: p.actor_roles.clone(),
+        db_role: p.db_role.clone(),
+        action: p.action.clone(),
+        tbl: p.tbl.clone(),
+        row_key: p.row_key.as_ref().map(|j| j.text.clone()),
+        old_values: p.old_values.as_ref().map(|j| j.text.clone()),
+        new_values: p.new_values.as_ref().map(|j| j.text.clone()),
+        client_ip: p.client_ip.clone(),
+        user_agent: p.user_agent.clone(),
+        application_name: p.application_name.clone(),
+        txid: p.txid,
+        payload: p.payload.as_ref().map(|j| j.text.clone()),
+        key_id: key_id.to_string(),
+    }
+}
+
+/// Element types of the columns `at` .. `key_id`, which the trail and the
+/// inbox share (see `body`).
+const BODY_TYPES: [pg_sys::Oid; 15] = [
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::JSONBOID,
+    pg_sys::JSONBOID,
+    pg_sys::JSONBOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::INT8OID,
+    pg_sys::JSONBOID,
+    pg_sys::TEXTOID,
+];
+
+/// The datums of columns `at` .. `key_id` of a record (None: NULL),
+/// palloc'd in the current memory context.
+fn body(rec: &Record, p: &Pending) -> [Option<pg_sys::Datum>; 15] {
+    let json = |j: &Option<Json>| j.as_ref().map(Json::datum);
+    [
+        Some(pg_sys::Datum::from(rec.at_us - PG_EPOCH_UNIX_US)),
+        text_datum(rec.actor.as_deref()),
+        text_datum(rec.actor_roles.as_deref()),
+        text_datum(Some(&rec.db_role)),
+        text_datum(Some(&rec.action)),
+        text_datum(rec.tbl.as_deref()),
+        json(&p.row_key),
+        json(&p.old_values),
+        json(&p.new_values),
+        text_datum(rec.client_ip.as_deref()),
+        text_datum(rec.user_agent.as_deref()),
+        text_datum(rec.application_name.as_deref()),
+        Some(pg_sys::Datum::from(rec.txid)),
+        json(&p.payload),
+        text_datum(Some(&rec.key_id)),
+    ]
+}
+
+/// One array argument per column, for an unnest INSERT.
+fn array_args(
+    cols: &[Vec<Option<pg_sys::Datum>>],
+    types: &[pg_sys::Oid],
+) -> Vec<DatumWithOid<'static>> {
+    cols.iter()
+        .zip(types)
+        .map(|(col, elem)| {
+            // SAFETY: an array of `elem` palloc'd in SPI's memory context,
+            // alive until the INSERT ran.
+            unsafe { DatumWithOid::new(array_of(*elem, col), pg_sys::get_array_type(*elem)) }
+        })
+        .collect()
+}
+
+/// Place records in their tenants' chains (locking each chain for the
+/// rest of the transaction) and insert them in one statement. Returns
+/// their ids, in order.
+fn chain_records(fxid: u64, pending: &[Pending]) -> Vec<i64> {
+    if pending.is_empty() {
+        return Vec::new();
+    }
+    // What is hashed is the JSON in jsonb's normal form (what verification
+    // reads back); records captured for the background writer are not yet.
+    let normal = |j: &Option<Json>| j.as_ref().map(Json::normal);
+    let pending: Vec<Pending> = pending
+        .iter()
+        .map(|p| Pending {
+            row_key: normal(&p.row_key),
+            old_values: normal(&p.old_values),
+            new_values: normal(&p.new_values),
+            payload: normal(&p.payload),
+            ..p.clone()
+        })
+        .collect();
+    let pending = pending.as_slice();
     let key = primary_audit_key();
     let seq_rel = session::relation_oid(c"audit_log_id_seq").unwrap_or_else(|| {
         raise_msg(
@@ -818,7 +1022,7 @@ fn flush_pending() -> Vec<i64> {
             "tenantguard audit: sequence tenantguard.audit_log_id_seq is missing",
         )
     });
-    let ids = with_statement_snapshot(|| {
+    with_statement_snapshot(|| {
         session::as_owner(|| {
             Spi::connect_mut(|client| {
                 let plans = plans(client)?;
@@ -839,7 +1043,7 @@ fn flush_pending() -> Vec<i64> {
                 if unlocked.len() > 1 {
                     unlocked.iter().for_each(|t| lock_chain(t));
                 }
-                for p in &pending {
+                for p in pending {
                     let (prev_seq, prev_hash) = locked_head(&plans, fxid, &p.tenant)?;
                     // Ids are drawn while the head is locked, so within a
                     // tenant they rise with seq.
@@ -858,50 +1062,19 @@ fn flush_pending() -> Vec<i64> {
                         )
                     }
                     .value() as i64;
-                    let rec = Record {
-                        id,
-                        tenant: p.tenant.clone(),
-                        seq: prev_seq + 1,
-                        at_us: p.at_us,
-                        actor: p.actor.clone(),
-                        actor_roles: p.actor_roles.clone(),
-                        db_role: p.db_role.clone(),
-                        action: p.action.clone(),
-                        tbl: p.tbl.clone(),
-                        row_key: p.row_key.as_ref().map(|j| j.text.clone()),
-                        old_values: p.old_values.as_ref().map(|j| j.text.clone()),
-                        new_values: p.new_values.as_ref().map(|j| j.text.clone()),
-                        client_ip: p.client_ip.clone(),
-                        user_agent: p.user_agent.clone(),
-                        application_name: p.application_name.clone(),
-                        txid: p.txid,
-                        payload: p.payload.as_ref().map(|j| j.text.clone()),
-                        key_id: key.kid.clone(),
-                    };
+                    let rec = record_of(p, id, prev_seq + 1, &key.kid);
                     let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
-                    let json = |j: &Option<Json>| j.as_ref().map(Json::datum);
-                    let row: [Option<pg_sys::Datum>; 20] = [
+                    let row = [
                         Some(pg_sys::Datum::from(rec.id)),
                         text_datum(Some(&rec.tenant)),
                         Some(pg_sys::Datum::from(rec.seq)),
-                        Some(pg_sys::Datum::from(rec.at_us - PG_EPOCH_UNIX_US)),
-                        text_datum(rec.actor.as_deref()),
-                        text_datum(rec.actor_roles.as_deref()),
-                        text_datum(Some(&rec.db_role)),
-                        text_datum(Some(&rec.action)),
-                        text_datum(rec.tbl.as_deref()),
-                        json(&p.row_key),
-                        json(&p.old_values),
-                        json(&p.new_values),
-                        text_datum(rec.client_ip.as_deref()),
-                        text_datum(rec.user_agent.as_deref()),
-                        text_datum(rec.application_name.as_deref()),
-                        Some(pg_sys::Datum::from(rec.txid)),
-                        json(&p.payload),
-                        text_datum(Some(&rec.key_id)),
+                    ]
+                    .into_iter()
+                    .chain(body(&rec, p))
+                    .chain([
                         prev_hash.as_slice().into_datum(),
                         hash.as_slice().into_datum(),
-                    ];
+                    ]);
                     for (col, d) in cols.iter_mut().zip(row) {
                         col.push(d);
                     }
@@ -919,46 +1092,336 @@ fn flush_pending() -> Vec<i64> {
                     });
                     ids.push(id);
                 }
-                let types = [
-                    pg_sys::INT8OID,
-                    pg_sys::TEXTOID,
-                    pg_sys::INT8OID,
-                    pg_sys::TIMESTAMPTZOID,
-                    pg_sys::TEXTOID,
-                    pg_sys::TEXTOID,
-                    pg_sys::TEXTOID,
-                    pg_sys::TEXTOID,
-                    pg_sys::TEXTOID,
-                    pg_sys::JSONBOID,
-                    pg_sys::JSONBOID,
-                    pg_sys::JSONBOID,
-                    pg_sys::TEXTOID,
-                    pg_sys::TEXTOID,
-                    pg_sys::TEXTOID,
-                    pg_sys::INT8OID,
-                    pg_sys::JSONBOID,
-                    pg_sys::TEXTOID,
-                    pg_sys::BYTEAOID,
-                    pg_sys::BYTEAOID,
-                ];
-                let args: Vec<DatumWithOid<'static>> = cols
-                    .iter()
-                    .zip(types)
-                    .map(|(col, elem)| {
-                        // SAFETY: an array of `elem` palloc'd in SPI's memory
-                        // context, alive until the INSERT ran.
-                        unsafe {
-                            DatumWithOid::new(array_of(elem, col), pg_sys::get_array_type(elem))
-                        }
-                    })
+                let types: Vec<pg_sys::Oid> = [pg_sys::INT8OID, pg_sys::TEXTOID, pg_sys::INT8OID]
+                    .into_iter()
+                    .chain(BODY_TYPES)
+                    .chain([pg_sys::BYTEAOID, pg_sys::BYTEAOID])
                     .collect();
-                client.update(&plans.insert, None, &args)?;
+                client.update(&plans.insert, None, &array_args(&cols, &types))?;
                 Ok::<_, pgrx::spi::Error>(ids)
             })
             .unwrap_or_else(|e| spi_fail(e))
         })
+    })
+}
+
+/// Column types of `audit_inbox`, in order.
+const INBOX_TYPES: [pg_sys::Oid; 18] = [
+    pg_sys::INT4OID,
+    pg_sys::TEXTOID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::INT8OID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::BYTEAOID,
+];
+
+/// An inbox row (see `INBOX_TYPES`): the record as sealed (its JSON as
+/// captured), its ordinal and seal; palloc'd in the current memory context.
+fn inbox_row(n: i32, rec: &Record, seal: &[u8]) -> [Option<pg_sys::Datum>; 18] {
+    [
+        Some(pg_sys::Datum::from(n)),
+        text_datum(Some(&rec.tenant)),
+        Some(pg_sys::Datum::from(rec.at_us - PG_EPOCH_UNIX_US)),
+        text_datum(rec.actor.as_deref()),
+        text_datum(rec.actor_roles.as_deref()),
+        text_datum(Some(&rec.db_role)),
+        text_datum(Some(&rec.action)),
+        text_datum(rec.tbl.as_deref()),
+        text_datum(rec.row_key.as_deref()),
+        text_datum(rec.old_values.as_deref()),
+        text_datum(rec.new_values.as_deref()),
+        text_datum(rec.client_ip.as_deref()),
+        text_datum(rec.user_agent.as_deref()),
+        text_datum(rec.application_name.as_deref()),
+        Some(pg_sys::Datum::from(rec.txid)),
+        text_datum(rec.payload.as_deref()),
+        text_datum(Some(&rec.key_id)),
+        seal.into_datum(),
+    ]
+}
+
+/// Background chaining: write this transaction's pending records to the
+/// inbox, each sealed with the audit key, without touching any chain. They
+/// are committed (or rolled back) with the transaction; the writer chains
+/// them after commit. The rows are appended to the heap directly (the
+/// inbox has no index and no INSERT trigger, and nobody but the extension
+/// writes it), or, should someone have added an index, by a plain INSERT.
+fn stage_pending() {
+    let (fxid, pending) = take_pending();
+    if pending.is_empty() {
+        return;
+    }
+    let key = primary_audit_key();
+    let first = with_chains(fxid, |c| {
+        let first = c.staged;
+        c.staged += pending.len() as i32;
+        first
     });
-    ids
+    let rows: Vec<[Option<pg_sys::Datum>; 18]> = pending
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let n = first + i as i32;
+            let rec = record_of(p, i64::from(n), 0, &key.kid);
+            let seal = chain::seal(&key.material, &rec);
+            inbox_row(n, &rec, &seal)
+        })
+        .collect();
+    let inbox = session::relation_oid(c"audit_inbox").unwrap_or_else(|| {
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            "tenantguard audit: table tenantguard.audit_inbox is missing",
+        )
+    });
+    // SAFETY: the relation is opened with the lock an INSERT takes and
+    // closed keeping it; each tuple is formed from datums of the inbox's
+    // column types, in its column order (INBOX_TYPES, checked against the
+    // relation's descriptor first), and heap_insert toasts and WAL-logs it
+    // as an INSERT would.
+    let direct = unsafe {
+        let rel = pg_sys::table_open(inbox, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let desc = (*rel).rd_att;
+        let shaped = (*desc).natts as usize == INBOX_TYPES.len()
+            && INBOX_TYPES.iter().enumerate().all(|(i, t)| {
+                let att = &*(*desc).attrs.as_ptr().add(i);
+                !att.attisdropped && att.atttypid == *t
+            });
+        let direct = shaped && !(*(*rel).rd_rel).relhasindex;
+        if direct {
+            let cid = pg_sys::GetCurrentCommandId(true);
+            for row in &rows {
+                let mut values: Vec<pg_sys::Datum> = row
+                    .iter()
+                    .map(|d| d.unwrap_or(pg_sys::Datum::from(0usize)))
+                    .collect();
+                let mut nulls: Vec<bool> = row.iter().map(Option::is_none).collect();
+                let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+                pg_sys::heap_insert(rel, tuple, cid, 0, std::ptr::null_mut());
+                pg_sys::heap_freetuple(tuple);
+            }
+        }
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        direct
+    };
+    if !direct {
+        with_statement_snapshot(|| {
+            session::as_owner(|| {
+                Spi::connect_mut(|client| {
+                    let plans = plans(client)?;
+                    let mut cols: Vec<Vec<Option<pg_sys::Datum>>> =
+                        (0..18).map(|_| Vec::with_capacity(rows.len())).collect();
+                    for row in &rows {
+                        for (col, d) in cols.iter_mut().zip(row) {
+                            col.push(*d);
+                        }
+                    }
+                    client.update(&plans.stage, None, &array_args(&cols, &INBOX_TYPES))?;
+                    Ok::<_, pgrx::spi::Error>(())
+                })
+                .unwrap_or_else(|e| spi_fail(e))
+            })
+        });
+    }
+    STAGED.with(|s| s.set(true));
+}
+
+/// Serialize the inbox's drains (the writer's, and those of functions that
+/// read the trail): another key of the advisory space, held until the
+/// transaction ends, so no record is taken twice.
+fn lock_inbox() {
+    // SAFETY: as in `lock_chain`.
+    unsafe {
+        let tag = pg_sys::LOCKTAG {
+            locktag_field1: pg_sys::MyDatabaseId.to_u32(),
+            locktag_field2: 0,
+            locktag_field3: 0,
+            locktag_field4: 0x7469,
+            locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+            locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+        };
+        pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as i32, false, false);
+    }
+}
+
+/// Lets the inbox's guard pass this backend's DELETE while it lives.
+struct Draining;
+impl Draining {
+    fn start() -> Draining {
+        DRAINING.with(|d| d.set(true));
+        Draining
+    }
+}
+impl Drop for Draining {
+    fn drop(&mut self) {
+        DRAINING.with(|d| d.set(false));
+    }
+}
+
+/// Chain up to `limit` (None: all) records that committed transactions
+/// left in the inbox, in this transaction: check each one's seal, place it
+/// in its tenant's chain, remove it from the inbox. A record whose seal
+/// does not check out (edited or forged in the inbox) is not chained: it
+/// leaves a `tenantguard-alert` line with its content instead. Returns how
+/// many records were taken. Does nothing in a read-only transaction or on
+/// a standby.
+pub fn drain_inbox(limit: Option<i64>) -> i64 {
+    // SAFETY: plain reads of transaction and recovery state.
+    if unsafe { pg_sys::RecoveryInProgress() || pg_sys::XactReadOnly } {
+        return 0;
+    }
+    let ring = gucs::audit_keyring();
+    if ring.is_empty() {
+        return 0;
+    }
+    register_callbacks();
+    // SAFETY: assigns the top-level transaction id (the chain state is
+    // kept under it) and reads the subtransaction id.
+    let (fxid, subid) = unsafe {
+        (
+            pg_sys::GetTopFullTransactionId().value,
+            pg_sys::GetCurrentSubTransactionId(),
+        )
+    };
+    lock_inbox();
+    type Row = (i64, i32, Record, Pending, Vec<u8>);
+    let mut rows: Vec<Row> = with_statement_snapshot(|| {
+        session::as_owner(|| {
+            Spi::connect_mut(|client| {
+                let plans = plans(client)?;
+                let _draining = Draining::start();
+                // SAFETY: SPI is connected; the plan takes one int8 (NULL:
+                // no limit); the rows are read before the next SPI call.
+                unsafe { take_inbox_rows(plans.drain, limit, subid) }
+            })
+            .unwrap_or_else(|e| spi_fail(e))
+        })
+    });
+    let taken = rows.len() as i64;
+    rows.sort_by_key(|r| (r.0, r.1));
+    let mut good = Vec::with_capacity(rows.len());
+    for (_, _, rec, p, seal) in rows {
+        let ok = ring
+            .select(Some(&rec.key_id))
+            .is_ok_and(|k| chain::seal_ok(&k.material, &rec, &seal));
+        if ok {
+            good.push(p);
+        } else {
+            crate::context::alert_json(
+                "audit_inbox_seal_broken",
+                "inbox_record_not_chained",
+                "an audit record in tenantguard.audit_inbox does not carry a valid seal (edited or forged); it was not chained",
+                serde_json::to_value(&rec).unwrap_or_default(),
+            );
+        }
+    }
+    chain_records(fxid, &good);
+    taken
+}
+
+/// Run the inbox's DELETE .. RETURNING under the latest snapshot and read
+/// its rows: (txid, n, the record as sealed, the pending record, seal).
+///
+/// SAFETY: SPI must be connected; `plan` is `Plans::drain`.
+unsafe fn take_inbox_rows(
+    plan: pg_sys::SPIPlanPtr,
+    limit: Option<i64>,
+    subid: pg_sys::SubTransactionId,
+) -> Result<Vec<(i64, i32, Record, Pending, Vec<u8>)>, pgrx::spi::Error> {
+    let mut values = [pg_sys::Datum::from(limit.unwrap_or(0))];
+    let nulls = [if limit.is_some() { b' ' } else { b'n' } as std::ffi::c_char];
+    // SAFETY: per the function's contract.
+    unsafe {
+        let rc = pg_sys::SPI_execute_snapshot(
+            plan,
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
+            pg_sys::GetLatestSnapshot(),
+            std::ptr::null_mut(),
+            false,
+            true,
+            0,
+        );
+        if rc != pg_sys::SPI_OK_DELETE_RETURNING as i32 {
+            return Err(pgrx::spi::Error::from(pgrx::spi::SpiErrorCodes::OpUnknown));
+        }
+        let table = pg_sys::SPI_tuptable;
+        let mut out = Vec::with_capacity(pg_sys::SPI_processed as usize);
+        for i in 0..pg_sys::SPI_processed as usize {
+            let tuple = *(*table).vals.add(i);
+            let desc = (*table).tupdesc;
+            let get = |col: i32| {
+                let mut null = false;
+                let d = pg_sys::SPI_getbinval(tuple, desc, col, &mut null);
+                (!null).then_some(d)
+            };
+            let text = |col: i32| get(col).and_then(|d| String::from_datum(d, false));
+            // As captured (what was sealed); normalized as it is chained.
+            let json = |col: i32| text(col).map(Json::raw);
+            let n = get(1).map_or(0, |d| d.value() as i32);
+            let txid = get(15).map_or(0, |d| d.value() as i64);
+            let p = Pending {
+                subid,
+                tenant: text(2).unwrap_or_default(),
+                at_us: get(3).map_or(0, |d| d.value() as i64) + PG_EPOCH_UNIX_US,
+                actor: text(4),
+                actor_roles: text(5),
+                db_role: text(6).unwrap_or_default(),
+                action: text(7).unwrap_or_default(),
+                tbl: text(8),
+                row_key: json(9),
+                old_values: json(10),
+                new_values: json(11),
+                client_ip: text(12),
+                user_agent: text(13),
+                application_name: text(14),
+                txid,
+                payload: json(16),
+            };
+            let key_id = text(17).unwrap_or_default();
+            let seal = get(18)
+                .and_then(|d| Vec::<u8>::from_datum(d, false))
+                .unwrap_or_default();
+            let rec = record_of(&p, i64::from(n), 0, &key_id);
+            out.push((txid, n, rec, p, seal));
+        }
+        Ok(out)
+    }
+}
+
+/// The inbox's guard (`BEFORE UPDATE OR DELETE OR TRUNCATE`, per
+/// statement, `ENABLE ALWAYS`): only `drain_inbox` removes records, as it
+/// chains them; everything else is refused, superusers included.
+#[pg_trigger]
+fn audit_inbox_guard<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::heap_tuple::PgHeapTupleError> {
+    let op = trigger.trigger_data().tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
+    if op == pg_sys::TRIGGER_EVENT_DELETE && DRAINING.with(|d| d.get()) {
+        return Ok(None);
+    }
+    let what = match op {
+        pg_sys::TRIGGER_EVENT_UPDATE => "UPDATE",
+        pg_sys::TRIGGER_EVENT_DELETE => "DELETE",
+        _ => "TRUNCATE",
+    };
+    raise_msg(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        &format!(
+            "tenantguard: {what} on tenantguard.audit_inbox is not allowed: records leave the inbox only as the audit writer chains them"
+        ),
+    )
 }
 
 /// Text of every (non-dropped) column of a tuple, with redaction.
@@ -1219,7 +1682,7 @@ fn audit(
 /// Returns how many were written.
 #[pg_extern(volatile, parallel_unsafe)]
 fn audit_flush() -> i64 {
-    let n = flush_pending().len() as i64;
+    let n = flush_pending().len() as i64 + drain_inbox(None);
     flush_lagging_heads();
     n
 }
@@ -1448,6 +1911,7 @@ fn verify_audit(
         name!(ok, bool),
     ),
 > {
+    drain_inbox(None);
     flush_lagging_heads();
     if gucs::audit_keyring().is_empty() {
         raise(DomainError::Policy(
@@ -1479,6 +1943,7 @@ fn audit_digest() -> TableIterator<
         name!(at, pgrx::datum::TimestampWithTimeZone),
     ),
 > {
+    drain_inbox(None);
     flush_lagging_heads();
     let mut out = Vec::new();
     Spi::connect(|c| {
@@ -1517,6 +1982,7 @@ fn verify_audit_against(
         name!(ok, bool),
     ),
 > {
+    drain_inbox(None);
     flush_lagging_heads();
     let items = digest.0.as_array().cloned().unwrap_or_default();
     let mut out = Vec::new();
@@ -1538,6 +2004,7 @@ fn export_audit(
     since: default!(Option<pgrx::datum::TimestampWithTimeZone>, "'-infinity'"),
     until: default!(Option<pgrx::datum::TimestampWithTimeZone>, "'infinity'"),
 ) -> SetOfIterator<'static, JsonB> {
+    drain_inbox(None);
     flush_lagging_heads();
     let tenant = tenant.unwrap_or_else(|| {
         crate::error::raise_msg(
@@ -1626,6 +2093,7 @@ fn drop_audit_partition(
         name!(export_id, i64),
     ),
 > {
+    drain_inbox(None);
     flush_lagging_heads();
     let oid = partition.oid();
     // Close it (the lock stays until the end of the transaction), or DROP

@@ -521,6 +521,10 @@ pub static SHARED_REASON: GucSetting<Option<CString>> =
 /// Audit capture trigger and maintenance hook switch.
 pub static AUDIT_HOOK: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// Write audit records sealed to `audit_inbox` at commit and let a
+/// background writer place them in their chains (needs preload).
+pub static AUDIT_BACKGROUND: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 /// Revocation / allowlist / staff-grant checks. Only postgresql.conf can
 /// turn them off (benchmarking, emergencies); status() reports it.
 pub static ACCESS_CHECKS: GucSetting<bool> = GucSetting::<bool>::new(true);
@@ -573,6 +577,14 @@ pub fn init_limits() {
         c"Refuse DDL that would disable, drop or rename the audit trail (needs shared_preload_libraries).",
         c"Sighup: set to off in postgresql.conf for maintenance only.",
         &AUDIT_HOOK,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"tenantguard.audit_background",
+        c"Chain audit records in a background writer instead of in the committing transaction (needs shared_preload_libraries).",
+        c"Sighup. Records are written, sealed, with the transaction and appear in audit_log once the writer has chained them.",
+        &AUDIT_BACKGROUND,
         GucContext::Sighup,
         GucFlags::default(),
     );

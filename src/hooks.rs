@@ -118,7 +118,12 @@ fn is_audit_relation(oid: pg_sys::Oid) -> bool {
         name.starts_with("audit_log")
             || matches!(
                 name.as_str(),
-                "audit_head" | "security_log" | "revocation" | "audit_checkpoint" | "audit_export"
+                "audit_head"
+                    | "audit_inbox"
+                    | "security_log"
+                    | "revocation"
+                    | "audit_checkpoint"
+                    | "audit_export"
             )
     }
 }

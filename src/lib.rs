@@ -21,6 +21,7 @@ mod policy;
 mod seclog;
 mod session;
 mod status;
+mod writer;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -54,6 +55,7 @@ pub extern "C-unwind" fn _PG_init() {
     if status::preloaded() {
         hooks::init();
         alerts::init();
+        writer::init();
     }
 }
 

@@ -48,6 +48,18 @@ fn status() -> JsonB {
     let guarded = Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM tenantguard.guarded_schema")
         .unwrap_or(None)
         .unwrap_or(0);
+    let mut audit_background = crate::writer::report();
+    if let serde_json::Value::Object(m) = &mut audit_background {
+        // Committed records not chained yet (read as the extension's owner:
+        // nobody else may read the inbox).
+        let waiting = crate::session::as_owner(|| {
+            Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM tenantguard.audit_inbox")
+        });
+        m.insert(
+            "inbox_records".into(),
+            serde_json::json!(waiting.ok().flatten()),
+        );
+    }
     JsonB(serde_json::json!({
         "lint_findings": lint,
         "last_audit_verification": last_verification,
@@ -62,7 +74,8 @@ fn status() -> JsonB {
         })),
         "audit_guard": crate::gucs::AUDIT_HOOK.get(),
         "audit_keys": crate::gucs::audit_keyring().kids(),
-        "shared_memory": false,
+        "shared_memory": preloaded(),
+        "audit_background": audit_background,
         "signing_keys": ring.kids(),
         "revocation_mode": if crate::gucs::ACCESS_CHECKS.get() {
             "shared invalidation (relcache callback, checked every statement; works without preload)"

@@ -86,6 +86,32 @@ pub fn link(key: &[u8], r: &Record, prev: &[u8]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
+/// A record's seal while it waits, unchained, for the background writer:
+/// HMAC-SHA256 over a label of its own and the record's canonical encoding
+/// (with `seq` 0, as the record has no place in its chain yet) and its id,
+/// which the chain keeps. The label
+/// keeps a seal from ever passing for a chain hash or the reverse.
+pub fn seal(key: &[u8], r: &Record) -> [u8; 32] {
+    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(b"tenantguard-inbox-v1");
+    m.update(&r.id.to_be_bytes());
+    let mut unplaced = r.clone();
+    unplaced.seq = 0;
+    m.update(&canonical(&unplaced));
+    m.finalize().into_bytes().into()
+}
+
+/// Whether `mac` is the record's seal under `key` (compared in constant time).
+pub fn seal_ok(key: &[u8], r: &Record, mac: &[u8]) -> bool {
+    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(b"tenantguard-inbox-v1");
+    m.update(&r.id.to_be_bytes());
+    let mut unplaced = r.clone();
+    unplaced.seq = 0;
+    m.update(&canonical(&unplaced));
+    m.verify_slice(mac).is_ok()
+}
+
 /// Result of checking one chain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
@@ -188,6 +214,34 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn seal_detects_any_change_and_is_not_a_chain_hash() {
+        let r = rec(7, "UPDATE");
+        let k = KEY;
+        let mac = seal(k, &r);
+        assert!(seal_ok(k, &r, &mac));
+        // Its place in the chain is not sealed (it has none yet).
+        let mut placed = r.clone();
+        placed.seq = 42;
+        assert!(seal_ok(k, &placed, &mac));
+        let mut edited = r.clone();
+        edited.new_values = Some("{\"amount\": 1000000}".into());
+        assert!(!seal_ok(k, &edited, &mac));
+        let mut renumbered = r.clone();
+        renumbered.id += 1;
+        assert!(!seal_ok(k, &renumbered, &mac));
+        let mut moved = r.clone();
+        moved.tenant = "other".into();
+        assert!(!seal_ok(k, &moved, &mac));
+        assert!(!seal_ok(b"another-key-0123456789abcdef012345", &r, &mac));
+        assert!(!seal_ok(k, &r, &mac[..31]));
+        // Domain-separated from the chain's hashes.
+        let mut unplaced = r.clone();
+        unplaced.seq = 0;
+        assert_ne!(mac, link(k, &unplaced, &GENESIS));
+        assert_ne!(mac.as_slice(), link(k, &unplaced, b"").as_slice());
+    }
+
     use super::*;
 
     const KEY: &[u8] = b"audit-key-0123456789abcdef0123456789";

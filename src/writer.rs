@@ -1,0 +1,287 @@
+//! The audit writer. With `tenantguard.audit_background = on` (and the
+//! library preloaded), an audited transaction does not place its records
+//! in their chains itself: it writes them, each sealed with the audit key,
+//! to `tenantguard.audit_inbox` before it commits, and after it commits it
+//! wakes its database's writer, a background worker that chains them
+//! (`audit::drain_inbox`). Writers are started on demand, one per
+//! database, and leave after a short idle spell, so they never hold a
+//! database that is about to be dropped for long.
+//!
+//! Shared memory holds one slot per running (or starting) writer.
+
+use crate::{audit, gucs};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::lwlock::PgLwLock;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::shmem::PGRXSharedMemory;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Databases with a writer at once.
+const SLOTS: usize = 32;
+/// Records a writer chains per transaction.
+const PASS: i64 = 2000;
+/// Idle passes (of `WAIT`) before a writer leaves.
+const IDLE_PASSES: u32 = 20;
+const WAIT: Duration = Duration::from_millis(100);
+/// After a pass that found records, the pause before the next (µs).
+const GATHER_US: std::ffi::c_long = 20_000;
+/// A writer that has not reported for duty this long after its start was
+/// asked for is presumed failed; the next commit asks again.
+const START_TIMEOUT_US: i64 = 10_000_000;
+
+#[derive(Copy, Clone, Default)]
+struct Slot {
+    dboid: u32,
+    /// The writer's PGPROC, 0 while it starts.
+    proc_ptr: usize,
+    pid: i32,
+    /// When the start was asked for (µs since the Unix epoch).
+    since_us: i64,
+}
+
+#[derive(Copy, Clone)]
+struct Writers {
+    slots: [Slot; SLOTS],
+    /// Records chained by writers since the server started.
+    chained: u64,
+    /// Writer starts asked for, and refused (no free worker slot).
+    started: u64,
+    refused: u64,
+}
+
+impl Default for Writers {
+    fn default() -> Self {
+        Writers {
+            slots: [Slot::default(); SLOTS],
+            chained: 0,
+            started: 0,
+            refused: 0,
+        }
+    }
+}
+
+// SAFETY: plain old data; proc_ptr points into shared memory (a PGPROC),
+// the same address in every process of the cluster.
+unsafe impl PGRXSharedMemory for Writers {}
+
+// SAFETY: the name is unique to this extension.
+static WRITERS: PgLwLock<Writers> = unsafe { PgLwLock::new(c"tenantguard_audit_writers") };
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// Called from `_PG_init` while preloading.
+pub fn init() {
+    pgrx::pg_shmem_init!(WRITERS);
+    READY.store(true, Ordering::Relaxed);
+}
+
+/// Whether audited transactions leave their records to the writer.
+pub fn background() -> bool {
+    READY.load(Ordering::Relaxed) && gucs::AUDIT_BACKGROUND.get()
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn my_db() -> u32 {
+    // SAFETY: plain read of this backend's database OID.
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+/// Whether the process in a running slot is still that writer.
+fn alive(s: &Slot) -> bool {
+    // SAFETY: proc_ptr is a PGPROC in shared memory; its pid is 0 or
+    // another process's once the writer has exited.
+    s.proc_ptr != 0 && unsafe { (*(s.proc_ptr as *const pg_sys::PGPROC)).pid } == s.pid
+}
+
+fn set_latch(proc_ptr: usize) {
+    // SAFETY: a PGPROC in shared memory; at worst it now belongs to another
+    // process, which gets a spurious wake-up.
+    unsafe { pg_sys::SetLatch(&raw mut (*(proc_ptr as *mut pg_sys::PGPROC)).procLatch) };
+}
+
+/// After a commit that staged records: wake this database's writer, or
+/// start one. Never raises (it runs after the commit).
+pub fn wake() {
+    if !READY.load(Ordering::Relaxed) {
+        return;
+    }
+    let db = my_db();
+    let now = now_us();
+    let busy = |s: &Slot| alive(s) || (s.proc_ptr == 0 && now - s.since_us < START_TIMEOUT_US);
+    {
+        let w = WRITERS.share();
+        if let Some(s) = w.slots.iter().find(|s| s.dboid == db) {
+            if alive(s) {
+                let p = s.proc_ptr;
+                drop(w);
+                set_latch(p);
+                return;
+            }
+            if busy(s) {
+                return;
+            }
+        }
+    }
+    {
+        let mut w = WRITERS.exclusive();
+        let i = match w.slots.iter().position(|s| s.dboid == db) {
+            Some(i) if busy(&w.slots[i]) => return,
+            Some(i) => i,
+            None => match w.slots.iter().position(|s| s.dboid == 0) {
+                Some(i) => i,
+                None => {
+                    w.refused += 1;
+                    return;
+                }
+            },
+        };
+        w.slots[i] = Slot {
+            dboid: db,
+            proc_ptr: 0,
+            pid: 0,
+            since_us: now,
+        };
+        w.started += 1;
+    }
+    let started = BackgroundWorkerBuilder::new("tenantguard audit writer")
+        .set_type("tenantguard audit writer")
+        .set_function("tenantguard_audit_writer")
+        .set_library("pg_tenantguard")
+        .set_argument(Some(pg_sys::Datum::from(db as usize)))
+        .enable_spi_access()
+        .set_restart_time(None)
+        .load_dynamic();
+    if started.is_err() {
+        let mut w = WRITERS.exclusive();
+        w.refused += 1;
+        if let Some(s) = w
+            .slots
+            .iter_mut()
+            .find(|s| s.dboid == db && s.proc_ptr == 0)
+        {
+            *s = Slot::default();
+        }
+        drop(w);
+        warning!(
+            "tenantguard: could not start the audit writer (no free background worker slot, see max_worker_processes); committed records wait in tenantguard.audit_inbox until a later commit starts it or audit_flush() chains them"
+        );
+    }
+}
+
+/// Take this database's slot. False if another writer holds it.
+fn enter(db: u32) -> bool {
+    let mut w = WRITERS.exclusive();
+    // SAFETY: MyProc is this process's PGPROC, in shared memory.
+    let (me, pid) = unsafe { (pg_sys::MyProc as usize, pg_sys::MyProcPid) };
+    let i = match w.slots.iter().position(|s| s.dboid == db) {
+        Some(i) if alive(&w.slots[i]) && w.slots[i].pid != pid => return false,
+        Some(i) => i,
+        None => match w.slots.iter().position(|s| s.dboid == 0) {
+            Some(i) => i,
+            None => return false,
+        },
+    };
+    w.slots[i] = Slot {
+        dboid: db,
+        proc_ptr: me,
+        pid,
+        since_us: now_us(),
+    };
+    true
+}
+
+/// Give up this writer's slot (if it still holds it).
+fn leave() {
+    // SAFETY: plain read of this process's pid.
+    let pid = unsafe { pg_sys::MyProcPid };
+    let mut w = WRITERS.exclusive();
+    if let Some(s) = w.slots.iter_mut().find(|s| s.pid == pid && s.proc_ptr != 0) {
+        *s = Slot::default();
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
+    leave();
+}
+
+/// What `status()` reports: whether this database has a writer, and the
+/// server-wide counters.
+pub fn report() -> serde_json::Value {
+    if !READY.load(Ordering::Relaxed) {
+        return serde_json::json!({ "active": false, "reason": "needs shared_preload_libraries" });
+    }
+    let db = my_db();
+    let w = WRITERS.share();
+    let running = w.slots.iter().any(|s| s.dboid == db && alive(s));
+    serde_json::json!({
+        "active": gucs::AUDIT_BACKGROUND.get(),
+        "writer_running": running,
+        "records_chained": w.chained,
+        "writers_started": w.started,
+        "writer_starts_refused": w.refused,
+    })
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn tenantguard_audit_writer(arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let db = arg.value() as u32;
+    // SAFETY: registers a callback that gives up the slot however the
+    // writer exits (an error included).
+    unsafe { pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(0usize)) };
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
+    if !enter(db) {
+        return;
+    }
+    let pass = |limit: Option<i64>| {
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: re-reads postgresql.conf (the audit keys), as any
+            // backend does between statements.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let n = BackgroundWorker::transaction(|| audit::drain_inbox(limit));
+        WRITERS.exclusive().chained += n as u64;
+        n
+    };
+    let mut idle = 0;
+    loop {
+        let n = pass(Some(PASS));
+        if n >= PASS {
+            idle = 0;
+            if BackgroundWorker::sigterm_received() {
+                break;
+            }
+            continue;
+        }
+        if n > 0 {
+            // Let records gather: one pass (a transaction, a statement per
+            // step) per batch, not per commit.
+            idle = 0;
+            // SAFETY: a plain sleep; signals still set their flags.
+            unsafe { pg_sys::pg_usleep(GATHER_US) };
+            if BackgroundWorker::sigterm_received() {
+                break;
+            }
+            continue;
+        }
+        idle += 1;
+        if idle >= IDLE_PASSES || !BackgroundWorker::wait_latch(Some(WAIT)) {
+            break;
+        }
+    }
+    // A transaction that committed before the slot was given up may have
+    // woken only this writer: chain what is there now, then go. One that
+    // commits later starts a new writer.
+    leave();
+    if !BackgroundWorker::sigterm_received() {
+        while pass(Some(PASS)) >= PASS {}
+    }
+}

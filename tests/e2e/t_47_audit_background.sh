@@ -1,0 +1,94 @@
+# Background chaining (tenantguard.audit_background = on): transactions
+# write their records sealed to tenantguard.audit_inbox and a background
+# writer places them in their chains. Attacked as the application role
+# (and as a superuser where the engine lets one try).
+DB=postgres
+q postgres "ALTER SYSTEM SET tenantguard.audit_background = on" >/dev/null
+q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+GLOBEX47=$(tok '{"tid":"globex","sub":"gina","exp":4000000000,"iat":1700000000}')
+q postgres "CREATE TABLE bgw (id bigserial PRIMARY KEY, tenant_id text NOT NULL, v int);
+  SELECT count(*) FROM tenantguard.protect('bgw');
+  GRANT SELECT, INSERT, UPDATE ON bgw TO app; GRANT USAGE ON SEQUENCE bgw_id_seq TO app;" >/dev/null
+before=$(q postgres "SELECT count(*) FROM tenantguard.audit_log")
+# Four concurrent writers, two per tenant, 150 transactions each of an
+# INSERT and an UPDATE: 1,200 records.
+for w in 1 2 3 4; do
+  if [ $((w % 2)) = 1 ]; then T=$ACME; else T=$GLOBEX47; fi
+  for i in $(seq 1 150); do
+    echo "BEGIN; SELECT tenantguard.set_context('$T'); INSERT INTO bgw (v) VALUES ($i); UPDATE bgw SET v = v + 1000 WHERE id = currval('bgw_id_seq'); COMMIT;"
+  done > "$DIR/bgw$w.sql"
+done
+for w in 1 2 3 4; do
+  psql -X -q -h "$SOCK" -p "$PORT" -U app -d postgres -f "$DIR/bgw$w.sql" >/dev/null 2>"$DIR/bgw$w.err" &
+done
+wait
+check "background: the four writers had no errors" test ! -s "$DIR/bgw1.err" -a ! -s "$DIR/bgw2.err" -a ! -s "$DIR/bgw3.err" -a ! -s "$DIR/bgw4.err"
+# Nobody asks for them (no audit_flush, no verify): the writer chains them.
+n=0
+for _ in $(seq 1 150); do
+  n=$(q postgres "SELECT count(*) FROM tenantguard.audit_log WHERE tbl = 'public.bgw'")
+  [ "$n" = 1200 ] && break
+  sleep 0.1
+done
+check "background: the writer chained all 1,200 records on its own (got $n)" test "$n" = 1200
+check "background: the inbox is empty" test "$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = 0
+check "background: status() reports the writer and what it chained" \
+  test "$(q postgres "SELECT (s->>'active')::bool AND (s->>'records_chained')::int >= 1200 FROM (SELECT tenantguard.status()->'audit_background' s) x")" = t
+# No fork: each tenant's chain holds every record once, seq without gaps,
+# and verifies; every row's INSERT and UPDATE are there, in order.
+check "background: both chains verify" test "$(q postgres "SELECT string_agg(tenant || ':' || ok, ',' ORDER BY tenant) FROM tenantguard.verify_audit() WHERE tenant IN ('acme', 'globex')")" = "acme:true,globex:true"
+check "background: one record per seq, no gaps, per tenant" \
+  test "$(q postgres "SELECT bool_and(n = hi - lo + 1 AND n = d) FROM (SELECT count(*) n, max(seq) hi, min(seq) lo, count(DISTINCT seq) d FROM tenantguard.audit_log GROUP BY tenant) x")" = t
+check "background: each row has its INSERT then its UPDATE record, with the right actor" \
+  test "$(q postgres "SELECT count(*) FROM (SELECT row_key, array_agg(action ORDER BY seq) a, min(actor) act, min(tenant) tn FROM tenantguard.audit_log WHERE tbl = 'public.bgw' GROUP BY row_key) x WHERE a = '{INSERT,UPDATE}' AND act = CASE tn WHEN 'acme' THEN 'alice' ELSE 'gina' END")" = 600
+# The application role cannot touch the inbox.
+out=$(q_err app "SELECT count(*) FROM tenantguard.audit_inbox" 2>&1)
+check "background: the app role cannot read the inbox" bash -c 'echo "$1" | grep -q "permission denied"' _ "$out"
+out=$(q_err app "INSERT INTO tenantguard.audit_inbox (n, tenant, at, db_role, action, txid, key_id, seal) VALUES (0, 'acme', now(), 'app', 'x', 1, 'a1', '\\x00')" 2>&1)
+check "background: the app role cannot forge an inbox record" bash -c 'echo "$1" | grep -q "permission denied"' _ "$out"
+# Records leave the inbox only as the writer chains them, superuser or not.
+q postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'tenantguard audit writer'" >/dev/null
+q postgres "INSERT INTO tenantguard.audit_inbox (n, tenant, at, db_role, action, txid, key_id, seal)
+            VALUES (0, 'acme', now(), 'postgres', 'forged-by-superuser', 1, 'a1', '\\x00')" >/dev/null
+for stmt in "DELETE FROM tenantguard.audit_inbox" "UPDATE tenantguard.audit_inbox SET action = 'x'"; do
+  out=$(q_err postgres "$stmt" 2>&1)
+  check "background: a superuser's '$stmt' is refused" bash -c 'echo "$1" | grep -q "not allowed: records leave the inbox only as the audit writer chains them"' _ "$out"
+done
+# TRUNCATE is refused by the hook first, and by the guard trigger without it.
+out=$(q_err postgres "TRUNCATE tenantguard.audit_inbox" 2>&1)
+check "background: a superuser's TRUNCATE of the inbox is refused (hook)" bash -c 'echo "$1" | grep -q "TRUNCATE.*tenantguard.audit_inbox\|tenantguard.audit_inbox.*TRUNCATE\|audit trail"' _ "$out"
+q postgres "ALTER SYSTEM SET tenantguard.audit_guard = off" >/dev/null; q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+out=$(q_err postgres "TRUNCATE tenantguard.audit_inbox" 2>&1)
+check "background: ... and by the inbox's guard with the hook off" bash -c 'echo "$1" | grep -q "TRUNCATE on tenantguard.audit_inbox is not allowed"' _ "$out"
+q postgres "ALTER SYSTEM RESET tenantguard.audit_guard" >/dev/null; q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+out=$(q_err postgres "ALTER TABLE tenantguard.audit_inbox DISABLE TRIGGER refuse_change" 2>&1)
+check "background: disabling the inbox's guard is refused (hook)" bash -c 'echo "$1" | grep -qi "tenantguard"' _ "$out"
+out=$(q_err postgres "DROP TABLE tenantguard.audit_inbox" 2>&1)
+check "background: dropping the inbox is refused" bash -c 'echo "$1" | grep -qi "tenantguard\|depend"' _ "$out"
+# A record forged into the inbox (wrong seal) is not chained: it leaves an
+# alert instead.
+q postgres "SELECT tenantguard.audit_flush()" >/dev/null
+check "background: a forged inbox record is never chained" test "$(q postgres "SELECT count(*) FROM tenantguard.audit_log WHERE action = 'forged-by-superuser'")/$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = 0/0
+check "background: ... and leaves an alert in the server log" grep -q '"event":"audit_inbox_seal_broken"' "$LOG"
+# Rolled back work leaves nothing; a rolled-back savepoint drops its records.
+q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgw (v) VALUES (-1); ROLLBACK;" >/dev/null
+q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgw (v) VALUES (-2); SAVEPOINT s;
+       INSERT INTO bgw (v) SELECT -3 FROM generate_series(1, 300); ROLLBACK TO s; INSERT INTO bgw (v) VALUES (-4); COMMIT;" >/dev/null
+q postgres "SELECT tenantguard.audit_flush()" >/dev/null
+check "background: rollback and savepoint rollback: only the surviving rows' records are chained" \
+  test "$(q postgres "SELECT string_agg(new_values ->> 'v', ',' ORDER BY seq) FROM tenantguard.audit_log WHERE tbl = 'public.bgw' AND (new_values ->> 'v')::int < 0")" = "-2,-4"
+# A transaction that staged its records and then failed leaves none.
+q_err app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgw (v) SELECT -5 FROM generate_series(1, 300); SELECT 1/0; COMMIT;" >/dev/null
+q postgres "SELECT tenantguard.audit_flush()" >/dev/null
+check "background: a failed transaction's staged records are gone with it" test "$(q postgres "SELECT count(*) FROM tenantguard.audit_log WHERE tbl = 'public.bgw' AND new_values ->> 'v' = '-5'")" = 0
+check "background: chains still verify" test "$(q postgres "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = t
+# A database whose writer just worked can be dropped (the writer leaves
+# after a short idle spell; DROP DATABASE waits for it).
+q postgres "CREATE DATABASE bgdb" >/dev/null
+DB=bgdb q postgres "CREATE EXTENSION pg_tenantguard; CREATE TABLE x (id int PRIMARY KEY, tenant_id text NOT NULL);
+  SELECT count(*) FROM tenantguard.protect('x'); GRANT INSERT ON x TO app;" >/dev/null
+DB=bgdb q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO x VALUES (1, 'acme'); COMMIT;" >/dev/null
+check "background: DROP DATABASE right after audited writes succeeds" q postgres "DROP DATABASE bgdb"
+q postgres "ALTER SYSTEM RESET tenantguard.audit_background" >/dev/null
+q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+DB=postgres
