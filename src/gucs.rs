@@ -583,9 +583,9 @@ pub fn init_limits() {
     GucRegistry::define_bool_guc(
         c"tenantguard.audit_background",
         c"Chain audit records in a background writer instead of in the committing transaction (needs shared_preload_libraries).",
-        c"Sighup. Records are written, sealed, with the transaction and appear in audit_log once the writer has chained them.",
+        c"Superuser-only (ALTER ROLE/DATABASE ... SET works). Records are written, sealed, with the transaction and appear in audit_log once the writer has chained them.",
         &AUDIT_BACKGROUND,
-        GucContext::Sighup,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_float_guc(
