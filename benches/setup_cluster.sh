@@ -8,6 +8,8 @@ SOCK=$(tests/lib/cluster.sh dir bench)/sock
 trap 'tests/lib/cluster.sh stop bench' EXIT
 psql -X -q -h "$SOCK" -p "$PORT" -U postgres -c "CREATE DATABASE bench"
 psqlb -c "CREATE EXTENSION pg_tenantguard; CREATE EXTENSION pgcrypto; CREATE EXTENSION pg_prewarm; CREATE ROLE bench LOGIN NOSUPERUSER NOBYPASSRLS;" >/dev/null
+# The same application role with background audit chaining (benches/audit.sh).
+psqlb -c "CREATE ROLE bench_bg LOGIN NOSUPERUSER NOBYPASSRLS IN ROLE bench; ALTER ROLE bench_bg SET tenantguard.audit_background = on;" >/dev/null
 # rounds helper: rounds NAME SCRIPT NAME SCRIPT ... (alternating order each round)
 rounds() {
   local -a names=() scripts=()

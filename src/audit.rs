@@ -129,12 +129,21 @@ const STAGE_SQL: &str = "INSERT INTO tenantguard.audit_inbox (n, tenant, at, act
                         pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13), pg_catalog.unnest($14), pg_catalog.unnest($15),
                         pg_catalog.unnest($16), pg_catalog.unnest($17), pg_catalog.unnest($18)";
 
-/// Take up to $1 (NULL: all) committed inbox records, oldest transaction
-/// first, removing them (run under the latest snapshot, with the inbox's
-/// lock held, so no record is taken twice).
+/// Take up to $1 (NULL: all) committed inbox records, in the order they
+/// lie in the table (no sort: the inbox has no index, and a sort would
+/// read all of it for every pass), removing them. Run under the latest
+/// snapshot, with the inbox's lock held, so no record is taken twice.
 const DRAIN_SQL: &str = "DELETE FROM tenantguard.audit_inbox i
                   WHERE i.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
-                        SELECT x.ctid FROM tenantguard.audit_inbox x ORDER BY x.txid, x.n LIMIT $1))
+                        SELECT x.ctid FROM tenantguard.audit_inbox x LIMIT $1))
+              RETURNING i.n, i.tenant, i.at, i.actor, i.actor_roles, i.db_role, i.action, i.tbl,
+                        i.row_key, i.old_values, i.new_values, i.client_ip, i.user_agent, i.application_name,
+                        i.txid, i.payload, i.key_id, i.seal";
+
+/// The rest of the transactions `DRAIN_SQL` took part of (a transaction's
+/// records are chained together, in the order it captured them).
+const DRAIN_REST_SQL: &str = "DELETE FROM tenantguard.audit_inbox i
+                  WHERE i.txid OPERATOR(pg_catalog.=) ANY ($1)
               RETURNING i.n, i.tenant, i.at, i.actor, i.actor_roles, i.db_role, i.action, i.tbl,
                         i.row_key, i.old_values, i.new_values, i.client_ip, i.user_agent, i.application_name,
                         i.txid, i.payload, i.key_id, i.seal";
@@ -149,6 +158,7 @@ struct Plans {
     stage: OwnedPreparedStatement,
     /// Run under the latest snapshot, like the head statements.
     drain: pg_sys::SPIPlanPtr,
+    drain_rest: pg_sys::SPIPlanPtr,
     /// The head statements, run under the latest snapshot (`run_latest`).
     head: pg_sys::SPIPlanPtr,
     new_head: pg_sys::SPIPlanPtr,
@@ -661,6 +671,7 @@ fn plans(client: &pgrx::spi::SpiClient<'_>) -> Result<Rc<Plans>, pgrx::spi::Erro
             insert: client.prepare_mut(INSERT_BATCH_SQL, &batch)?.keep(),
             stage: client.prepare_mut(STAGE_SQL, &stage)?.keep(),
             drain: keep_raw(DRAIN_SQL, &[i8])?,
+            drain_rest: keep_raw(DRAIN_REST_SQL, &[pg_sys::INT8ARRAYOID])?,
             head: keep_raw(HEAD_SQL, &[t])?,
             new_head: keep_raw(NEW_HEAD_SQL, &[t, b])?,
             last: keep_raw(LAST_SQL, &[t])?,
@@ -1301,9 +1312,22 @@ pub fn drain_inbox(limit: Option<i64>) -> i64 {
             Spi::connect_mut(|client| {
                 let plans = plans(client)?;
                 let _draining = Draining::start();
+                let arg = limit.map(pg_sys::Datum::from);
                 // SAFETY: SPI is connected; the plan takes one int8 (NULL:
                 // no limit); the rows are read before the next SPI call.
-                unsafe { take_inbox_rows(plans.drain, limit, subid) }
+                let mut rows = unsafe { take_inbox_rows(plans.drain, arg, subid) }?;
+                if limit.is_some_and(|l| rows.len() as i64 >= l) {
+                    // The limit may have cut a transaction's records in two.
+                    let mut txids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                    txids.sort_unstable();
+                    txids.dedup();
+                    let txids: Vec<Option<pg_sys::Datum>> =
+                        txids.into_iter().map(|t| Some(pg_sys::Datum::from(t))).collect();
+                    let arr = array_of(pg_sys::INT8OID, &txids);
+                    // SAFETY: as above; the plan takes one int8[].
+                    rows.extend(unsafe { take_inbox_rows(plans.drain_rest, Some(arr), subid) }?);
+                }
+                Ok(rows)
             })
             .unwrap_or_else(|e| spi_fail(e))
         })
@@ -1333,14 +1357,15 @@ pub fn drain_inbox(limit: Option<i64>) -> i64 {
 /// Run the inbox's DELETE .. RETURNING under the latest snapshot and read
 /// its rows: (txid, n, the record as sealed, the pending record, seal).
 ///
-/// SAFETY: SPI must be connected; `plan` is `Plans::drain`.
+/// SAFETY: SPI must be connected; `plan` is `Plans::drain` (`arg` an int8
+/// or NULL) or `Plans::drain_rest` (`arg` an int8[]).
 unsafe fn take_inbox_rows(
     plan: pg_sys::SPIPlanPtr,
-    limit: Option<i64>,
+    arg: Option<pg_sys::Datum>,
     subid: pg_sys::SubTransactionId,
 ) -> Result<Vec<(i64, i32, Record, Pending, Vec<u8>)>, pgrx::spi::Error> {
-    let mut values = [pg_sys::Datum::from(limit.unwrap_or(0))];
-    let nulls = [if limit.is_some() { b' ' } else { b'n' } as std::ffi::c_char];
+    let mut values = [arg.unwrap_or(pg_sys::Datum::from(0usize))];
+    let nulls = [if arg.is_some() { b' ' } else { b'n' } as std::ffi::c_char];
     // SAFETY: per the function's contract.
     unsafe {
         let rc = pg_sys::SPI_execute_snapshot(
