@@ -37,31 +37,33 @@ CREATE TABLE tenantguard.audit_head (
 );
 
 -- Sealed records waiting for the background writer to place them in their
--- chains (tenantguard.audit_background = on). Each row carries its own HMAC
--- (a seal under the audit key), checked when it is chained. No index (the
--- transactions append their rows directly, and fall back to a plain INSERT
--- should anyone add one): the
--- writer takes rows in (txid, n) order and removes them as it chains them
--- (they get their id then); a row stays here only until then. Nobody reads or writes it but the extension.
+-- chains (tenantguard.audit_background). One row per batch a transaction
+-- wrote (at commit, or every 256 records): its records column by column,
+-- element i being the record with ordinal first + i in the transaction,
+-- each with its own seal (an HMAC under the audit key), checked when it is
+-- chained. No index (the transactions append their rows directly, and fall
+-- back to a plain INSERT should anyone add one): the writer takes rows as
+-- they lie and removes them as it chains their records (which get their id
+-- then). Nobody reads or writes it but the extension.
 CREATE TABLE tenantguard.audit_inbox (
-    n                integer NOT NULL,  -- the record's ordinal within its transaction
-    tenant           text NOT NULL,
-    at               timestamptz NOT NULL,
-    actor            text,
-    actor_roles      text,
-    db_role          text NOT NULL,
-    action           text NOT NULL,
-    tbl              text,
-    row_key          text,              -- JSON, as captured (the writer stores it as jsonb)
-    old_values       text,
-    new_values       text,
-    client_ip        text,
-    user_agent       text,
-    application_name text,
     txid             bigint NOT NULL,
-    payload          text,
+    first            integer NOT NULL,
     key_id           text NOT NULL,
-    seal             bytea NOT NULL
+    tenant           text[] NOT NULL,
+    at               timestamptz[] NOT NULL,
+    actor            text[] NOT NULL,
+    actor_roles      text[] NOT NULL,
+    db_role          text[] NOT NULL,
+    action           text[] NOT NULL,
+    tbl              text[] NOT NULL,
+    row_key          text[] NOT NULL,    -- JSON, as captured (the writer stores it as jsonb)
+    old_values       text[] NOT NULL,
+    new_values       text[] NOT NULL,
+    client_ip        text[] NOT NULL,
+    user_agent       text[] NOT NULL,
+    application_name text[] NOT NULL,
+    payload          text[] NOT NULL,
+    seal             bytea[] NOT NULL
 );
 COMMENT ON TABLE tenantguard.audit_inbox IS 'Sealed audit records waiting to be chained by the background writer.';
 REVOKE ALL ON tenantguard.audit_inbox FROM PUBLIC;

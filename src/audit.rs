@@ -119,34 +119,26 @@ const INSERT_BATCH_SQL: &str = "INSERT INTO tenantguard.audit_log (id, tenant, s
                         pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13), pg_catalog.unnest($14), pg_catalog.unnest($15),
                         pg_catalog.unnest($16), pg_catalog.unnest($17), pg_catalog.unnest($18), pg_catalog.unnest($19), pg_catalog.unnest($20)";
 
-/// Stage a batch of sealed records in the inbox (background chaining):
-/// the same unnest as `INSERT_BATCH_SQL`, into a table without indexes.
-const STAGE_SQL: &str = "INSERT INTO tenantguard.audit_inbox (n, tenant, at, actor, actor_roles, db_role, action, tbl,
-                        row_key, old_values, new_values, client_ip, user_agent, application_name, txid, payload,
-                        key_id, seal)
-                 SELECT pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),
-                        pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10),
-                        pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13), pg_catalog.unnest($14), pg_catalog.unnest($15),
-                        pg_catalog.unnest($16), pg_catalog.unnest($17), pg_catalog.unnest($18)";
+/// Stage a batch of sealed records in the inbox (background chaining),
+/// when the heap cannot be appended to directly (see `stage_pending`).
+const STAGE_SQL: &str = "INSERT INTO tenantguard.audit_inbox
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
 
-/// Take up to $1 (NULL: all) committed inbox records, in the order they
-/// lie in the table (no sort: the inbox has no index, and a sort would
-/// read all of it for every pass), removing them. Run under the latest
-/// snapshot, with the inbox's lock held, so no record is taken twice.
+/// Take up to $1 (NULL: all) committed inbox rows, as they lie in the
+/// table (the inbox has no index to sort by), removing them: a TID scan,
+/// planned with sequential scans off (see `drain_inbox`). Run under the
+/// latest snapshot, with the inbox's lock held, so nothing is taken twice.
 const DRAIN_SQL: &str = "DELETE FROM tenantguard.audit_inbox i
                   WHERE i.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
                         SELECT x.ctid FROM tenantguard.audit_inbox x LIMIT $1))
-              RETURNING i.n, i.tenant, i.at, i.actor, i.actor_roles, i.db_role, i.action, i.tbl,
-                        i.row_key, i.old_values, i.new_values, i.client_ip, i.user_agent, i.application_name,
-                        i.txid, i.payload, i.key_id, i.seal";
+              RETURNING i.*";
 
-/// The rest of the transactions `DRAIN_SQL` took part of (a transaction's
-/// records are chained together, in the order it captured them).
+/// The other rows of the transactions `DRAIN_SQL` took rows of: a
+/// transaction's records are chained together, in the order it captured
+/// them.
 const DRAIN_REST_SQL: &str = "DELETE FROM tenantguard.audit_inbox i
                   WHERE i.txid OPERATOR(pg_catalog.=) ANY ($1)
-              RETURNING i.n, i.tenant, i.at, i.actor, i.actor_roles, i.db_role, i.action, i.tbl,
-                        i.row_key, i.old_values, i.new_values, i.client_ip, i.user_agent, i.application_name,
-                        i.txid, i.payload, i.key_id, i.seal";
+              RETURNING i.*";
 
 /// Records a transaction keeps before writing them (it also writes them
 /// just before commit or PREPARE, and whenever it needs a record id or
@@ -644,26 +636,7 @@ fn plans(client: &pgrx::spi::SpiClient<'_>) -> Result<Rc<Plans>, pgrx::spi::Erro
     let batch = [
         i8a, ta, i8a, tsa, ta, ta, ta, ta, ta, ja, ja, ja, ta, ta, ta, i8a, ja, ta, ba, ba,
     ];
-    let stage = [
-        PgOid::from(pg_sys::INT4ARRAYOID),
-        ta,
-        tsa,
-        ta,
-        ta,
-        ta,
-        ta,
-        ta,
-        ta,
-        ta,
-        ta,
-        ta,
-        ta,
-        ta,
-        i8a,
-        ta,
-        ta,
-        ba,
-    ];
+    let stage: Vec<PgOid> = INBOX_TYPES.iter().map(|t| PgOid::from(*t)).collect();
     let (t, i8, b) = (pg_sys::TEXTOID, pg_sys::INT8OID, pg_sys::BYTEAOID);
     // SAFETY: SPI is connected (we hold its client).
     let p = unsafe {
@@ -1118,7 +1091,28 @@ fn chain_records(fxid: u64, pending: &[Pending]) -> Vec<i64> {
 
 /// Column types of `audit_inbox`, in order.
 const INBOX_TYPES: [pg_sys::Oid; 18] = [
+    pg_sys::INT8OID,
     pg_sys::INT4OID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTARRAYOID,
+    pg_sys::TIMESTAMPTZARRAYOID,
+    pg_sys::TEXTARRAYOID,
+    pg_sys::TEXTARRAYOID,
+    pg_sys::TEXTARRAYOID,
+    pg_sys::TEXTARRAYOID,
+    pg_sys::TEXTARRAYOID,
+    pg_sys::TEXTARRAYOID,
+    pg_sys::TEXTARRAYOID,
+    pg_sys::TEXTARRAYOID,
+    pg_sys::TEXTARRAYOID,
+    pg_sys::TEXTARRAYOID,
+    pg_sys::TEXTARRAYOID,
+    pg_sys::TEXTARRAYOID,
+    pg_sys::BYTEAARRAYOID,
+];
+
+/// Element types of the inbox's array columns (`tenant` .. `seal`).
+const INBOX_ELEMS: [pg_sys::Oid; 15] = [
     pg_sys::TEXTOID,
     pg_sys::TIMESTAMPTZOID,
     pg_sys::TEXTOID,
@@ -1132,17 +1126,15 @@ const INBOX_TYPES: [pg_sys::Oid; 18] = [
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
-    pg_sys::INT8OID,
-    pg_sys::TEXTOID,
     pg_sys::TEXTOID,
     pg_sys::BYTEAOID,
 ];
 
-/// An inbox row (see `INBOX_TYPES`): the record as sealed (its JSON as
-/// captured), its ordinal and seal; palloc'd in the current memory context.
-fn inbox_row(n: i32, rec: &Record, seal: &[u8]) -> [Option<pg_sys::Datum>; 18] {
+/// The array elements of one record (see `INBOX_ELEMS`): the record as
+/// sealed (its JSON as captured) and its seal; palloc'd in the current
+/// memory context.
+fn inbox_elems(rec: &Record, seal: &[u8]) -> [Option<pg_sys::Datum>; 15] {
     [
-        Some(pg_sys::Datum::from(n)),
         text_datum(Some(&rec.tenant)),
         Some(pg_sys::Datum::from(rec.at_us - PG_EPOCH_UNIX_US)),
         text_datum(rec.actor.as_deref()),
@@ -1156,40 +1148,51 @@ fn inbox_row(n: i32, rec: &Record, seal: &[u8]) -> [Option<pg_sys::Datum>; 18] {
         text_datum(rec.client_ip.as_deref()),
         text_datum(rec.user_agent.as_deref()),
         text_datum(rec.application_name.as_deref()),
-        Some(pg_sys::Datum::from(rec.txid)),
         text_datum(rec.payload.as_deref()),
-        text_datum(Some(&rec.key_id)),
         seal.into_datum(),
     ]
 }
 
 /// Background chaining: write this transaction's pending records to the
-/// inbox, each sealed with the audit key, without touching any chain. They
-/// are committed (or rolled back) with the transaction; the writer chains
-/// them after commit. The rows are appended to the heap directly (the
-/// inbox has no index and no INSERT trigger, and nobody but the extension
-/// writes it), or, should someone have added an index, by a plain INSERT.
+/// inbox, each sealed with the audit key, as one row (column arrays),
+/// without touching any chain. The row is committed (or rolled back) with
+/// the transaction; the writer chains its records after commit. It is
+/// appended to the heap directly (the inbox has no index and no INSERT
+/// trigger, and nobody but the extension writes it), or, should someone
+/// have added an index, by a plain INSERT.
 fn stage_pending() {
     let (fxid, pending) = take_pending();
-    if pending.is_empty() {
+    let Some(txid) = pending.first().map(|p| p.txid) else {
         return;
-    }
+    };
     let key = primary_audit_key();
     let first = with_chains(fxid, |c| {
         let first = c.staged;
         c.staged += pending.len() as i32;
         first
     });
-    let rows: Vec<[Option<pg_sys::Datum>; 18]> = pending
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let n = first + i as i32;
-            let rec = record_of(p, i64::from(n), 0, &key.kid);
-            let seal = chain::seal(&key.material, &rec);
-            inbox_row(n, &rec, &seal)
-        })
+    let mut cols: Vec<Vec<Option<pg_sys::Datum>>> = (0..INBOX_ELEMS.len())
+        .map(|_| Vec::with_capacity(pending.len()))
         .collect();
+    for (i, p) in pending.iter().enumerate() {
+        let rec = record_of(p, i64::from(first + i as i32), 0, &key.kid);
+        let seal = chain::seal(&key.material, &rec);
+        for (col, d) in cols.iter_mut().zip(inbox_elems(&rec, &seal)) {
+            col.push(d);
+        }
+    }
+    let row: Vec<pg_sys::Datum> = [
+        pg_sys::Datum::from(txid),
+        pg_sys::Datum::from(first),
+        text_datum(Some(&key.kid)).expect("text"),
+    ]
+    .into_iter()
+    .chain(
+        cols.iter()
+            .zip(INBOX_ELEMS)
+            .map(|(col, elem)| array_of(elem, col)),
+    )
+    .collect();
     let inbox = session::relation_oid(c"audit_inbox").unwrap_or_else(|| {
         raise_msg(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
@@ -1197,7 +1200,7 @@ fn stage_pending() {
         )
     });
     // SAFETY: the relation is opened with the lock an INSERT takes and
-    // closed keeping it; each tuple is formed from datums of the inbox's
+    // closed keeping it; the tuple is formed from datums of the inbox's
     // column types, in its column order (INBOX_TYPES, checked against the
     // relation's descriptor first), and heap_insert toasts and WAL-logs it
     // as an INSERT would.
@@ -1211,17 +1214,17 @@ fn stage_pending() {
             });
         let direct = shaped && !(*(*rel).rd_rel).relhasindex;
         if direct {
-            let cid = pg_sys::GetCurrentCommandId(true);
-            for row in &rows {
-                let mut values: Vec<pg_sys::Datum> = row
-                    .iter()
-                    .map(|d| d.unwrap_or(pg_sys::Datum::from(0usize)))
-                    .collect();
-                let mut nulls: Vec<bool> = row.iter().map(Option::is_none).collect();
-                let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-                pg_sys::heap_insert(rel, tuple, cid, 0, std::ptr::null_mut());
-                pg_sys::heap_freetuple(tuple);
-            }
+            let mut values = row.clone();
+            let mut nulls = vec![false; values.len()];
+            let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            pg_sys::heap_insert(
+                rel,
+                tuple,
+                pg_sys::GetCurrentCommandId(true),
+                0,
+                std::ptr::null_mut(),
+            );
+            pg_sys::heap_freetuple(tuple);
         }
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
         direct
@@ -1231,14 +1234,14 @@ fn stage_pending() {
             session::as_owner(|| {
                 Spi::connect_mut(|client| {
                     let plans = plans(client)?;
-                    let mut cols: Vec<Vec<Option<pg_sys::Datum>>> =
-                        (0..18).map(|_| Vec::with_capacity(rows.len())).collect();
-                    for row in &rows {
-                        for (col, d) in cols.iter_mut().zip(row) {
-                            col.push(*d);
-                        }
-                    }
-                    client.update(&plans.stage, None, &array_args(&cols, &INBOX_TYPES))?;
+                    let args: Vec<DatumWithOid<'static>> = row
+                        .iter()
+                        .zip(INBOX_TYPES)
+                        // SAFETY: datums of these types, alive until the
+                        // INSERT ran.
+                        .map(|(d, t)| unsafe { DatumWithOid::new(*d, t) })
+                        .collect();
+                    client.update(&plans.stage, None, &args)?;
                     Ok::<_, pgrx::spi::Error>(())
                 })
                 .unwrap_or_else(|e| spi_fail(e))
@@ -1280,21 +1283,22 @@ impl Drop for Draining {
     }
 }
 
-/// Chain up to `limit` (None: all) records that committed transactions
-/// left in the inbox, in this transaction: check each one's seal, place it
-/// in its tenant's chain, remove it from the inbox. A record whose seal
-/// does not check out (edited or forged in the inbox) is not chained: it
-/// leaves a `tenantguard-alert` line with its content instead. Returns how
-/// many records were taken. Does nothing in a read-only transaction or on
-/// a standby.
-pub fn drain_inbox(limit: Option<i64>) -> i64 {
+/// Chain the records of up to `limit` inbox rows (None: all) that committed
+/// transactions left, in this transaction: check each record's seal, place
+/// it in its tenant's chain, remove the rows from the inbox. A record whose
+/// seal does not check out (edited or forged in the inbox) is not chained:
+/// it leaves a `tenantguard-alert` line with its content instead. Returns
+/// how many records were taken, and whether the limit was reached (more
+/// may be waiting). Does nothing in a read-only transaction or on a
+/// standby.
+pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
     // SAFETY: plain reads of transaction and recovery state.
     if unsafe { pg_sys::RecoveryInProgress() || pg_sys::XactReadOnly } {
-        return 0;
+        return (0, false);
     }
     let ring = gucs::audit_keyring();
     if ring.is_empty() {
-        return 0;
+        return (0, false);
     }
     register_callbacks();
     // SAFETY: assigns the top-level transaction id (the chain state is
@@ -1306,30 +1310,45 @@ pub fn drain_inbox(limit: Option<i64>) -> i64 {
         )
     };
     lock_inbox();
-    type Row = (i64, i32, Record, Pending, Vec<u8>);
-    let mut rows: Vec<Row> = with_statement_snapshot(|| {
-        session::as_owner(|| {
-            Spi::connect_mut(|client| {
-                let plans = plans(client)?;
-                let _draining = Draining::start();
-                let arg = limit.map(pg_sys::Datum::from);
-                // SAFETY: SPI is connected; the plan takes one int8 (NULL:
-                // no limit); the rows are read before the next SPI call.
-                let mut rows = unsafe { take_inbox_rows(plans.drain, arg, subid) }?;
-                if limit.is_some_and(|l| rows.len() as i64 >= l) {
-                    // The limit may have cut a transaction's records in two.
-                    let mut txids: Vec<i64> = rows.iter().map(|r| r.0).collect();
-                    txids.sort_unstable();
-                    txids.dedup();
-                    let txids: Vec<Option<pg_sys::Datum>> =
-                        txids.into_iter().map(|t| Some(pg_sys::Datum::from(t))).collect();
-                    let arr = array_of(pg_sys::INT8OID, &txids);
-                    // SAFETY: as above; the plan takes one int8[].
-                    rows.extend(unsafe { take_inbox_rows(plans.drain_rest, Some(arr), subid) }?);
-                }
-                Ok(rows)
+    let (mut rows, full) = with_statement_snapshot(|| {
+        // The inbox has no statistics worth planning by (it is mostly
+        // empty): without this the DELETE would be planned, and kept, as a
+        // sequential scan that reads the whole inbox for every pass.
+        // (Nor is JIT: sequential scans off price the plan above its
+        // threshold.)
+        session::with_guc(c"enable_seqscan", c"off", || {
+            session::with_guc(c"jit", c"off", || {
+                session::as_owner(|| {
+                    Spi::connect_mut(|client| {
+                        let plans = plans(client)?;
+                        let _draining = Draining::start();
+                        let arg = limit.map(pg_sys::Datum::from);
+                        // SAFETY: SPI is connected; the plan takes one int8
+                        // (NULL: no limit); the rows are read before the next
+                        // SPI call.
+                        let (mut rows, taken) =
+                            unsafe { take_inbox_rows(plans.drain, arg, subid) }?;
+                        let full = limit.is_some_and(|l| taken >= l);
+                        if full {
+                            // The limit may have split a transaction's rows.
+                            let mut txids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                            txids.sort_unstable();
+                            txids.dedup();
+                            let txids: Vec<Option<pg_sys::Datum>> = txids
+                                .into_iter()
+                                .map(|t| Some(pg_sys::Datum::from(t)))
+                                .collect();
+                            let arr = array_of(pg_sys::INT8OID, &txids);
+                            // SAFETY: as above; the plan takes one int8[].
+                            rows.extend(
+                                unsafe { take_inbox_rows(plans.drain_rest, Some(arr), subid) }?.0,
+                            );
+                        }
+                        Ok((rows, full))
+                    })
+                    .unwrap_or_else(|e| spi_fail(e))
+                })
             })
-            .unwrap_or_else(|e| spi_fail(e))
         })
     });
     let taken = rows.len() as i64;
@@ -1351,11 +1370,16 @@ pub fn drain_inbox(limit: Option<i64>) -> i64 {
         }
     }
     chain_records(fxid, &good);
-    taken
+    (taken, full)
 }
 
-/// Run the inbox's DELETE .. RETURNING under the latest snapshot and read
-/// its rows: (txid, n, the record as sealed, the pending record, seal).
+/// One inbox record: (txid, ordinal, the record as sealed, the pending
+/// record, its seal).
+type InboxRecord = (i64, i32, Record, Pending, Vec<u8>);
+
+/// Run an inbox DELETE .. RETURNING under the latest snapshot and read the
+/// records of its rows, and how many rows it took. A row whose arrays do
+/// not line up (not written by `stage_pending`) leaves an alert.
 ///
 /// SAFETY: SPI must be connected; `plan` is `Plans::drain` (`arg` an int8
 /// or NULL) or `Plans::drain_rest` (`arg` an int8[]).
@@ -1363,10 +1387,12 @@ unsafe fn take_inbox_rows(
     plan: pg_sys::SPIPlanPtr,
     arg: Option<pg_sys::Datum>,
     subid: pg_sys::SubTransactionId,
-) -> Result<Vec<(i64, i32, Record, Pending, Vec<u8>)>, pgrx::spi::Error> {
+) -> Result<(Vec<InboxRecord>, i64), pgrx::spi::Error> {
     let mut values = [arg.unwrap_or(pg_sys::Datum::from(0usize))];
     let nulls = [if arg.is_some() { b' ' } else { b'n' } as std::ffi::c_char];
-    // SAFETY: per the function's contract.
+    // SAFETY: per the function's contract. Array columns are detoasted and
+    // deconstructed with their element types' storage parameters; the
+    // element datums live in SPI's memory context while they are read.
     unsafe {
         let rc = pg_sys::SPI_execute_snapshot(
             plan,
@@ -1382,46 +1408,95 @@ unsafe fn take_inbox_rows(
             return Err(pgrx::spi::Error::from(pgrx::spi::SpiErrorCodes::OpUnknown));
         }
         let table = pg_sys::SPI_tuptable;
-        let mut out = Vec::with_capacity(pg_sys::SPI_processed as usize);
-        for i in 0..pg_sys::SPI_processed as usize {
-            let tuple = *(*table).vals.add(i);
+        let taken = pg_sys::SPI_processed as i64;
+        let mut out = Vec::new();
+        for r in 0..taken as usize {
+            let tuple = *(*table).vals.add(r);
             let desc = (*table).tupdesc;
             let get = |col: i32| {
                 let mut null = false;
                 let d = pg_sys::SPI_getbinval(tuple, desc, col, &mut null);
                 (!null).then_some(d)
             };
-            let text = |col: i32| get(col).and_then(|d| String::from_datum(d, false));
-            // As captured (what was sealed); normalized as it is chained.
-            let json = |col: i32| text(col).map(Json::raw);
-            let n = get(1).map_or(0, |d| d.value() as i32);
-            let txid = get(15).map_or(0, |d| d.value() as i64);
-            let p = Pending {
-                subid,
-                tenant: text(2).unwrap_or_default(),
-                at_us: get(3).map_or(0, |d| d.value() as i64) + PG_EPOCH_UNIX_US,
-                actor: text(4),
-                actor_roles: text(5),
-                db_role: text(6).unwrap_or_default(),
-                action: text(7).unwrap_or_default(),
-                tbl: text(8),
-                row_key: json(9),
-                old_values: json(10),
-                new_values: json(11),
-                client_ip: text(12),
-                user_agent: text(13),
-                application_name: text(14),
-                txid,
-                payload: json(16),
-            };
-            let key_id = text(17).unwrap_or_default();
-            let seal = get(18)
-                .and_then(|d| Vec::<u8>::from_datum(d, false))
+            let txid = get(1).map_or(0, |d| d.value() as i64);
+            let first = get(2).map_or(0, |d| d.value() as i32);
+            let key_id = get(3)
+                .and_then(|d| String::from_datum(d, false))
                 .unwrap_or_default();
-            let rec = record_of(&p, i64::from(n), 0, &key_id);
-            out.push((txid, n, rec, p, seal));
+            // Columns 4.. are arrays of INBOX_ELEMS.
+            let mut cols: Vec<Vec<Option<pg_sys::Datum>>> = Vec::new();
+            for (k, elem) in INBOX_ELEMS.iter().enumerate() {
+                let Some(d) = get(4 + k as i32) else {
+                    cols.push(Vec::new());
+                    continue;
+                };
+                let arr = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+                let (mut len, mut byval, mut align) = (0i16, false, 0 as std::ffi::c_char);
+                pg_sys::get_typlenbyvalalign(*elem, &mut len, &mut byval, &mut align);
+                let mut elems: *mut pg_sys::Datum = std::ptr::null_mut();
+                let mut isnull: *mut bool = std::ptr::null_mut();
+                let mut n = 0i32;
+                if (*arr).elemtype != *elem {
+                    cols.push(Vec::new());
+                    continue;
+                }
+                pg_sys::deconstruct_array(
+                    arr,
+                    *elem,
+                    len.into(),
+                    byval,
+                    align,
+                    &mut elems,
+                    &mut isnull,
+                    &mut n,
+                );
+                cols.push(
+                    (0..n as usize)
+                        .map(|i| (!*isnull.add(i)).then(|| *elems.add(i)))
+                        .collect(),
+                );
+            }
+            let count = cols[0].len();
+            if count == 0 || cols.iter().any(|c| c.len() != count) {
+                crate::context::alert_json(
+                    "audit_inbox_seal_broken",
+                    "inbox_row_malformed",
+                    "a row in tenantguard.audit_inbox was not written by tenantguard (its arrays do not line up); it was not chained",
+                    serde_json::json!({ "txid": txid, "first": first, "key_id": key_id }),
+                );
+                continue;
+            }
+            for i in 0..count {
+                let text = |k: usize| cols[k][i].and_then(|d| String::from_datum(d, false));
+                // As captured (what was sealed); normalized as it is chained.
+                let json = |k: usize| text(k).map(Json::raw);
+                let n = first.wrapping_add(i as i32);
+                let p = Pending {
+                    subid,
+                    tenant: text(0).unwrap_or_default(),
+                    at_us: cols[1][i].map_or(0, |d| d.value() as i64) + PG_EPOCH_UNIX_US,
+                    actor: text(2),
+                    actor_roles: text(3),
+                    db_role: text(4).unwrap_or_default(),
+                    action: text(5).unwrap_or_default(),
+                    tbl: text(6),
+                    row_key: json(7),
+                    old_values: json(8),
+                    new_values: json(9),
+                    client_ip: text(10),
+                    user_agent: text(11),
+                    application_name: text(12),
+                    txid,
+                    payload: json(13),
+                };
+                let seal = cols[14][i]
+                    .and_then(|d| Vec::<u8>::from_datum(d, false))
+                    .unwrap_or_default();
+                let rec = record_of(&p, i64::from(n), 0, &key_id);
+                out.push((txid, n, rec, p, seal));
+            }
         }
-        Ok(out)
+        Ok((out, taken))
     }
 }
 
@@ -1707,7 +1782,7 @@ fn audit(
 /// Returns how many were written.
 #[pg_extern(volatile, parallel_unsafe)]
 fn audit_flush() -> i64 {
-    let n = flush_pending().len() as i64 + drain_inbox(None);
+    let n = flush_pending().len() as i64 + drain_inbox(None).0;
     flush_lagging_heads();
     n
 }

@@ -20,8 +20,9 @@ use std::time::Duration;
 
 /// Databases with a writer at once.
 const SLOTS: usize = 32;
-/// Records a writer chains per transaction.
-const PASS: i64 = 2000;
+/// Inbox rows (a transaction's batch of up to 256 records each) a writer
+/// takes per pass (a transaction).
+const PASS: i64 = 512;
 /// Idle passes (of `WAIT`) before a writer leaves.
 const IDLE_PASSES: u32 = 20;
 const WAIT: Duration = Duration::from_millis(100);
@@ -247,14 +248,14 @@ pub extern "C-unwind" fn tenantguard_audit_writer(arg: pg_sys::Datum) {
             // backend does between statements.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        let n = BackgroundWorker::transaction(|| audit::drain_inbox(limit));
+        let (n, more) = BackgroundWorker::transaction(|| audit::drain_inbox(limit));
         WRITERS.exclusive().chained += n as u64;
-        n
+        (n, more)
     };
     let mut idle = 0;
     loop {
-        let n = pass(Some(PASS));
-        if n >= PASS {
+        let (n, more) = pass(Some(PASS));
+        if more {
             idle = 0;
             if BackgroundWorker::sigterm_received() {
                 break;
@@ -282,6 +283,6 @@ pub extern "C-unwind" fn tenantguard_audit_writer(arg: pg_sys::Datum) {
     // commits later starts a new writer.
     leave();
     if !BackgroundWorker::sigterm_received() {
-        while pass(Some(PASS)) >= PASS {}
+        while pass(Some(PASS)).1 {}
     }
 }

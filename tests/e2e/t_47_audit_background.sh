@@ -44,13 +44,15 @@ check "background: each row has its INSERT then its UPDATE record, with the righ
 # The application role cannot touch the inbox.
 out=$(q_err app "SELECT count(*) FROM tenantguard.audit_inbox" 2>&1)
 check "background: the app role cannot read the inbox" bash -c 'echo "$1" | grep -q "permission denied"' _ "$out"
-out=$(q_err app "INSERT INTO tenantguard.audit_inbox (n, tenant, at, db_role, action, txid, key_id, seal) VALUES (0, 'acme', now(), 'app', 'x', 1, 'a1', '\\x00')" 2>&1)
+FORGED="SELECT 1, 0, 'a1', '{acme}', ARRAY[now()], '{NULL}', '{NULL}', '{postgres}', '{forged-by-superuser}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', ARRAY['\\x00'::bytea]"
+out=$(q_err app "INSERT INTO tenantguard.audit_inbox $FORGED" 2>&1)
 check "background: the app role cannot forge an inbox record" bash -c 'echo "$1" | grep -q "permission denied"' _ "$out"
 # Records leave the inbox only as the writer chains them, superuser or not.
 q postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'tenantguard audit writer'" >/dev/null
-q postgres "INSERT INTO tenantguard.audit_inbox (n, tenant, at, db_role, action, txid, key_id, seal)
-            VALUES (0, 'acme', now(), 'postgres', 'forged-by-superuser', 1, 'a1', '\\x00')" >/dev/null
-for stmt in "DELETE FROM tenantguard.audit_inbox" "UPDATE tenantguard.audit_inbox SET action = 'x'"; do
+q postgres "INSERT INTO tenantguard.audit_inbox $FORGED" >/dev/null
+# ... and a row whose arrays do not line up.
+q postgres "INSERT INTO tenantguard.audit_inbox SELECT 2, 0, 'a1', '{acme,acme}', ARRAY[now()], '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}'" >/dev/null
+for stmt in "DELETE FROM tenantguard.audit_inbox" "UPDATE tenantguard.audit_inbox SET first = 1"; do
   out=$(q_err postgres "$stmt" 2>&1)
   check "background: a superuser's '$stmt' is refused" bash -c 'echo "$1" | grep -q "not allowed: records leave the inbox only as the audit writer chains them"' _ "$out"
 done
@@ -69,7 +71,8 @@ check "background: dropping the inbox is refused" bash -c 'echo "$1" | grep -qi 
 # alert instead.
 q postgres "SELECT tenantguard.audit_flush()" >/dev/null
 check "background: a forged inbox record is never chained" test "$(q postgres "SELECT count(*) FROM tenantguard.audit_log WHERE action = 'forged-by-superuser'")/$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = 0/0
-check "background: ... and leaves an alert in the server log" grep -q '"event":"audit_inbox_seal_broken"' "$LOG"
+check "background: ... and leaves an alert in the server log" grep -q '"event":"audit_inbox_seal_broken".*"reason":"inbox_record_not_chained"' "$LOG"
+check "background: a malformed inbox row is dropped with an alert too" grep -q '"reason":"inbox_row_malformed"' "$LOG"
 # Rolled back work leaves nothing; a rolled-back savepoint drops its records.
 q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgw (v) VALUES (-1); ROLLBACK;" >/dev/null
 q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgw (v) VALUES (-2); SAVEPOINT s;
