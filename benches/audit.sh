@@ -115,6 +115,22 @@ echo "| tenantguard audit (Rust, HMAC chain) | $b | $(ratio "$b" "$a") |"
 echo "| tenantguard audit, background chaining (until chained) | $e | $(ratio "$e" "$a") |"
 echo "tenantguard / no audit = $(ratio "$b" "$a"), background: $(ratio "$e" "$a") (target >= 0.85)"
 echo "tenantguard / PL/pgSQL same record = $(ratio "$b" "$d"), / PL/pgSQL minimal = $(ratio "$b" "$c"); background: $(ratio "$e" "$d"), $(ratio "$e" "$c") (target >= 1.5)"
+# The same with one client: what one session's transactions see (on this
+# 2-core machine the run above is CPU-bound: it measures the total work per
+# transaction, the writer's included; this one, each transaction's latency).
+TPS=()
+SAVED_CLIENTS=$CLIENTS; CLIENTS=1
+echo
+echo "== audit: INSERT + UPDATE per transaction, 1 client, ${SECS}s x $ROUNDS rounds"
+rounds "no audit" benches/pgbench/audit_none.sql "tenantguard audit" benches/pgbench/audit_tg.sql \
+       "PL/pgSQL minimal" benches/pgbench/audit_plpgsql.sql "PL/pgSQL same record" "$PLF" \
+       "$BG" benches/pgbench/audit_tg.sql
+a=$(median ${TPS["no audit"]}); b=$(median ${TPS["tenantguard audit"]})
+c=$(median ${TPS["PL/pgSQL minimal"]}); d=$(median ${TPS["PL/pgSQL same record"]})
+e=$(median ${TPS[$BG]})
+echo "1 client: tenantguard / no audit = $(ratio "$b" "$a"), background: $(ratio "$e" "$a") (target >= 0.85)"
+echo "1 client: tenantguard / PL/pgSQL same record = $(ratio "$b" "$d"), / minimal = $(ratio "$b" "$c"); background: $(ratio "$e" "$d"), $(ratio "$e" "$c") (target >= 1.5)"
+CLIENTS=$SAVED_CLIENTS
 TPS=()
 CLIENTS=8
 # Same scripts, one tenant per client (client_id 0..7 -> tenants 1..8).

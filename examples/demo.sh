@@ -145,6 +145,27 @@ SELECT records, left(digest, 16) || '...' AS export_sha256 FROM tenantguard.audi
 SELECT * FROM tenantguard.drop_audit_partition(format('tenantguard.%I', 'audit_log_' || to_char(now(), 'YYYYMM'))::regclass);
 SQL
 
+step "10b. Optional background chaining: the commit leaves sealed records, a writer chains them"
+run postgres <<'SQL'
+ALTER ROLE app SET tenantguard.audit_background = on;   -- superuser-only; per role, database or server
+SQL
+run app <<'SQL'
+BEGIN;
+SELECT tenantguard.set_context(:'globex');
+UPDATE invoices SET amount = amount + 1 WHERE customer = 'Hank Scorpio';
+COMMIT;
+SQL
+sleep 0.5
+run postgres <<'SQL'
+SELECT tenant, seq, actor, action, new_values FROM tenantguard.audit_log
+ WHERE tenant = 'globex' AND action = 'UPDATE' ORDER BY seq DESC LIMIT 1;   -- chained by the writer
+SELECT s->>'writer_running' AS writer_running, s->>'records_chained' AS chained_by_writer,
+       s->>'inbox_records' AS waiting FROM (SELECT tenantguard.status()->'audit_background' s) x;
+DELETE FROM tenantguard.audit_inbox;                                    -- refused, even for a superuser
+SELECT tenant, records, ok FROM tenantguard.verify_audit() ORDER BY tenant;
+ALTER ROLE app RESET tenantguard.audit_background;
+SQL
+
 step "11. authorize(): roles from tables (never from the token), conditions on the request"
 run postgres <<'SQL'
 \o /dev/null

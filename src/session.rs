@@ -294,3 +294,16 @@ pub fn select_latest(
         result
     }
 }
+
+/// Whether the current user is a superuser or has the privileges of
+/// `tenantguard_admin`.
+pub fn is_audit_admin() -> bool {
+    // SAFETY: catalog lookups; a missing role gives InvalidOid.
+    unsafe {
+        if pg_sys::superuser() {
+            return true;
+        }
+        let admin = pg_sys::get_role_oid(c"tenantguard_admin".as_ptr(), true);
+        admin != pg_sys::Oid::INVALID && pg_sys::has_privs_of_role(pg_sys::GetUserId(), admin)
+    }
+}

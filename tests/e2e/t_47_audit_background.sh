@@ -73,6 +73,35 @@ q postgres "SELECT tenantguard.audit_flush()" >/dev/null
 check "background: a forged inbox record is never chained" test "$(q postgres "SELECT count(*) FROM tenantguard.audit_log WHERE action = 'forged-by-superuser'")/$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = 0/0
 check "background: ... and leaves an alert in the server log" grep -q '"event":"audit_inbox_seal_broken".*"reason":"inbox_record_not_chained"' "$LOG"
 check "background: a malformed inbox row is dropped with an alert too" grep -q '"reason":"inbox_row_malformed"' "$LOG"
+# A superuser who turns the guard off, disables the inbox's trigger and
+# edits a waiting record: the seal no longer matches, the record is not
+# chained. (The editing session holds the inbox's lock from its start, via
+# its own audit_flush(), so the writer cannot take the record first.)
+alerts_before=$(grep -c '"reason":"inbox_record_not_chained"' "$LOG")
+q postgres "ALTER SYSTEM SET tenantguard.audit_guard = off" >/dev/null; q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+psql -X -A -t -q -h "$SOCK" -p "$PORT" -U postgres -d postgres -c "BEGIN; SELECT tenantguard.audit_flush(); SELECT pg_sleep(2);
+  ALTER TABLE tenantguard.audit_inbox DISABLE TRIGGER refuse_change;
+  UPDATE tenantguard.audit_inbox SET new_values = array_replace(new_values, new_values[1], replace(new_values[1], '4747', '1'))
+   WHERE new_values[1] LIKE '%4747%' RETURNING 'edited';
+  ALTER TABLE tenantguard.audit_inbox ENABLE ALWAYS TRIGGER refuse_change; COMMIT;" > "$DIR/edit.out" 2>&1 &
+holder=$!
+sleep 1
+q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgw (v) VALUES (4747); COMMIT;" >/dev/null
+wait $holder
+q postgres "ALTER SYSTEM RESET tenantguard.audit_guard" >/dev/null; q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+edited=$(grep -c '^edited$' "$DIR/edit.out")
+q postgres "SELECT tenantguard.audit_flush()" >/dev/null
+rowid=$(q postgres "SELECT id FROM bgw WHERE v = 4747")
+check "background: a record edited in the inbox (guard off, trigger disabled) is not chained (edited rows: $edited)" \
+  test "$edited/$(q postgres "SELECT count(*) FROM tenantguard.audit_log WHERE tbl = 'public.bgw' AND row_key ->> 'id' = '$rowid'")" = 1/0
+check "background: ... and leaves an alert" test "$(grep -c '"reason":"inbox_record_not_chained"' "$LOG")" -gt "$alerts_before"
+# audit_flush() chains the inbox only for tenantguard_admin and superusers:
+# chaining locks every chain it touches until the transaction ends, so the
+# application role must not be able to hold the trail up that way.
+check "background: the app role's audit_flush() does not take the inbox's lock" \
+  test "$(q app "BEGIN; SELECT tenantguard.audit_flush(); SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 29801 AND pid = pg_backend_pid(); COMMIT;" | tail -1)" = 0
+check "background: a superuser's audit_flush() does (it chains the inbox)" \
+  test "$(q postgres "BEGIN; SELECT tenantguard.audit_flush(); SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 29801 AND pid = pg_backend_pid(); COMMIT;" | tail -1)" = 1
 # Rolled back work leaves nothing; a rolled-back savepoint drops its records.
 q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgw (v) VALUES (-1); ROLLBACK;" >/dev/null
 q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgw (v) VALUES (-2); SAVEPOINT s;
