@@ -324,6 +324,9 @@ thread_local! {
     /// (the plan cache re-plans them after DDL on the audit tables).
     static PLANS: RefCell<Option<Rc<Plans>>> = const { RefCell::new(None) };
     static CHAINS: RefCell<Option<TxnChains>> = const { RefCell::new(None) };
+    /// Each audit trigger's configuration (its argument), by trigger OID.
+    static CONFIGS: RefCell<std::collections::HashMap<pg_sys::Oid, Rc<Config>>> =
+        RefCell::new(std::collections::HashMap::new());
     static CALLBACKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// Set once this transaction's records were written before commit or
     /// PREPARE: a record captured after that (by code another extension
@@ -1571,16 +1574,7 @@ unsafe fn row_values(
 }
 
 fn to_json(cols: &[(String, Option<String>)]) -> String {
-    let mut m = serde_json::Map::new();
-    for (k, v) in cols {
-        m.insert(
-            k.clone(),
-            v.clone()
-                .map(serde_json::Value::String)
-                .unwrap_or(serde_json::Value::Null),
-        );
-    }
-    serde_json::Value::Object(m).to_string()
+    chain::row_json(cols)
 }
 
 /// A superuser's pg_restore session re-loads records that already exist in
@@ -1607,12 +1601,25 @@ fn audit_capture<'a>(
     if restoring() {
         return Ok(None);
     }
-    let cfg: Config = trigger
-        .extra_args()
-        .ok()
-        .and_then(|a| a.first().and_then(|s| serde_json::from_str(s).ok()))
-        .unwrap_or_default();
     let td = trigger.trigger_data();
+    // A trigger's arguments never change (a new configuration is a new
+    // trigger): parsed once per trigger and backend.
+    // SAFETY: tg_trigger is valid for the trigger call.
+    let tgoid = unsafe { (*td.tg_trigger).tgoid };
+    let cfg = CONFIGS.with(|c| {
+        c.borrow_mut()
+            .entry(tgoid)
+            .or_insert_with(|| {
+                Rc::new(
+                    trigger
+                        .extra_args()
+                        .ok()
+                        .and_then(|a| a.first().and_then(|s| serde_json::from_str(s).ok()))
+                        .unwrap_or_default(),
+                )
+            })
+            .clone()
+    });
     let tbl = format!(
         "{}.{}",
         trigger.table_schema().unwrap_or_default(),

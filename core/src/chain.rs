@@ -112,6 +112,54 @@ pub fn seal_ok(key: &[u8], r: &Record, mac: &[u8]) -> bool {
     m.verify_slice(mac).is_ok()
 }
 
+/// A row's columns as the JSON object an audit record stores (keys in
+/// byte order, values as text or null), written directly rather than
+/// through a `serde_json::Value`: the trigger builds one or two per row.
+pub fn row_json(cols: &[(String, Option<String>)]) -> String {
+    let mut order: Vec<&(String, Option<String>)> = cols.iter().collect();
+    order.sort_by(|a, b| a.0.cmp(&b.0));
+    let size: usize = cols
+        .iter()
+        .map(|(k, v)| k.len() + v.as_ref().map_or(4, String::len) + 6)
+        .sum();
+    let mut out = String::with_capacity(size + 2);
+    out.push('{');
+    for (i, (k, v)) in order.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_string(&mut out, k);
+        out.push(':');
+        match v {
+            Some(v) => push_json_string(&mut out, v),
+            None => out.push_str("null"),
+        }
+    }
+    out.push('}');
+    out
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                use std::fmt::Write;
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 /// Result of checking one chain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
@@ -214,6 +262,28 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn row_json_matches_serde_json() {
+        let tricky = "quote \" backslash \\ newline \n tab \t cr \r bell \u{7} bs \u{8} ff \u{c} unit \u{1f} é 😀 </script>";
+        let cols = vec![
+            ("b".to_string(), Some(tricky.to_string())),
+            ("a".to_string(), None),
+            ("é".to_string(), Some(String::new())),
+            ("A \" key".to_string(), Some("1".to_string())),
+        ];
+        let mut m = serde_json::Map::new();
+        for (k, v) in &cols {
+            m.insert(
+                k.clone(),
+                v.clone()
+                    .map(serde_json::Value::String)
+                    .unwrap_or(serde_json::Value::Null),
+            );
+        }
+        assert_eq!(row_json(&cols), serde_json::Value::Object(m).to_string());
+        assert_eq!(row_json(&[]), "{}");
+    }
+
     #[test]
     fn seal_detects_any_change_and_is_not_a_chain_hash() {
         let r = rec(7, "UPDATE");
