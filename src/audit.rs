@@ -179,6 +179,40 @@ unsafe fn keep_raw(
     }
 }
 
+/// Execute a kept plan under the latest snapshot (see `run_latest`),
+/// returning SPI's result code (rows in `SPI_tuptable`).
+///
+/// SAFETY: SPI must be connected; `plan` was kept by `keep_raw` with
+/// parameter types matching `args`.
+unsafe fn exec_latest(
+    plan: pg_sys::SPIPlanPtr,
+    args: &[Option<pg_sys::Datum>],
+    read_only: bool,
+) -> i32 {
+    let mut values: Vec<pg_sys::Datum> = args
+        .iter()
+        .map(|a| a.unwrap_or(pg_sys::Datum::from(0usize)))
+        .collect();
+    let nulls: Vec<std::ffi::c_char> = args
+        .iter()
+        .map(|a| if a.is_some() { b' ' } else { b'n' } as std::ffi::c_char)
+        .collect();
+    // SAFETY: per the function's contract; SPI_execute_snapshot registers
+    // the snapshot for the statement's duration.
+    unsafe {
+        pg_sys::SPI_execute_snapshot(
+            plan,
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
+            pg_sys::GetLatestSnapshot(),
+            std::ptr::null_mut(),
+            read_only,
+            true,
+            0,
+        )
+    }
+}
+
 /// Run a kept head statement under the latest snapshot (with this
 /// transaction's own changes), not the transaction's: in REPEATABLE READ or
 /// SERIALIZABLE, the head another transaction moved after this one's
@@ -194,28 +228,10 @@ unsafe fn run_latest(
     args: &[Option<pg_sys::Datum>],
     read_only: bool,
 ) -> Result<Vec<(i64, Vec<u8>)>, pgrx::spi::Error> {
-    let mut values: Vec<pg_sys::Datum> = args
-        .iter()
-        .map(|a| a.unwrap_or(pg_sys::Datum::from(0usize)))
-        .collect();
-    let nulls: Vec<std::ffi::c_char> = args
-        .iter()
-        .map(|a| if a.is_some() { b' ' } else { b'n' } as std::ffi::c_char)
-        .collect();
-    // SAFETY: per the function's contract; SPI_execute_snapshot registers
-    // the snapshot for the statement's duration; the rows are read before
-    // the next SPI call.
+    // SAFETY: per the function's contract; the rows are read before the
+    // next SPI call.
     unsafe {
-        let rc = pg_sys::SPI_execute_snapshot(
-            plan,
-            values.as_mut_ptr(),
-            nulls.as_ptr(),
-            pg_sys::GetLatestSnapshot(),
-            std::ptr::null_mut(),
-            read_only,
-            true,
-            0,
-        );
+        let rc = exec_latest(plan, args, read_only);
         if rc < 0 {
             return Err(pgrx::spi::Error::from(pgrx::spi::SpiErrorCodes::OpUnknown));
         }
@@ -246,15 +262,20 @@ fn lock_chain(tenant: &str) {
     let h = tenant.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    // SAFETY: a fully initialized advisory lock tag for this database;
-    // LockAcquire waits (and detects deadlocks) as any lock does, and the
-    // transaction's resource owner releases it.
+    advisory_xact_lock((h >> 32) as u32, h as u32, 0x7467);
+}
+
+/// Take an exclusive transaction-level lock in this database's advisory
+/// lock space. LockAcquire waits (and detects deadlocks) as any lock does,
+/// and the transaction's resource owner releases it.
+fn advisory_xact_lock(field2: u32, field3: u32, field4: u16) {
+    // SAFETY: a fully initialized advisory lock tag for this database.
     unsafe {
         let tag = pg_sys::LOCKTAG {
             locktag_field1: pg_sys::MyDatabaseId.to_u32(),
-            locktag_field2: (h >> 32) as u32,
-            locktag_field3: h as u32,
-            locktag_field4: 0x7467,
+            locktag_field2: field2,
+            locktag_field3: field3,
+            locktag_field4: field4,
             locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
             locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
         };
@@ -1258,18 +1279,7 @@ fn stage_pending() {
 /// read the trail): another key of the advisory space, held until the
 /// transaction ends, so no record is taken twice.
 fn lock_inbox() {
-    // SAFETY: as in `lock_chain`.
-    unsafe {
-        let tag = pg_sys::LOCKTAG {
-            locktag_field1: pg_sys::MyDatabaseId.to_u32(),
-            locktag_field2: 0,
-            locktag_field3: 0,
-            locktag_field4: 0x7469,
-            locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
-            locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
-        };
-        pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as i32, false, false);
-    }
+    advisory_xact_lock(0, 0, 0x7469);
 }
 
 /// Lets the inbox's guard pass this backend's DELETE while it lives.
@@ -1391,22 +1401,11 @@ unsafe fn take_inbox_rows(
     arg: Option<pg_sys::Datum>,
     subid: pg_sys::SubTransactionId,
 ) -> Result<(Vec<InboxRecord>, i64), pgrx::spi::Error> {
-    let mut values = [arg.unwrap_or(pg_sys::Datum::from(0usize))];
-    let nulls = [if arg.is_some() { b' ' } else { b'n' } as std::ffi::c_char];
     // SAFETY: per the function's contract. Array columns are detoasted and
     // deconstructed with their element types' storage parameters; the
     // element datums live in SPI's memory context while they are read.
     unsafe {
-        let rc = pg_sys::SPI_execute_snapshot(
-            plan,
-            values.as_mut_ptr(),
-            nulls.as_ptr(),
-            pg_sys::GetLatestSnapshot(),
-            std::ptr::null_mut(),
-            false,
-            true,
-            0,
-        );
+        let rc = exec_latest(plan, &[arg], false);
         if rc != pg_sys::SPI_OK_DELETE_RETURNING as i32 {
             return Err(pgrx::spi::Error::from(pgrx::spi::SpiErrorCodes::OpUnknown));
         }
@@ -1521,7 +1520,7 @@ fn audit_inbox_guard<'a>(
     };
     raise_msg(
         PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-        &format!(
+        format!(
             "tenantguard: {what} on tenantguard.audit_inbox is not allowed: records leave the inbox only as the audit writer chains them"
         ),
     )

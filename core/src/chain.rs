@@ -88,28 +88,26 @@ pub fn link(key: &[u8], r: &Record, prev: &[u8]) -> [u8; 32] {
 
 /// A record's seal while it waits, unchained, for the background writer:
 /// HMAC-SHA256 over a label of its own and the record's canonical encoding
-/// (with `seq` 0, as the record has no place in its chain yet) and its id,
-/// which the chain keeps. The label
-/// keeps a seal from ever passing for a chain hash or the reverse.
+/// (with `seq` 0, as the record has no place in its chain yet) and its id
+/// (its ordinal in its transaction). The label keeps a seal from ever
+/// passing for a chain hash or the reverse.
 pub fn seal(key: &[u8], r: &Record) -> [u8; 32] {
-    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
-    m.update(b"tenantguard-inbox-v1");
-    m.update(&r.id.to_be_bytes());
-    let mut unplaced = r.clone();
-    unplaced.seq = 0;
-    m.update(&canonical(&unplaced));
-    m.finalize().into_bytes().into()
+    seal_mac(key, r).finalize().into_bytes().into()
 }
 
 /// Whether `mac` is the record's seal under `key` (compared in constant time).
 pub fn seal_ok(key: &[u8], r: &Record, mac: &[u8]) -> bool {
+    seal_mac(key, r).verify_slice(mac).is_ok()
+}
+
+fn seal_mac(key: &[u8], r: &Record) -> HmacSha256 {
     let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
     m.update(b"tenantguard-inbox-v1");
     m.update(&r.id.to_be_bytes());
     let mut unplaced = r.clone();
     unplaced.seq = 0;
     m.update(&canonical(&unplaced));
-    m.verify_slice(mac).is_ok()
+    m
 }
 
 /// A row's columns as the JSON object an audit record stores (keys in
