@@ -140,6 +140,10 @@ const DRAIN_REST_SQL: &str = "DELETE FROM tenantguard.audit_inbox i
                   WHERE i.txid OPERATOR(pg_catalog.=) ANY ($1)
               RETURNING i.*";
 
+/// Longest JSON text left to the background writer to normalize (jsonb
+/// refuses strings of 256 MB and more).
+const RAW_JSON_MAX: usize = 1 << 26;
+
 /// Records a transaction keeps before writing them (it also writes them
 /// just before commit or PREPARE, and whenever it needs a record id or
 /// reads the trail itself).
@@ -755,13 +759,12 @@ fn capture(e: Entry, batch: bool) {
     // Chained in this transaction: in jsonb's normal form now (an invalid
     // value fails the statement that wrote it). Left to the background
     // writer: as captured (the writer normalizes it as it chains it).
+    // (A value near jsonb's size limits is normalized now either way, so a
+    // record the writer could not store never reaches the inbox.)
     let background = crate::writer::background();
-    let json_of = |j: Option<String>| {
-        if background {
-            j.map(Json::raw)
-        } else {
-            jsonb_normal(j)
-        }
+    let json_of = |j: Option<String>| match j {
+        Some(j) if background && j.len() < RAW_JSON_MAX => Some(Json::raw(j)),
+        j => jsonb_normal(j),
     };
     let p = Pending {
         subid,
