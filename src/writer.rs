@@ -70,6 +70,8 @@ unsafe impl PGRXSharedMemory for Writers {}
 // SAFETY: the name is unique to this extension.
 static WRITERS: PgLwLock<Writers> = unsafe { PgLwLock::new(c"tenantguard_audit_writers") };
 static READY: AtomicBool = AtomicBool::new(false);
+/// In a writer: whether it took its database's slot.
+static ENTERED: AtomicBool = AtomicBool::new(false);
 
 /// Called from `_PG_init` while preloading.
 pub fn init() {
@@ -194,22 +196,28 @@ fn enter(db: u32) -> bool {
         pid,
         since_us: now_us(),
     };
+    ENTERED.store(true, Ordering::Relaxed);
     true
 }
 
-/// Give up this writer's slot (if it still holds it).
-fn leave() {
+/// Give up this writer's slot (if it still holds it), or, for a writer
+/// that never took it (it failed to connect), the slot marked as starting
+/// for its database, so the next commit starts another at once.
+fn leave(db: u32) {
     // SAFETY: plain read of this process's pid.
     let pid = unsafe { pg_sys::MyProcPid };
     let mut w = WRITERS.exclusive();
-    if let Some(s) = w.slots.iter_mut().find(|s| s.pid == pid && s.proc_ptr != 0) {
+    let entered = ENTERED.load(Ordering::Relaxed);
+    if let Some(s) = w.slots.iter_mut().find(|s| {
+        (s.pid == pid && s.proc_ptr != 0) || (!entered && s.dboid == db && s.proc_ptr == 0)
+    }) {
         *s = Slot::default();
     }
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
-    leave();
+unsafe extern "C-unwind" fn on_exit(_code: i32, arg: pg_sys::Datum) {
+    leave(arg.value() as u32);
 }
 
 /// What `status()` reports: whether this database has a writer, and the
@@ -237,7 +245,7 @@ pub extern "C-unwind" fn tenantguard_audit_writer(arg: pg_sys::Datum) {
     let db = arg.value() as u32;
     // SAFETY: registers a callback that gives up the slot however the
     // writer exits (an error included).
-    unsafe { pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(0usize)) };
+    unsafe { pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(db as usize)) };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
     if !enter(db) {
         return;
@@ -281,7 +289,7 @@ pub extern "C-unwind" fn tenantguard_audit_writer(arg: pg_sys::Datum) {
     // A transaction that committed before the slot was given up may have
     // woken only this writer: chain what is there now, then go. One that
     // commits later starts a new writer.
-    leave();
+    leave(db);
     if !BackgroundWorker::sigterm_received() {
         while pass(Some(PASS)).1 {}
     }
