@@ -114,6 +114,45 @@ q_err app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgw (v) S
 q postgres "SELECT tenantguard.audit_flush()" >/dev/null
 check "background: a failed transaction's staged records are gone with it" test "$(q postgres "SELECT count(*) FROM tenantguard.audit_log WHERE tbl = 'public.bgw' AND new_values ->> 'v' = '-5'")" = 0
 check "background: chains still verify" test "$(q postgres "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = t
+# A writer pass takes 512 inbox rows (a transaction's batch of up to 256
+# records each) and then the rest of every transaction it took rows of, so
+# a transaction's records stay together and in order in its chain. Here the
+# writer waits (a session holds the inbox's lock) while the rows pile up:
+# 500 one-record transactions; then a 600-record one (three rows) whose
+# commit is delayed, during which 10 one-record transactions with later
+# transaction ids commit before it; then 100 more. The pass limit falls
+# inside the big transaction's rows, and a record of a later transaction
+# sorts between its parts unless the pass takes the rest of it.
+q postgres "CREATE TABLE bgsplit (id bigserial PRIMARY KEY, tenant_id text NOT NULL, v int);
+  SELECT count(*) FROM tenantguard.protect('bgsplit');
+  GRANT SELECT, INSERT ON bgsplit TO app; GRANT USAGE ON SEQUENCE bgsplit_id_seq TO app;" >/dev/null
+SPLIT_T=$(tok '{"tid":"splitco","sub":"sam","exp":4000000000,"iat":1700000000}')
+small() { for i in $(seq "$1" "$2"); do echo "BEGIN; SELECT tenantguard.set_context('$SPLIT_T'); INSERT INTO bgsplit (v) VALUES ($i); COMMIT;"; done; }
+small 1 500 > "$DIR/bgsplit1.sql"; small 501 510 > "$DIR/bgsplit2.sql"; small 511 610 > "$DIR/bgsplit3.sql"
+psql -X -q -h "$SOCK" -p "$PORT" -U postgres -d postgres -c "BEGIN; SELECT tenantguard.audit_flush(); SELECT pg_sleep(15); COMMIT;" >/dev/null 2>&1 &
+holder=$!
+sleep 1
+psqlapp() { psql -X -q -h "$SOCK" -p "$PORT" -U app -d postgres "$@"; }
+psqlapp -f "$DIR/bgsplit1.sql" >/dev/null
+psqlapp -c "BEGIN; SELECT tenantguard.set_context('$SPLIT_T'); INSERT INTO bgsplit (v) SELECT 100000 + g FROM generate_series(1, 600) g; SELECT pg_sleep(2); COMMIT;" >/dev/null &
+big=$!
+sleep 0.7
+psqlapp -f "$DIR/bgsplit2.sql" >/dev/null
+wait $big
+psqlapp -f "$DIR/bgsplit3.sql" >/dev/null
+rows=$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")
+wait $holder
+n=0
+for _ in $(seq 1 150); do
+  n=$(q postgres "SELECT count(*) FROM tenantguard.audit_log WHERE tbl = 'public.bgsplit'")
+  [ "$n" = 1210 ] && break
+  sleep 0.1
+done
+check "background: 613 inbox rows waited ($rows), the writer chained all 1,210 records on its own (got $n)" test "$rows/$n" = 613/1210
+check "background: the 600-record transaction straddling the pass limit is contiguous and in order in its chain" \
+  test "$(q postgres "SELECT max(seq) - min(seq) + 1 = 600 AND array_agg((new_values ->> 'v')::int ORDER BY seq) = array_agg((new_values ->> 'v')::int ORDER BY (new_values ->> 'v')::int)
+    FROM tenantguard.audit_log WHERE tbl = 'public.bgsplit' AND (new_values ->> 'v')::int > 100000")" = t
+check "background: that chain verifies" test "$(q postgres "SELECT ok FROM tenantguard.verify_audit('splitco')")" = t
 # A database whose writer just worked can be dropped (the writer leaves
 # after a short idle spell; DROP DATABASE waits for it).
 q postgres "CREATE DATABASE bgdb" >/dev/null
