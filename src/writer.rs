@@ -27,7 +27,7 @@ const PASS: i64 = 512;
 const IDLE_PASSES: u32 = 20;
 const WAIT: Duration = Duration::from_millis(100);
 /// After a pass that found records, the pause before the next (µs).
-const GATHER_US: std::ffi::c_long = 20_000;
+const GATHER_US: std::ffi::c_long = 100_000;
 /// A writer that has not reported for duty this long after its start was
 /// asked for is presumed failed; the next commit asks again.
 const START_TIMEOUT_US: i64 = 10_000_000;
