@@ -947,8 +947,7 @@ fn record_of(p: &Pending, id: i64, seq: i64, key_id: &str) -> Record {
     }
 }
 
-/// Element types of the columns `at` .. `key_id`, which the trail and the
-/// inbox share (see `body`).
+/// Element types of the trail's columns `at` .. `key_id` (see `body`).
 const BODY_TYPES: [pg_sys::Oid; 15] = [
     pg_sys::TIMESTAMPTZOID,
     pg_sys::TEXTOID,
