@@ -99,12 +99,20 @@ sed 's/a_plpgsql/a_plfull/g' benches/pgbench/audit_plpgsql.sql > "$PLF"
 # chained every record (see benches/lib.sh).
 BG="tenantguard audit, background"
 VUSER[$BG]=bench_bg; DRAINS[$BG]=1
-rounds "no audit" benches/pgbench/audit_none.sql "tenantguard audit" benches/pgbench/audit_tg.sql \
-       "PL/pgSQL minimal" benches/pgbench/audit_plpgsql.sql "PL/pgSQL same record" "$PLF" \
-       "$BG" benches/pgbench/audit_tg.sql
-a=$(median ${TPS["no audit"]}); b=$(median ${TPS["tenantguard audit"]})
-c=$(median ${TPS["PL/pgSQL minimal"]}); d=$(median ${TPS["PL/pgSQL same record"]})
-e=$(median ${TPS[$BG]})
+# single_row PREFIX: the five variants, alternating; sets a..e (medians).
+single_row() {
+  rounds "no audit" benches/pgbench/audit_none.sql "tenantguard audit" benches/pgbench/audit_tg.sql \
+         "PL/pgSQL minimal" benches/pgbench/audit_plpgsql.sql "PL/pgSQL same record" "$PLF" \
+         "$BG" benches/pgbench/audit_tg.sql
+  a=$(median ${TPS["no audit"]}); b=$(median ${TPS["tenantguard audit"]})
+  c=$(median ${TPS["PL/pgSQL minimal"]}); d=$(median ${TPS["PL/pgSQL same record"]})
+  e=$(median ${TPS[$BG]})
+}
+ratios() {
+  echo "${1}tenantguard / no audit = $(ratio "$b" "$a"), background: $(ratio "$e" "$a") (target >= 0.85)"
+  echo "${1}tenantguard / PL/pgSQL same record = $(ratio "$b" "$d"), / PL/pgSQL minimal = $(ratio "$b" "$c"); background: $(ratio "$e" "$d"), $(ratio "$e" "$c") (target >= 1.5)"
+}
+single_row
 echo
 echo "| variant | median tps | vs no audit |"
 echo "|---|---|---|"
@@ -113,8 +121,7 @@ echo "| PL/pgSQL minimal trigger (to_jsonb rows, actor, tenant; primary key only
 echo "| PL/pgSQL trigger writing the same record into a trail-shaped table (unchained) | $d | $(ratio "$d" "$a") |"
 echo "| tenantguard audit (Rust, HMAC chain) | $b | $(ratio "$b" "$a") |"
 echo "| tenantguard audit, background chaining (until chained) | $e | $(ratio "$e" "$a") |"
-echo "tenantguard / no audit = $(ratio "$b" "$a"), background: $(ratio "$e" "$a") (target >= 0.85)"
-echo "tenantguard / PL/pgSQL same record = $(ratio "$b" "$d"), / PL/pgSQL minimal = $(ratio "$b" "$c"); background: $(ratio "$e" "$d"), $(ratio "$e" "$c") (target >= 1.5)"
+ratios ""
 # The same with one client: what one session's transactions see (on this
 # 2-core machine the run above is CPU-bound: it measures the total work per
 # transaction, the writer's included; this one, each transaction's latency).
@@ -122,14 +129,8 @@ TPS=()
 SAVED_CLIENTS=$CLIENTS; CLIENTS=1
 echo
 echo "== audit: INSERT + UPDATE per transaction, 1 client, ${SECS}s x $ROUNDS rounds"
-rounds "no audit" benches/pgbench/audit_none.sql "tenantguard audit" benches/pgbench/audit_tg.sql \
-       "PL/pgSQL minimal" benches/pgbench/audit_plpgsql.sql "PL/pgSQL same record" "$PLF" \
-       "$BG" benches/pgbench/audit_tg.sql
-a=$(median ${TPS["no audit"]}); b=$(median ${TPS["tenantguard audit"]})
-c=$(median ${TPS["PL/pgSQL minimal"]}); d=$(median ${TPS["PL/pgSQL same record"]})
-e=$(median ${TPS[$BG]})
-echo "1 client: tenantguard / no audit = $(ratio "$b" "$a"), background: $(ratio "$e" "$a") (target >= 0.85)"
-echo "1 client: tenantguard / PL/pgSQL same record = $(ratio "$b" "$d"), / minimal = $(ratio "$b" "$c"); background: $(ratio "$e" "$d"), $(ratio "$e" "$c") (target >= 1.5)"
+single_row
+ratios "1 client: "
 CLIENTS=$SAVED_CLIENTS
 TPS=()
 CLIENTS=8

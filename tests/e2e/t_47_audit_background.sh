@@ -5,6 +5,17 @@
 DB=postgres
 q postgres "ALTER SYSTEM SET tenantguard.audit_background = on" >/dev/null
 q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+# chained TABLE N: the number of TABLE's records in the trail, once it is N
+# or after 15 s (nobody else chains them: the writer does, on its own).
+chained() {
+  local n=0
+  for _ in $(seq 1 150); do
+    n=$(q postgres "SELECT count(*) FROM tenantguard.audit_log WHERE tbl = '$1'")
+    [ "$n" = "$2" ] && break
+    sleep 0.1
+  done
+  echo "$n"
+}
 GLOBEX47=$(tok '{"tid":"globex","sub":"gina","exp":4000000000,"iat":1700000000}')
 q postgres "CREATE TABLE bgw (id bigserial PRIMARY KEY, tenant_id text NOT NULL, v int);
   SELECT count(*) FROM tenantguard.protect('bgw');
@@ -24,12 +35,7 @@ done
 wait
 check "background: the four writers had no errors" test ! -s "$DIR/bgw1.err" -a ! -s "$DIR/bgw2.err" -a ! -s "$DIR/bgw3.err" -a ! -s "$DIR/bgw4.err"
 # Nobody asks for them (no audit_flush, no verify): the writer chains them.
-n=0
-for _ in $(seq 1 150); do
-  n=$(q postgres "SELECT count(*) FROM tenantguard.audit_log WHERE tbl = 'public.bgw'")
-  [ "$n" = 1200 ] && break
-  sleep 0.1
-done
+n=$(chained public.bgw 1200)
 check "background: the writer chained all 1,200 records on its own (got $n)" test "$n" = 1200
 check "background: the inbox is empty" test "$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = 0
 check "background: status() reports the writer and what it chained" \
@@ -142,12 +148,7 @@ wait $big
 psqlapp -f "$DIR/bgsplit3.sql" >/dev/null
 rows=$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")
 wait $holder
-n=0
-for _ in $(seq 1 150); do
-  n=$(q postgres "SELECT count(*) FROM tenantguard.audit_log WHERE tbl = 'public.bgsplit'")
-  [ "$n" = 1210 ] && break
-  sleep 0.1
-done
+n=$(chained public.bgsplit 1210)
 check "background: 613 inbox rows waited ($rows), the writer chained all 1,210 records on its own (got $n)" test "$rows/$n" = 613/1210
 check "background: the 600-record transaction straddling the pass limit is contiguous and in order in its chain" \
   test "$(q postgres "SELECT max(seq) - min(seq) + 1 = 600 AND array_agg((new_values ->> 'v')::int ORDER BY seq) = array_agg((new_values ->> 'v')::int ORDER BY (new_values ->> 'v')::int)
