@@ -29,6 +29,7 @@ use std::ffi::CStr;
 use std::num::NonZeroUsize;
 use std::rc::Rc;
 use tenantguard_core::chain::{self, Record};
+use tenantguard_core::keyring::Keyring;
 use tenantguard_core::DomainError;
 
 #[derive(Deserialize, Default)]
@@ -128,9 +129,14 @@ const STAGE_SQL: &str = "INSERT INTO tenantguard.audit_inbox
 /// table (the inbox has no index to sort by), removing them: a TID scan,
 /// planned with sequential scans off (see `drain_inbox`). Run under the
 /// latest snapshot, with the inbox's lock held, so nothing is taken twice.
+///
+/// Only rows sealed under a key the audit keyring holds ($2): a row whose
+/// key was removed stays in the inbox, intact, until the key is back (see
+/// `INBOX_WAITING_SQL`), rather than being taken for a forgery.
 const DRAIN_SQL: &str = "DELETE FROM tenantguard.audit_inbox i
                   WHERE i.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
-                        SELECT x.ctid FROM tenantguard.audit_inbox x LIMIT $1))
+                        SELECT x.ctid FROM tenantguard.audit_inbox x
+                         WHERE x.key_id OPERATOR(pg_catalog.=) ANY ($2) LIMIT $1))
               RETURNING i.*";
 
 /// The other rows of the transactions `DRAIN_SQL` took rows of: a
@@ -138,7 +144,15 @@ const DRAIN_SQL: &str = "DELETE FROM tenantguard.audit_inbox i
 /// them.
 const DRAIN_REST_SQL: &str = "DELETE FROM tenantguard.audit_inbox i
                   WHERE i.txid OPERATOR(pg_catalog.=) ANY ($1)
+                    AND i.key_id OPERATOR(pg_catalog.=) ANY ($2)
               RETURNING i.*";
+
+/// Inbox records sealed under keys the audit keyring ($1) no longer holds:
+/// how many, and the key ids. Nothing chains them until the key is back.
+const INBOX_WAITING_SQL: &str = "SELECT pg_catalog.count(*)::int8,
+                    pg_catalog.array_agg(DISTINCT key_id ORDER BY key_id)::text[]
+               FROM tenantguard.audit_inbox
+              WHERE key_id OPERATOR(pg_catalog.<>) ALL ($1)";
 
 /// Longest JSON text left to the background writer to normalize (jsonb
 /// refuses strings of 256 MB and more).
@@ -671,8 +685,11 @@ fn plans(client: &pgrx::spi::SpiClient<'_>) -> Result<Rc<Plans>, pgrx::spi::Erro
         Rc::new(Plans {
             insert: client.prepare_mut(INSERT_BATCH_SQL, &batch)?.keep(),
             stage: client.prepare_mut(STAGE_SQL, &stage)?.keep(),
-            drain: keep_raw(DRAIN_SQL, &[i8])?,
-            drain_rest: keep_raw(DRAIN_REST_SQL, &[pg_sys::INT8ARRAYOID])?,
+            drain: keep_raw(DRAIN_SQL, &[i8, pg_sys::TEXTARRAYOID])?,
+            drain_rest: keep_raw(
+                DRAIN_REST_SQL,
+                &[pg_sys::INT8ARRAYOID, pg_sys::TEXTARRAYOID],
+            )?,
             head: keep_raw(HEAD_SQL, &[t])?,
             new_head: keep_raw(NEW_HEAD_SQL, &[t, b])?,
             last: keep_raw(LAST_SQL, &[t])?,
@@ -1338,11 +1355,12 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
                         let plans = plans(client)?;
                         let _draining = Draining::start();
                         let arg = limit.map(pg_sys::Datum::from);
+                        let kids = kids_array(&ring);
                         // SAFETY: SPI is connected; the plan takes one int8
-                        // (NULL: no limit); the rows are read before the next
-                        // SPI call.
+                        // (NULL: no limit) and a text[]; the rows are read
+                        // before the next SPI call.
                         let (mut rows, taken) =
-                            unsafe { take_inbox_rows(plans.drain, arg, subid) }?;
+                            unsafe { take_inbox_rows(plans.drain, arg, kids, subid) }?;
                         let full = limit.is_some_and(|l| taken >= l);
                         if full {
                             // The limit may have split a transaction's rows.
@@ -1354,9 +1372,13 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
                                 .map(|t| Some(pg_sys::Datum::from(t)))
                                 .collect();
                             let arr = array_of(pg_sys::INT8OID, &txids);
-                            // SAFETY: as above; the plan takes one int8[].
+                            // SAFETY: as above; the plan takes an int8[]
+                            // and a text[].
                             rows.extend(
-                                unsafe { take_inbox_rows(plans.drain_rest, Some(arr), subid) }?.0,
+                                unsafe {
+                                    take_inbox_rows(plans.drain_rest, Some(arr), kids, subid)
+                                }?
+                                .0,
                             );
                         }
                         Ok((rows, full))
@@ -1385,7 +1407,52 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
         }
     }
     chain_records(fxid, &good);
+    if limit.is_none() {
+        // Verification, export and the like: say what the chains cannot
+        // show yet.
+        let (waiting, kids) = inbox_waiting();
+        if waiting > 0 {
+            warning!(
+                "tenantguard: {waiting} committed audit record(s) in tenantguard.audit_inbox are sealed under audit key(s) {} that tenantguard.audit_keys no longer holds; they are kept, not chained, until the key is back",
+                kids.join(", ")
+            );
+        }
+    }
     (taken, full)
+}
+
+/// The ids of the keys of `ring`, as a text[] datum.
+fn kids_array(ring: &Keyring) -> pg_sys::Datum {
+    let kids: Vec<Option<pg_sys::Datum>> = ring
+        .kids()
+        .into_iter()
+        .map(|k| text_datum(Some(k)))
+        .collect();
+    array_of(pg_sys::TEXTOID, &kids)
+}
+
+/// Inbox records that wait for an audit key the keyring no longer holds
+/// (removed while they waited): how many, and the key ids. They stay in
+/// the inbox, intact, and are chained once the key is back. Read as the
+/// extension's owner (nobody else may read the inbox), under a snapshot of
+/// its own when no statement runs (the audit writer).
+pub fn inbox_waiting() -> (i64, Vec<String>) {
+    let ring = gucs::audit_keyring();
+    with_statement_snapshot(|| {
+        session::as_owner(|| {
+            Spi::connect(|client| {
+                let kids: Vec<String> = ring.kids().into_iter().map(str::to_string).collect();
+                let row = client
+                    .select(INBOX_WAITING_SQL, Some(1), &[kids.into()])?
+                    .first();
+                Ok::<_, pgrx::spi::Error>((
+                    row.get::<i64>(1)?.unwrap_or(0),
+                    row.get::<Vec<String>>(2)?.unwrap_or_default(),
+                ))
+            })
+            .unwrap_or_else(|e| spi_fail(e))
+        })
+    })
 }
 
 /// One inbox record: (txid, ordinal, the record as sealed, the pending
@@ -1397,17 +1464,18 @@ type InboxRecord = (i64, i32, Record, Pending, Vec<u8>);
 /// not line up (not written by `stage_pending`) leaves an alert.
 ///
 /// SAFETY: SPI must be connected; `plan` is `Plans::drain` (`arg` an int8
-/// or NULL) or `Plans::drain_rest` (`arg` an int8[]).
+/// or NULL) or `Plans::drain_rest` (`arg` an int8[]); `kids` is a text[].
 unsafe fn take_inbox_rows(
     plan: pg_sys::SPIPlanPtr,
     arg: Option<pg_sys::Datum>,
+    kids: pg_sys::Datum,
     subid: pg_sys::SubTransactionId,
 ) -> Result<(Vec<InboxRecord>, i64), pgrx::spi::Error> {
     // SAFETY: per the function's contract. Array columns are detoasted and
     // deconstructed with their element types' storage parameters; the
     // element datums live in SPI's memory context while they are read.
     unsafe {
-        let rc = exec_latest(plan, &[arg], false);
+        let rc = exec_latest(plan, &[arg, Some(kids)], false);
         if rc != pg_sys::SPI_OK_DELETE_RETURNING as i32 {
             return Err(pgrx::spi::Error::from(pgrx::spi::SpiErrorCodes::OpUnknown));
         }

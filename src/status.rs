@@ -59,6 +59,11 @@ fn status() -> JsonB {
             "inbox_records".into(),
             serde_json::json!(waiting.ok().flatten()),
         );
+        // Of those, the ones sealed under a key the keyring no longer holds.
+        m.insert(
+            "inbox_waiting_for_keys".into(),
+            serde_json::json!(crate::audit::inbox_waiting().0),
+        );
     }
     JsonB(serde_json::json!({
         "lint_findings": lint,

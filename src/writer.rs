@@ -250,14 +250,32 @@ pub extern "C-unwind" fn tenantguard_audit_writer(arg: pg_sys::Datum) {
     if !enter(db) {
         return;
     }
+    // At start and after each reload of the configuration (a key may have
+    // been removed): say if records wait for a key the keyring lacks.
+    let recheck_keys = std::cell::Cell::new(true);
     let pass = |limit: Option<i64>| {
         if BackgroundWorker::sighup_received() {
             // SAFETY: re-reads postgresql.conf (the audit keys), as any
             // backend does between statements.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            recheck_keys.set(true);
         }
         let (n, more) = BackgroundWorker::transaction(|| audit::drain_inbox(limit));
         WRITERS.exclusive().chained += n as u64;
+        if recheck_keys.replace(false) {
+            // In a transaction: the alert reads catalogs (role names).
+            BackgroundWorker::transaction(|| {
+                let (waiting, kids) = audit::inbox_waiting();
+                if waiting > 0 {
+                    crate::context::alert_json(
+                        "audit_inbox_key_missing",
+                        "inbox_key_missing",
+                        "committed audit records in tenantguard.audit_inbox are sealed under audit keys that tenantguard.audit_keys no longer holds; they are kept, not chained, until the keys are back",
+                        serde_json::json!({ "records": waiting, "key_ids": kids }),
+                    );
+                }
+            });
+        }
         (n, more)
     };
     let mut idle = 0;

@@ -50,14 +50,17 @@ check "background: each row has its INSERT then its UPDATE record, with the righ
 # The application role cannot touch the inbox.
 out=$(q_err app "SELECT count(*) FROM tenantguard.audit_inbox" 2>&1)
 check "background: the app role cannot read the inbox" bash -c 'echo "$1" | grep -q "permission denied"' _ "$out"
-FORGED="SELECT 1, 0, 'a1', '{acme}', ARRAY[now()], '{NULL}', '{NULL}', '{postgres}', '{forged-by-superuser}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', ARRAY['\\x00'::bytea]"
+# Forged rows name the audit key in use: a row under a key the keyring
+# does not hold is kept, not read (tested at the end).
+KID=$(q postgres "SELECT tenantguard.status()->'audit_keys'->>0")
+FORGED="SELECT 1, 0, '$KID', '{acme}', ARRAY[now()], '{NULL}', '{NULL}', '{postgres}', '{forged-by-superuser}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', ARRAY['\\x00'::bytea]"
 out=$(q_err app "INSERT INTO tenantguard.audit_inbox $FORGED" 2>&1)
 check "background: the app role cannot forge an inbox record" bash -c 'echo "$1" | grep -q "permission denied"' _ "$out"
 # Records leave the inbox only as the writer chains them, superuser or not.
 q postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'tenantguard audit writer'" >/dev/null
 q postgres "INSERT INTO tenantguard.audit_inbox $FORGED" >/dev/null
 # ... and a row whose arrays do not line up.
-q postgres "INSERT INTO tenantguard.audit_inbox SELECT 2, 0, 'a1', '{acme,acme}', ARRAY[now()], '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}'" >/dev/null
+q postgres "INSERT INTO tenantguard.audit_inbox SELECT 2, 0, '$KID', '{acme,acme}', ARRAY[now()], '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}'" >/dev/null
 for stmt in "DELETE FROM tenantguard.audit_inbox" "UPDATE tenantguard.audit_inbox SET first = 1"; do
   out=$(q_err postgres "$stmt" 2>&1)
   check "background: a superuser's '$stmt' is refused" bash -c 'echo "$1" | grep -q "not allowed: records leave the inbox only as the audit writer chains them"' _ "$out"
@@ -161,6 +164,36 @@ DB=bgdb q postgres "CREATE EXTENSION pg_tenantguard; CREATE TABLE x (id int PRIM
   SELECT count(*) FROM tenantguard.protect('x'); GRANT INSERT ON x TO app;" >/dev/null
 DB=bgdb q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO x VALUES (1, 'acme'); COMMIT;" >/dev/null
 check "background: DROP DATABASE right after audited writes succeeds" q postgres "DROP DATABASE bgdb"
+# An audit key removed while records sealed under it wait in the inbox
+# (here the writer is stopped with SIGSTOP): the records are kept, not
+# taken for forgeries and dropped, and chained once the key is back.
+q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgw (v) VALUES (4800); COMMIT;" >/dev/null
+for _ in $(seq 1 50); do [ "$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = 0 ] && break; sleep 0.1; done
+wpid=$(q postgres "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenantguard audit writer' AND datname = 'postgres'")
+kill -STOP "$wpid"
+for v in 4801 4802 4803; do
+  q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgw (v) VALUES ($v); COMMIT;" >/dev/null
+done
+q postgres "ALTER SYSTEM SET tenantguard.audit_keys = 'audit-next:a-second-audit-key-for-the-rotation-test-000001'" >/dev/null
+q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+kill -CONT "$wpid"
+for _ in $(seq 1 50); do grep -q '"event":"audit_inbox_key_missing"' "$LOG" && break; sleep 0.1; done
+check "key removed: records sealed under it stay in the inbox (the writer ran: pid $wpid)" \
+  test "$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox WHERE key_id = '$KID'")" = 3
+check "key removed: the writer leaves an alert naming the key" grep -q "\"event\":\"audit_inbox_key_missing\".*\"key_ids\":\[\"$KID\"\]" "$LOG"
+check "key removed: status() counts the records waiting for a key" \
+  test "$(q postgres "SELECT tenantguard.status()->'audit_background'->>'inbox_waiting_for_keys'")" = 3
+out=$(q postgres "SELECT tenantguard.audit_flush()" 2>&1)
+check "key removed: an admin's audit_flush() warns and keeps them" \
+  bash -c 'echo "$1" | grep -q "3 committed audit record(s) in tenantguard.audit_inbox are sealed under audit key(s) $2" && test "$3" = 3' _ "$out" "$KID" \
+  "$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")"
+q postgres "ALTER SYSTEM RESET tenantguard.audit_keys" >/dev/null
+q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+q postgres "SELECT tenantguard.audit_flush()" >/dev/null
+check "key back: the kept records are chained, in order, and the inbox is empty" \
+  test "$(q postgres "SELECT string_agg(new_values ->> 'v', ',' ORDER BY seq) FROM tenantguard.audit_log WHERE tbl = 'public.bgw' AND (new_values ->> 'v')::int BETWEEN 4801 AND 4803")/$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = "4801,4802,4803/0"
+check "key back: chains verify" test "$(q postgres "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = t
+check "background: no server process crashed" bash -c "! grep -qE 'terminated by signal|PANIC' '$LOG'"
 q postgres "ALTER SYSTEM RESET tenantguard.audit_background" >/dev/null
 q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
 DB=postgres
