@@ -749,6 +749,12 @@ fn capture(e: Entry, batch: bool) {
         .tenant
         .or_else(|| claims.as_ref().map(|c| c.tid.clone()))
         .unwrap_or_else(|| "*".into());
+    // Refused now, in the writing transaction: a record the trail cannot
+    // index must fail the statement that wrote the row, never a commit or
+    // the background writer (where it would hold up every later record).
+    if let Err(err) = chain::indexed_fits(&tenant, e.tbl.as_deref(), e.row_key.as_deref()) {
+        raise(err);
+    }
     let actor = claims.as_ref().map(|c| c.sub.clone());
     let actor_roles = claims
         .as_ref()

@@ -31,6 +31,10 @@ const GATHER_US: std::ffi::c_long = 100_000;
 /// A writer that has not reported for duty this long after its start was
 /// asked for is presumed failed; the next commit asks again.
 const START_TIMEOUT_US: i64 = 10_000_000;
+/// After a writer failed (an error ended it), no new one is started for
+/// this long: a failure that repeats (a record it cannot store) costs one
+/// attempt per interval, not one per commit. The records wait, intact.
+const RETRY_AFTER_US: i64 = 10_000_000;
 
 #[derive(Copy, Clone, Default)]
 struct Slot {
@@ -40,6 +44,8 @@ struct Slot {
     pid: i32,
     /// When the start was asked for (µs since the Unix epoch).
     since_us: i64,
+    /// After a failure: no start before this time (µs since the Unix epoch).
+    retry_after_us: i64,
 }
 
 #[derive(Copy, Clone)]
@@ -50,6 +56,8 @@ struct Writers {
     /// Writer starts asked for, and refused (no free worker slot).
     started: u64,
     refused: u64,
+    /// Writers ended by an error.
+    failed: u64,
 }
 
 impl Default for Writers {
@@ -59,6 +67,7 @@ impl Default for Writers {
             chained: 0,
             started: 0,
             refused: 0,
+            failed: 0,
         }
     }
 }
@@ -116,7 +125,11 @@ pub fn wake() {
     }
     let db = my_db();
     let now = now_us();
-    let busy = |s: &Slot| alive(s) || (s.proc_ptr == 0 && now - s.since_us < START_TIMEOUT_US);
+    let busy = |s: &Slot| {
+        alive(s)
+            || (s.proc_ptr == 0 && now - s.since_us < START_TIMEOUT_US)
+            || now < s.retry_after_us
+    };
     {
         let w = WRITERS.share();
         if let Some(s) = w.slots.iter().find(|s| s.dboid == db) {
@@ -146,9 +159,8 @@ pub fn wake() {
         };
         w.slots[i] = Slot {
             dboid: db,
-            proc_ptr: 0,
-            pid: 0,
             since_us: now,
+            ..Slot::default()
         };
         w.started += 1;
     }
@@ -195,6 +207,7 @@ fn enter(db: u32) -> bool {
         proc_ptr: me,
         pid,
         since_us: now_us(),
+        retry_after_us: 0,
     };
     ENTERED.store(true, Ordering::Relaxed);
     true
@@ -202,22 +215,34 @@ fn enter(db: u32) -> bool {
 
 /// Give up this writer's slot (if it still holds it), or, for a writer
 /// that never took it (it failed to connect), the slot marked as starting
-/// for its database, so the next commit starts another at once.
-fn leave(db: u32) {
+/// for its database. After a clean exit the next commit starts another at
+/// once; after a failure (`failed`), not before `RETRY_AFTER_US`.
+fn leave(db: u32, failed: bool) {
     // SAFETY: plain read of this process's pid.
     let pid = unsafe { pg_sys::MyProcPid };
     let mut w = WRITERS.exclusive();
     let entered = ENTERED.load(Ordering::Relaxed);
+    if failed {
+        w.failed += 1;
+    }
     if let Some(s) = w.slots.iter_mut().find(|s| {
         (s.pid == pid && s.proc_ptr != 0) || (!entered && s.dboid == db && s.proc_ptr == 0)
     }) {
-        *s = Slot::default();
+        *s = if failed {
+            Slot {
+                dboid: db,
+                retry_after_us: now_us() + RETRY_AFTER_US,
+                ..Slot::default()
+            }
+        } else {
+            Slot::default()
+        };
     }
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn on_exit(_code: i32, arg: pg_sys::Datum) {
-    leave(arg.value() as u32);
+unsafe extern "C-unwind" fn on_exit(code: i32, arg: pg_sys::Datum) {
+    leave(arg.value() as u32, code != 0);
 }
 
 /// What `status()` reports: whether this database has a writer, and the
@@ -235,6 +260,7 @@ pub fn report() -> serde_json::Value {
         "records_chained": w.chained,
         "writers_started": w.started,
         "writer_starts_refused": w.refused,
+        "writer_failures": w.failed,
     })
 }
 
@@ -307,7 +333,7 @@ pub extern "C-unwind" fn tenantguard_audit_writer(arg: pg_sys::Datum) {
     // A transaction that committed before the slot was given up may have
     // woken only this writer: chain what is there now, then go. One that
     // commits later starts a new writer.
-    leave(db);
+    leave(db, false);
     if !BackgroundWorker::sigterm_received() {
         while pass(Some(PASS)).1 {}
     }

@@ -10,6 +10,7 @@
 //! that point; recomputing hashes needs the key, which only the server
 //! (postgresql.conf) and the offline verifier's operator hold.
 
+use crate::DomainError;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -55,6 +56,30 @@ fn put(buf: &mut Vec<u8>, field: Option<&[u8]>) {
 
 /// The canonical byte encoding of a record (without `id`, which is a
 /// storage detail; `seq` orders the chain).
+/// Most bytes of tenant, table name and row key (its JSON text) one record
+/// may carry. The trail's B-tree on (tenant, table, row key) takes index
+/// rows of at most 2,704 bytes; jsonb can take more room than the JSON
+/// text (a number, a key's entry), so this keeps a margin. A record over it
+/// is refused when it is captured, in the writing transaction: it must
+/// never reach a commit, or a background writer, that cannot store it.
+pub const INDEXED_MAX: usize = 2000;
+
+/// Whether a record's indexed fields fit (see [`INDEXED_MAX`]).
+pub fn indexed_fits(
+    tenant: &str,
+    tbl: Option<&str>,
+    row_key: Option<&str>,
+) -> Result<(), DomainError> {
+    let len = tenant.len() + tbl.map_or(0, str::len) + row_key.map_or(0, str::len);
+    if len > INDEXED_MAX {
+        return Err(DomainError::AuditKeyTooLarge {
+            len,
+            max: INDEXED_MAX,
+        });
+    }
+    Ok(())
+}
+
 pub fn canonical(r: &Record) -> Vec<u8> {
     let mut b = Vec::with_capacity(256);
     b.extend_from_slice(b"tenantguard-audit-v1");
@@ -260,6 +285,22 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn indexed_fields_are_bounded() {
+        use super::{indexed_fits, INDEXED_MAX};
+        let key = |n: usize| format!("{{\"k\": \"{}\"}}", "x".repeat(n));
+        assert!(indexed_fits("acme", Some("public.t"), Some(&key(100))).is_ok());
+        assert!(indexed_fits("acme", None, None).is_ok());
+        // Exactly at the bound fits; one byte more does not, whichever field grows.
+        let room = INDEXED_MAX - "acme".len() - "public.t".len() - key(0).len();
+        assert!(indexed_fits("acme", Some("public.t"), Some(&key(room))).is_ok());
+        let e = indexed_fits("acme", Some("public.t"), Some(&key(room + 1))).unwrap_err();
+        assert_eq!(e.sqlstate().code(), "54000");
+        assert_eq!(e.reason(), "audit_key_too_large");
+        assert!(indexed_fits(&"t".repeat(INDEXED_MAX + 1), None, None).is_err());
+        assert!(indexed_fits("acme", Some(&"e".repeat(INDEXED_MAX)), None).is_err());
+    }
+
     #[test]
     fn row_json_matches_serde_json() {
         let tricky = "quote \" backslash \\ newline \n tab \t cr \r bell \u{7} bs \u{8} ff \u{c} unit \u{1f} é 😀 </script>";

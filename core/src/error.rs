@@ -20,6 +20,8 @@ pub enum SqlState {
     ObjectNotInPrerequisiteState,
     /// 0A000 feature_not_supported.
     FeatureNotSupported,
+    /// 54000 program_limit_exceeded: a value larger than the extension stores.
+    ProgramLimitExceeded,
 }
 
 impl SqlState {
@@ -31,6 +33,7 @@ impl SqlState {
             SqlState::InsufficientPrivilege => "42501",
             SqlState::ObjectNotInPrerequisiteState => "55000",
             SqlState::FeatureNotSupported => "0A000",
+            SqlState::ProgramLimitExceeded => "54000",
         }
     }
 }
@@ -99,6 +102,10 @@ pub enum DomainError {
     UnsupportedTenantType { column: String, ty: String },
     #[error("{0}")]
     Policy(String),
+
+    // ---- audit capture -----------------------------------------------
+    #[error("tenantguard audit: this record's tenant, table and row key take {len} bytes; the trail indexes them and takes at most {max}")]
+    AuditKeyTooLarge { len: usize, max: usize },
 }
 
 impl DomainError {
@@ -121,6 +128,7 @@ impl DomainError {
             TenantIdType { .. } => SqlState::InvalidTextRepresentation,
             UnsupportedTenantType { .. } => SqlState::FeatureNotSupported,
             Policy(_) => SqlState::InvalidParameterValue,
+            AuditKeyTooLarge { .. } => SqlState::ProgramLimitExceeded,
         }
     }
 
@@ -150,6 +158,7 @@ impl DomainError {
             BypassRefused(_) => "bypass_refused",
             UnsupportedTenantType { .. } => "unsupported_tenant_type",
             Policy(_) => "policy",
+            AuditKeyTooLarge { .. } => "audit_key_too_large",
         }
     }
 }

@@ -193,7 +193,47 @@ q postgres "SELECT tenantguard.audit_flush()" >/dev/null
 check "key back: the kept records are chained, in order, and the inbox is empty" \
   test "$(q postgres "SELECT string_agg(new_values ->> 'v', ',' ORDER BY seq) FROM tenantguard.audit_log WHERE tbl = 'public.bgw' AND (new_values ->> 'v')::int BETWEEN 4801 AND 4803")/$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = "4801,4802,4803/0"
 check "key back: chains verify" test "$(q postgres "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = t
+# A row whose key the trail could not index (the B-tree on tenant, table,
+# row key takes index rows up to 2,704 bytes) is refused at the app role's
+# INSERT, before it could reach the inbox: there it would stop the writer
+# and hold up every later record of the database.
+q postgres "CREATE TABLE bgkey (k text PRIMARY KEY, tenant_id text NOT NULL);
+  SELECT count(*) FROM tenantguard.protect('bgkey'); GRANT SELECT, INSERT ON bgkey TO app;" >/dev/null
+inbox_before=$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")
+out=$(q_err app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgkey (k) SELECT left(string_agg(md5(g::text), ''), 2690) FROM generate_series(1, 90) g; COMMIT;" 2>&1)
+check "oversized row key: the app role's INSERT is refused (54000-class message), nothing staged" \
+  bash -c 'echo "$1" | grep -q "the trail indexes them and takes at most 2000" && test "$2" = 0' _ "$out" \
+  "$(q postgres "SELECT (SELECT count(*) FROM bgkey) + (SELECT count(*) FROM tenantguard.audit_inbox) - $inbox_before")"
+q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgkey (k) SELECT left(string_agg(md5(g::text), ''), 1900) FROM generate_series(1, 90) g; COMMIT;" >/dev/null
+check "a 1,900-byte row key is audited and chained" test "$(chained public.bgkey 1)" = 1
+# A writer that fails (here: a constraint a superuser added to the trail
+# rejects its INSERT) is not started again by every commit: one failure,
+# then no start for 10 s; the records wait in the inbox, and are chained once
+# the cause is gone.
+q postgres "ALTER SYSTEM SET tenantguard.audit_guard = off" >/dev/null; q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+q postgres "ALTER TABLE tenantguard.audit_log ADD CONSTRAINT e2e_refuse CHECK (tbl IS DISTINCT FROM 'public.bgw') NOT VALID" >/dev/null
+stats() { q postgres "SELECT (s->>'writers_started') || '/' || (s->>'writer_failures') FROM (SELECT tenantguard.status()->'audit_background' s) x"; }
+IFS=/ read -r started0 failed0 <<< "$(stats)"
+for v in $(seq 4900 4919); do
+  q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgw (v) VALUES ($v); COMMIT;" >/dev/null
+  sleep 0.1
+done
+IFS=/ read -r started1 failed1 <<< "$(stats)"
+check "failing writer: over 20 commits in 2 s one writer failed ($((failed1 - failed0))), and at most one was started ($((started1 - started0)))" \
+  test "$((failed1 - failed0))" = 1 -a "$((started1 - started0))" -le 1
+check "failing writer: the 20 records wait in the inbox" \
+  test "$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = 20
+q postgres "ALTER TABLE tenantguard.audit_log DROP CONSTRAINT e2e_refuse" >/dev/null
+q postgres "ALTER SYSTEM RESET tenantguard.audit_guard" >/dev/null; q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+q postgres "SELECT tenantguard.audit_flush()" >/dev/null
+check "failing writer: once the cause is gone, the records are chained in order" \
+  test "$(q postgres "SELECT count(*) = 20 AND array_agg(seq ORDER BY (new_values ->> 'v')::int) = array_agg(seq ORDER BY seq) FROM tenantguard.audit_log WHERE tbl = 'public.bgw' AND (new_values ->> 'v')::int BETWEEN 4900 AND 4919")/$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = t/0
 check "background: no server process crashed" bash -c "! grep -qE 'terminated by signal|PANIC' '$LOG'"
 q postgres "ALTER SYSTEM RESET tenantguard.audit_background" >/dev/null
 q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+# Chained at commit (the default), the same oversized key is refused at the
+# INSERT too, not at COMMIT.
+out=$(q_err app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgkey (k) SELECT left(string_agg(md5(g::text), ''), 2690) FROM generate_series(1, 90) g; SELECT 'after the insert'; COMMIT;" 2>&1)
+check "oversized row key, chained at commit: refused at the INSERT" \
+  bash -c 'echo "$1" | grep -q "the trail indexes them and takes at most 2000" && ! echo "$1" | grep -q "after the insert"' _ "$out"
 DB=postgres
