@@ -132,11 +132,13 @@ const STAGE_SQL: &str = "INSERT INTO tenantguard.audit_inbox
 ///
 /// Only rows sealed under a key the audit keyring holds ($2): a row whose
 /// key was removed stays in the inbox, intact, until the key is back (see
-/// `INBOX_WAITING_SQL`), rather than being taken for a forgery.
+/// `INBOX_WAITING_SQL`), rather than being taken for a forgery. Nor rows
+/// of the tenants in $3 (the writer's `BLOCKED`).
 const DRAIN_SQL: &str = "DELETE FROM tenantguard.audit_inbox i
                   WHERE i.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
                         SELECT x.ctid FROM tenantguard.audit_inbox x
-                         WHERE x.key_id OPERATOR(pg_catalog.=) ANY ($2) LIMIT $1))
+                         WHERE x.key_id OPERATOR(pg_catalog.=) ANY ($2)
+                           AND NOT (x.tenant OPERATOR(pg_catalog.&&) $3) LIMIT $1))
               RETURNING i.*";
 
 /// The other rows of the transactions `DRAIN_SQL` took rows of: a
@@ -145,6 +147,7 @@ const DRAIN_SQL: &str = "DELETE FROM tenantguard.audit_inbox i
 const DRAIN_REST_SQL: &str = "DELETE FROM tenantguard.audit_inbox i
                   WHERE i.txid OPERATOR(pg_catalog.=) ANY ($1)
                     AND i.key_id OPERATOR(pg_catalog.=) ANY ($2)
+                    AND NOT (i.tenant OPERATOR(pg_catalog.&&) $3)
               RETURNING i.*";
 
 /// Inbox records sealed under keys the audit keyring ($1) no longer holds:
@@ -277,16 +280,29 @@ unsafe fn run_latest(
 /// field, 0x7467, is one `pg_advisory_*` functions never use), on the
 /// 64-bit FNV-1a hash of the tenant.
 fn lock_chain(tenant: &str) {
+    let (f2, f3) = chain_lock_key(tenant);
+    advisory_xact_lock(f2, f3, 0x7467, true);
+}
+
+/// Lock the tenant's chain if no other transaction holds it; never waits.
+fn try_lock_chain(tenant: &str) -> bool {
+    let (f2, f3) = chain_lock_key(tenant);
+    advisory_xact_lock(f2, f3, 0x7467, false)
+}
+
+fn chain_lock_key(tenant: &str) -> (u32, u32) {
     let h = tenant.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    advisory_xact_lock((h >> 32) as u32, h as u32, 0x7467);
+    ((h >> 32) as u32, h as u32)
 }
 
 /// Take an exclusive transaction-level lock in this database's advisory
-/// lock space. LockAcquire waits (and detects deadlocks) as any lock does,
-/// and the transaction's resource owner releases it.
-fn advisory_xact_lock(field2: u32, field3: u32, field4: u16) {
+/// lock space. With `wait`, LockAcquire waits (and detects deadlocks) as
+/// any lock does; without, it returns false at once if another
+/// transaction holds the lock. The transaction's resource owner releases
+/// it.
+fn advisory_xact_lock(field2: u32, field3: u32, field4: u16, wait: bool) -> bool {
     // SAFETY: a fully initialized advisory lock tag for this database.
     unsafe {
         let tag = pg_sys::LOCKTAG {
@@ -297,7 +313,8 @@ fn advisory_xact_lock(field2: u32, field3: u32, field4: u16) {
             locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
             locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
         };
-        pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as i32, false, false);
+        pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as i32, false, !wait)
+            != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
     }
 }
 
@@ -685,10 +702,14 @@ fn plans(client: &pgrx::spi::SpiClient<'_>) -> Result<Rc<Plans>, pgrx::spi::Erro
         Rc::new(Plans {
             insert: client.prepare_mut(INSERT_BATCH_SQL, &batch)?.keep(),
             stage: client.prepare_mut(STAGE_SQL, &stage)?.keep(),
-            drain: keep_raw(DRAIN_SQL, &[i8, pg_sys::TEXTARRAYOID])?,
+            drain: keep_raw(DRAIN_SQL, &[i8, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID])?,
             drain_rest: keep_raw(
                 DRAIN_REST_SQL,
-                &[pg_sys::INT8ARRAYOID, pg_sys::TEXTARRAYOID],
+                &[
+                    pg_sys::INT8ARRAYOID,
+                    pg_sys::TEXTARRAYOID,
+                    pg_sys::TEXTARRAYOID,
+                ],
             )?,
             head: keep_raw(HEAD_SQL, &[t])?,
             new_head: keep_raw(NEW_HEAD_SQL, &[t, b])?,
@@ -1242,6 +1263,12 @@ fn stage_pending() {
             .map(|(col, elem)| array_of(elem, col)),
     )
     .collect();
+    insert_inbox_row(row);
+    STAGED.with(|s| s.set(true));
+}
+
+/// Append one row (datums of `INBOX_TYPES`, in column order) to the inbox.
+fn insert_inbox_row(row: Vec<pg_sys::Datum>) {
     let inbox = session::relation_oid(c"audit_inbox").unwrap_or_else(|| {
         raise_msg(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
@@ -1297,14 +1324,20 @@ fn stage_pending() {
             })
         });
     }
-    STAGED.with(|s| s.set(true));
 }
 
 /// Serialize the inbox's drains (the writer's, and those of functions that
 /// read the trail): another key of the advisory space, held until the
 /// transaction ends, so no record is taken twice.
 fn lock_inbox() {
-    advisory_xact_lock(0, 0, 0x7469);
+    advisory_xact_lock(0, 0, 0x7469, true);
+}
+
+thread_local! {
+    /// In the audit writer: tenants whose chain another transaction held
+    /// locked at an earlier pass; their inbox rows are not taken until
+    /// their chain is free (see `drain_inbox`).
+    static BLOCKED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Lets the inbox's guard pass this backend's DELETE while it lives.
@@ -1348,6 +1381,19 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
         )
     };
     lock_inbox();
+    // The writer never waits for a chain's lock (another transaction may
+    // hold it until it ends: one that chained a record itself, such as a
+    // log_event() call): the rows of a tenant whose chain is locked are
+    // left for a later pass, so one open transaction cannot hold up the
+    // chaining of every tenant. A tenant found locked before is tried
+    // again first. (Admins' drains wait, as any transaction does.)
+    let writer = limit.is_some();
+    if writer {
+        BLOCKED.with(|b| b.borrow_mut().retain(|t| !try_lock_chain(t)));
+    }
+    let blocked: Vec<Option<pg_sys::Datum>> =
+        BLOCKED.with(|b| b.borrow().iter().map(|t| text_datum(Some(t))).collect());
+    let blocked = array_of(pg_sys::TEXTOID, &blocked);
     let (mut rows, full) = with_statement_snapshot(|| {
         // The inbox has no statistics worth planning by (it is mostly
         // empty): without this the DELETE would be planned, and kept, as a
@@ -1366,7 +1412,7 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
                         // (NULL: no limit) and a text[]; the rows are read
                         // before the next SPI call.
                         let (mut rows, taken) =
-                            unsafe { take_inbox_rows(plans.drain, arg, kids, subid) }?;
+                            unsafe { take_inbox_rows(plans.drain, arg, kids, blocked, subid) }?;
                         let full = limit.is_some_and(|l| taken >= l);
                         if full {
                             // The limit may have split a transaction's rows.
@@ -1382,7 +1428,13 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
                             // and a text[].
                             rows.extend(
                                 unsafe {
-                                    take_inbox_rows(plans.drain_rest, Some(arr), kids, subid)
+                                    take_inbox_rows(
+                                        plans.drain_rest,
+                                        Some(arr),
+                                        kids,
+                                        blocked,
+                                        subid,
+                                    )
                                 }?
                                 .0,
                             );
@@ -1397,12 +1449,12 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
     let taken = rows.len() as i64;
     rows.sort_by_key(|r| (r.0, r.1));
     let mut good = Vec::with_capacity(rows.len());
-    for (_, _, rec, p, seal) in rows {
+    for (txid, n, rec, p, seal) in rows {
         let ok = ring
             .select(Some(&rec.key_id))
             .is_ok_and(|k| chain::seal_ok(&k.material, &rec, &seal));
         if ok {
-            good.push(p);
+            good.push((txid, n, rec, p, seal));
         } else {
             crate::context::alert_json(
                 "audit_inbox_seal_broken",
@@ -1412,7 +1464,42 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
             );
         }
     }
-    chain_records(fxid, &good);
+    let mut deferred = Vec::new();
+    if writer {
+        let mut tenants: Vec<&str> = good.iter().map(|r| r.3.tenant.as_str()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let locked: Vec<String> = tenants
+            .into_iter()
+            .filter(|t| !try_lock_chain(t))
+            .map(str::to_string)
+            .collect();
+        if !locked.is_empty() {
+            (deferred, good) = good.into_iter().partition(|r| locked.contains(&r.3.tenant));
+            BLOCKED.with(|b| b.borrow_mut().extend(locked));
+        }
+    }
+    let chainable: Vec<Pending> = good.into_iter().map(|r| r.3).collect();
+    chain_records(fxid, &chainable);
+    // Back into the inbox as they were (same transaction id, ordinal, key
+    // id and seal), one row each.
+    for (txid, n, rec, _, seal) in &deferred {
+        let row: Vec<pg_sys::Datum> = [
+            pg_sys::Datum::from(*txid),
+            pg_sys::Datum::from(*n),
+            text_datum(Some(&rec.key_id)).expect("text"),
+        ]
+        .into_iter()
+        .chain(
+            inbox_elems(rec, seal)
+                .into_iter()
+                .zip(INBOX_ELEMS)
+                .map(|(d, elem)| array_of(elem, &[d])),
+        )
+        .collect();
+        insert_inbox_row(row);
+    }
+    let taken = taken - deferred.len() as i64;
     if limit.is_none() {
         // Verification, export and the like: say what the chains cannot
         // show yet.
@@ -1470,18 +1557,20 @@ type InboxRecord = (i64, i32, Record, Pending, Vec<u8>);
 /// not line up (not written by `stage_pending`) leaves an alert.
 ///
 /// SAFETY: SPI must be connected; `plan` is `Plans::drain` (`arg` an int8
-/// or NULL) or `Plans::drain_rest` (`arg` an int8[]); `kids` is a text[].
+/// or NULL) or `Plans::drain_rest` (`arg` an int8[]); `kids` and
+/// `blocked` are text[].
 unsafe fn take_inbox_rows(
     plan: pg_sys::SPIPlanPtr,
     arg: Option<pg_sys::Datum>,
     kids: pg_sys::Datum,
+    blocked: pg_sys::Datum,
     subid: pg_sys::SubTransactionId,
 ) -> Result<(Vec<InboxRecord>, i64), pgrx::spi::Error> {
     // SAFETY: per the function's contract. Array columns are detoasted and
     // deconstructed with their element types' storage parameters; the
     // element datums live in SPI's memory context while they are read.
     unsafe {
-        let rc = exec_latest(plan, &[arg, Some(kids)], false);
+        let rc = exec_latest(plan, &[arg, Some(kids), Some(blocked)], false);
         if rc != pg_sys::SPI_OK_DELETE_RETURNING as i32 {
             return Err(pgrx::spi::Error::from(pgrx::spi::SpiErrorCodes::OpUnknown));
         }

@@ -193,6 +193,29 @@ q postgres "SELECT tenantguard.audit_flush()" >/dev/null
 check "key back: the kept records are chained, in order, and the inbox is empty" \
   test "$(q postgres "SELECT string_agg(new_values ->> 'v', ',' ORDER BY seq) FROM tenantguard.audit_log WHERE tbl = 'public.bgw' AND (new_values ->> 'v')::int BETWEEN 4801 AND 4803")/$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = "4801,4802,4803/0"
 check "key back: chains verify" test "$(q postgres "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = t
+# An open transaction that holds a tenant's chain locked (it chained a
+# record itself: log_event() does) does not hold up the other tenants: the
+# writer leaves that tenant's records in the inbox and chains the rest.
+psql -X -A -t -q -h "$SOCK" -p "$PORT" -U app -d postgres -c "BEGIN; SELECT tenantguard.set_context('$ACME');
+  SELECT tenantguard.log_event('held', 'e2e', '1', '{}') IS NOT NULL; SELECT pg_sleep(4); COMMIT;" >/dev/null 2>&1 &
+holder=$!
+sleep 1
+held=$(q postgres "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 29799 AND granted AND pid <> pg_backend_pid()")
+# acme's first: a writer that waited for acme's chain would hold globex's
+# record up behind it.
+q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgw (v) VALUES (5002); COMMIT;" >/dev/null
+sleep 0.3
+q app "BEGIN; SELECT tenantguard.set_context('$GLOBEX47'); INSERT INTO bgw (v) VALUES (5001); COMMIT;" >/dev/null
+sleep 1.5
+got=$(q postgres "SELECT string_agg(new_values ->> 'v', ',' ORDER BY new_values ->> 'v') FROM tenantguard.audit_log WHERE tbl = 'public.bgw' AND new_values ->> 'v' IN ('5001', '5002')")
+check "held chain: while acme's chain is locked ($held lock), globex's record is chained and acme's waits (chained: $got)" \
+  test "$held/$got/$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = 1/5001/1
+wait $holder
+q app "BEGIN; SELECT tenantguard.set_context('$GLOBEX47'); INSERT INTO bgw (v) VALUES (5003); COMMIT;" >/dev/null
+for _ in $(seq 1 100); do [ "$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = 0 ] && break; sleep 0.1; done
+check "held chain: once it is free, acme's record is chained too, after the held transaction's own record" \
+  test "$(q postgres "SELECT string_agg(coalesce(new_values ->> 'v', action), ',' ORDER BY seq) FROM tenantguard.audit_log WHERE tenant = 'acme' AND (action = 'event:held' OR new_values ->> 'v' = '5002')")" = "event:held,5002"
+check "held chain: chains verify" test "$(q postgres "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = t
 # A row whose key the trail could not index (the B-tree on tenant, table,
 # row key takes index rows up to 2,704 bytes) is refused at the app role's
 # INSERT, before it could reach the inbox: there it would stop the writer
