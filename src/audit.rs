@@ -133,12 +133,14 @@ const STAGE_SQL: &str = "INSERT INTO tenantguard.audit_inbox
 /// Only rows sealed under a key the audit keyring holds ($2): a row whose
 /// key was removed stays in the inbox, intact, until the key is back (see
 /// `INBOX_WAITING_SQL`), rather than being taken for a forgery. Nor rows
-/// of the tenants in $3 (the writer's `BLOCKED`).
+/// of the tenants in $3 (the writer's `BLOCKED`) or of the transactions in
+/// $4 (its `QUARANTINED`).
 const DRAIN_SQL: &str = "DELETE FROM tenantguard.audit_inbox i
                   WHERE i.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
                         SELECT x.ctid FROM tenantguard.audit_inbox x
                          WHERE x.key_id OPERATOR(pg_catalog.=) ANY ($2)
-                           AND NOT (x.tenant OPERATOR(pg_catalog.&&) $3) LIMIT $1))
+                           AND NOT (x.tenant OPERATOR(pg_catalog.&&) $3)
+                           AND x.txid OPERATOR(pg_catalog.<>) ALL ($4) LIMIT $1))
               RETURNING i.*";
 
 /// The other rows of the transactions `DRAIN_SQL` took rows of: a
@@ -702,7 +704,15 @@ fn plans(client: &pgrx::spi::SpiClient<'_>) -> Result<Rc<Plans>, pgrx::spi::Erro
         Rc::new(Plans {
             insert: client.prepare_mut(INSERT_BATCH_SQL, &batch)?.keep(),
             stage: client.prepare_mut(STAGE_SQL, &stage)?.keep(),
-            drain: keep_raw(DRAIN_SQL, &[i8, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID])?,
+            drain: keep_raw(
+                DRAIN_SQL,
+                &[
+                    i8,
+                    pg_sys::TEXTARRAYOID,
+                    pg_sys::TEXTARRAYOID,
+                    pg_sys::INT8ARRAYOID,
+                ],
+            )?,
             drain_rest: keep_raw(
                 DRAIN_REST_SQL,
                 &[
@@ -1338,6 +1348,47 @@ thread_local! {
     /// locked at an earlier pass; their inbox rows are not taken until
     /// their chain is free (see `drain_inbox`).
     static BLOCKED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// In the audit writer: transactions whose records the trail refused;
+    /// their inbox rows are left alone for the rest of this writer's life.
+    static QUARANTINED: RefCell<Vec<i64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Run `f` in a subtransaction. On an ERROR (or a panic) roll the
+/// subtransaction back and return the error's message; the caller's
+/// transaction goes on, as after a PL/pgSQL exception block.
+fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    // SAFETY: PL/pgSQL's exception-block protocol: remember the memory
+    // context and resource owner, start an internal subtransaction, and
+    // after it is released or rolled back return to both. pgrx copied and
+    // flushed the error before the catch handler runs.
+    let (cx, owner) = unsafe {
+        let saved = (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner);
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(saved.0);
+        saved
+    };
+    let r = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| Ok(f())))
+        .catch_others(|e| {
+            Err(match e {
+                pg_sys::panic::CaughtError::PostgresError(r)
+                | pg_sys::panic::CaughtError::ErrorReport(r)
+                | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
+                    r.message().to_string()
+                }
+            })
+        })
+        .execute();
+    // SAFETY: see above; the subtransaction started here is the current one.
+    unsafe {
+        if r.is_ok() {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(cx);
+        pg_sys::CurrentResourceOwner = owner;
+    }
+    r
 }
 
 /// Lets the inbox's guard pass this backend's DELETE while it lives.
@@ -1394,6 +1445,13 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
     let blocked: Vec<Option<pg_sys::Datum>> =
         BLOCKED.with(|b| b.borrow().iter().map(|t| text_datum(Some(t))).collect());
     let blocked = array_of(pg_sys::TEXTOID, &blocked);
+    let quarantined: Vec<Option<pg_sys::Datum>> = QUARANTINED.with(|q| {
+        q.borrow()
+            .iter()
+            .map(|t| Some(pg_sys::Datum::from(*t)))
+            .collect()
+    });
+    let quarantined = array_of(pg_sys::INT8OID, &quarantined);
     let (mut rows, full) = with_statement_snapshot(|| {
         // The inbox has no statistics worth planning by (it is mostly
         // empty): without this the DELETE would be planned, and kept, as a
@@ -1411,8 +1469,13 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
                         // SAFETY: SPI is connected; the plan takes one int8
                         // (NULL: no limit) and a text[]; the rows are read
                         // before the next SPI call.
-                        let (mut rows, taken) =
-                            unsafe { take_inbox_rows(plans.drain, arg, kids, blocked, subid) }?;
+                        let (mut rows, taken) = unsafe {
+                            take_inbox_rows(
+                                plans.drain,
+                                &[arg, Some(kids), Some(blocked), Some(quarantined)],
+                                subid,
+                            )
+                        }?;
                         let full = limit.is_some_and(|l| taken >= l);
                         if full {
                             // The limit may have split a transaction's rows.
@@ -1430,9 +1493,7 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
                                 unsafe {
                                     take_inbox_rows(
                                         plans.drain_rest,
-                                        Some(arr),
-                                        kids,
-                                        blocked,
+                                        &[Some(arr), Some(kids), Some(blocked)],
                                         subid,
                                     )
                                 }?
@@ -1479,8 +1540,38 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
             BLOCKED.with(|b| b.borrow_mut().extend(locked));
         }
     }
-    let chainable: Vec<Pending> = good.into_iter().map(|r| r.3).collect();
-    chain_records(fxid, &chainable);
+    if writer {
+        // A record the trail refuses must not stop the chaining of every
+        // other: the pass is chained in a subtransaction, and if that
+        // fails, transaction by transaction; a transaction whose records
+        // still fail keeps them in the inbox (not retried by this writer)
+        // and leaves an alert with the error.
+        let all: Vec<Pending> = good.iter().map(|r| r.3.clone()).collect();
+        if in_subtransaction(|| chain_records(fxid, &all)).is_err() {
+            let mut txids: Vec<i64> = good.iter().map(|r| r.0).collect();
+            txids.dedup();
+            for txid in txids {
+                let group: Vec<Pending> = good
+                    .iter()
+                    .filter(|r| r.0 == txid)
+                    .map(|r| r.3.clone())
+                    .collect();
+                if let Err(error) = in_subtransaction(|| chain_records(fxid, &group)) {
+                    crate::context::alert_json(
+                        "audit_inbox_transaction_failed",
+                        "inbox_transaction_not_chained",
+                        "the audit records of a committed transaction could not be chained; they are kept in tenantguard.audit_inbox and tried again when an audit writer next starts",
+                        serde_json::json!({ "txid": txid, "records": group.len(), "error": error }),
+                    );
+                    QUARANTINED.with(|q| q.borrow_mut().push(txid));
+                    deferred.extend(good.iter().filter(|r| r.0 == txid).cloned());
+                }
+            }
+        }
+    } else {
+        let chainable: Vec<Pending> = good.into_iter().map(|r| r.3).collect();
+        chain_records(fxid, &chainable);
+    }
     // Back into the inbox as they were (same transaction id, ordinal, key
     // id and seal), one row each.
     for (txid, n, rec, _, seal) in &deferred {
@@ -1556,21 +1647,19 @@ type InboxRecord = (i64, i32, Record, Pending, Vec<u8>);
 /// records of its rows, and how many rows it took. A row whose arrays do
 /// not line up (not written by `stage_pending`) leaves an alert.
 ///
-/// SAFETY: SPI must be connected; `plan` is `Plans::drain` (`arg` an int8
-/// or NULL) or `Plans::drain_rest` (`arg` an int8[]); `kids` and
-/// `blocked` are text[].
+/// SAFETY: SPI must be connected; `args` match `plan`: `Plans::drain`
+/// (int8 or NULL, text[], text[], int8[]) or `Plans::drain_rest` (int8[],
+/// text[], text[]).
 unsafe fn take_inbox_rows(
     plan: pg_sys::SPIPlanPtr,
-    arg: Option<pg_sys::Datum>,
-    kids: pg_sys::Datum,
-    blocked: pg_sys::Datum,
+    args: &[Option<pg_sys::Datum>],
     subid: pg_sys::SubTransactionId,
 ) -> Result<(Vec<InboxRecord>, i64), pgrx::spi::Error> {
     // SAFETY: per the function's contract. Array columns are detoasted and
     // deconstructed with their element types' storage parameters; the
     // element datums live in SPI's memory context while they are read.
     unsafe {
-        let rc = exec_latest(plan, &[arg, Some(kids), Some(blocked)], false);
+        let rc = exec_latest(plan, args, false);
         if rc != pg_sys::SPI_OK_DELETE_RETURNING as i32 {
             return Err(pgrx::spi::Error::from(pgrx::spi::SpiErrorCodes::OpUnknown));
         }
