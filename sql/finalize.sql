@@ -168,3 +168,7 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Status is for operators: it counts other tenants' activity (the audit
+-- backlog, the tenants verified) and the linter's findings.
+REVOKE ALL ON FUNCTION tenantguard.status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantguard.status() TO tenantguard_admin;

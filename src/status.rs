@@ -18,8 +18,15 @@ pub fn preloaded() -> bool {
     PRELOADED.load(Ordering::Relaxed)
 }
 
+/// For operators (EXECUTE: superusers and `tenantguard_admin`); it reads
+/// the extension's tables as the extension's owner, so an operator who may
+/// not read them directly still gets the whole report.
 #[pg_extern(volatile, parallel_unsafe)]
 fn status() -> JsonB {
+    crate::session::as_owner(report)
+}
+
+fn report() -> JsonB {
     let (_, ring) = gucs::keyring();
     let protected =
         Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM tenantguard.protected_table")

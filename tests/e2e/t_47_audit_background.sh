@@ -40,6 +40,10 @@ check "background: the writer chained all 1,200 records on its own (got $n)" tes
 check "background: the inbox is empty" test "$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = 0
 check "background: status() reports the writer and what it chained" \
   test "$(q postgres "SELECT (s->>'active')::bool AND (s->>'records_chained')::int >= 1200 FROM (SELECT tenantguard.status()->'audit_background' s) x")" = t
+# status() counts every tenant's records: operators only.
+out=$(q_err app "SELECT tenantguard.status()" 2>&1)
+check "status() is refused to the app role" bash -c 'echo "$1" | grep -q "permission denied for function status"' _ "$out"
+check "... and answers tenantguard_admin (ops)" test "$(q ops "SELECT tenantguard.status() ? 'audit_background'")" = t
 # No fork: each tenant's chain holds every record once, seq without gaps,
 # and verifies; every row's INSERT and UPDATE are there, in order.
 check "background: both chains verify" test "$(q postgres "SELECT string_agg(tenant || ':' || ok, ',' ORDER BY tenant) FROM tenantguard.verify_audit() WHERE tenant IN ('acme', 'globex')")" = "acme:true,globex:true"
