@@ -2280,24 +2280,28 @@ fn verify_audit(
         name!(ok, bool),
     ),
 > {
-    drain_inbox(None);
-    flush_lagging_heads();
-    if gucs::audit_keyring().is_empty() {
-        raise(DomainError::Policy(
-            "no audit keys configured (tenantguard.audit_keys)".into(),
-        ));
-    }
-    let mut out = Vec::new();
-    for t in tenants(tenant) {
-        let (v, head_ok) = verify_tenant(&t, None);
-        let ok = v.first_bad_id.is_none() && head_ok;
-        let _ = Spi::run_with_args(
-            "INSERT INTO tenantguard.audit_verification (tenant, records, first_bad_id, ok) VALUES ($1, $2, $3, $4)",
-            &[t.clone().into(), v.records.into(), v.first_bad_id.into(), ok.into()],
-        );
-        out.push((t, v.records, v.first_bad_id, ok));
-    }
-    TableIterator::new(out)
+    // Granted to tenantguard_admin, who may not read the trail or its
+    // heads directly (RLS, privileges): read as the extension's owner.
+    session::as_owner(|| {
+        drain_inbox(None);
+        flush_lagging_heads();
+        if gucs::audit_keyring().is_empty() {
+            raise(DomainError::Policy(
+                "no audit keys configured (tenantguard.audit_keys)".into(),
+            ));
+        }
+        let mut out = Vec::new();
+        for t in tenants(tenant) {
+            let (v, head_ok) = verify_tenant(&t, None);
+            let ok = v.first_bad_id.is_none() && head_ok;
+            let _ = Spi::run_with_args(
+                "INSERT INTO tenantguard.audit_verification (tenant, records, first_bad_id, ok) VALUES ($1, $2, $3, $4)",
+                &[t.clone().into(), v.records.into(), v.first_bad_id.into(), ok.into()],
+            );
+            out.push((t, v.records, v.first_bad_id, ok));
+        }
+        TableIterator::new(out)
+    })
 }
 
 /// Chain heads to copy out of the database and check later. (Volatile:
@@ -2312,28 +2316,32 @@ fn audit_digest() -> TableIterator<
         name!(at, pgrx::datum::TimestampWithTimeZone),
     ),
 > {
-    drain_inbox(None);
-    flush_lagging_heads();
-    let mut out = Vec::new();
-    Spi::connect(|c| {
-        for r in c.select(
-            "SELECT h.tenant, (SELECT pg_catalog.max(l.id) FROM tenantguard.audit_log l WHERE l.tenant OPERATOR(pg_catalog.=) h.tenant AND l.seq OPERATOR(pg_catalog.=) h.seq),
-                    pg_catalog.encode(h.hash, 'hex'), pg_catalog.now()
-               FROM tenantguard.audit_head h ORDER BY h.tenant",
-            None,
-            &[],
-        )? {
-            out.push((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<i64>(2)?.unwrap_or(0),
-                r.get::<String>(3)?.unwrap_or_default(),
-                r.get::<pgrx::datum::TimestampWithTimeZone>(4)?.unwrap(),
-            ));
-        }
-        Ok::<_, pgrx::spi::Error>(())
+    // Granted to tenantguard_admin, who may not read the trail or its
+    // heads directly (RLS, privileges): read as the extension's owner.
+    session::as_owner(|| {
+        drain_inbox(None);
+        flush_lagging_heads();
+        let mut out = Vec::new();
+        Spi::connect(|c| {
+            for r in c.select(
+                "SELECT h.tenant, (SELECT pg_catalog.max(l.id) FROM tenantguard.audit_log l WHERE l.tenant OPERATOR(pg_catalog.=) h.tenant AND l.seq OPERATOR(pg_catalog.=) h.seq),
+                        pg_catalog.encode(h.hash, 'hex'), pg_catalog.now()
+                   FROM tenantguard.audit_head h ORDER BY h.tenant",
+                None,
+                &[],
+            )? {
+                out.push((
+                    r.get::<String>(1)?.unwrap_or_default(),
+                    r.get::<i64>(2)?.unwrap_or(0),
+                    r.get::<String>(3)?.unwrap_or_default(),
+                    r.get::<pgrx::datum::TimestampWithTimeZone>(4)?.unwrap(),
+                ));
+            }
+            Ok::<_, pgrx::spi::Error>(())
+        })
+        .unwrap_or_else(|e| spi_fail(e));
+        TableIterator::new(out)
     })
-    .unwrap_or_else(|e| spi_fail(e));
-    TableIterator::new(out)
 }
 
 /// Check a digest taken earlier (`jsonb_agg(audit_digest())`): every chain
@@ -2351,19 +2359,23 @@ fn verify_audit_against(
         name!(ok, bool),
     ),
 > {
-    drain_inbox(None);
-    flush_lagging_heads();
-    let items = digest.0.as_array().cloned().unwrap_or_default();
-    let mut out = Vec::new();
-    for it in items {
-        let tenant = it["tenant"].as_str().unwrap_or("").to_string();
-        let last_id = it["last_id"].as_i64();
-        let want = it["head_hash"].as_str().unwrap_or("").to_string();
-        let (v, _) = verify_tenant(&tenant, last_id);
-        let ok = v.first_bad_id.is_none() && chain::hex(&v.head) == want;
-        out.push((tenant, v.records, v.first_bad_id, ok));
-    }
-    TableIterator::new(out)
+    // Granted to tenantguard_admin, who may not read the trail or its
+    // heads directly (RLS, privileges): read as the extension's owner.
+    session::as_owner(|| {
+        drain_inbox(None);
+        flush_lagging_heads();
+        let items = digest.0.as_array().cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        for it in items {
+            let tenant = it["tenant"].as_str().unwrap_or("").to_string();
+            let last_id = it["last_id"].as_i64();
+            let want = it["head_hash"].as_str().unwrap_or("").to_string();
+            let (v, _) = verify_tenant(&tenant, last_id);
+            let ok = v.first_bad_id.is_none() && chain::hex(&v.head) == want;
+            out.push((tenant, v.records, v.first_bad_id, ok));
+        }
+        TableIterator::new(out)
+    })
 }
 
 /// Regulator-ready export: one JSON object per record, with its hashes.
@@ -2373,64 +2385,68 @@ fn export_audit(
     since: default!(Option<pgrx::datum::TimestampWithTimeZone>, "'-infinity'"),
     until: default!(Option<pgrx::datum::TimestampWithTimeZone>, "'infinity'"),
 ) -> SetOfIterator<'static, JsonB> {
-    drain_inbox(None);
-    flush_lagging_heads();
-    let tenant = tenant.unwrap_or_else(|| {
-        crate::error::raise_msg(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "tenant must not be NULL",
-        )
-    });
-    let mut out = Vec::new();
-    let mut lines: Vec<String> = Vec::new();
-    let (mut first_seq, mut last_seq): (Option<i64>, Option<i64>) = (None, None);
-    Spi::connect(|c| {
-        for r in c.select(
-            "SELECT x.e, x.e::pg_catalog.text, x.seq FROM (SELECT seq, pg_catalog.jsonb_build_object(
-                      'id', id, 'tenant', tenant, 'seq', seq, 'at', at,
-                      'at_us', (EXTRACT(EPOCH FROM at) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
-                      'actor', actor, 'actor_roles', actor_roles, 'db_role', db_role, 'action', action, 'tbl', tbl,
-                      'row_key', row_key::text, 'old_values', old_values::text, 'new_values', new_values::text,
-                      'client_ip', client_ip, 'user_agent', user_agent, 'application_name', application_name,
-                      'txid', txid, 'payload', payload::text, 'key_id', key_id,
-                      'prev_hash', pg_catalog.encode(prev_hash, 'hex'), 'hash', pg_catalog.encode(hash, 'hex'))
-               FROM tenantguard.audit_log
-              WHERE tenant OPERATOR(pg_catalog.=) $1 AND at OPERATOR(pg_catalog.>=) $2 AND at OPERATOR(pg_catalog.<) $3) AS x(seq, e)
-              ORDER BY x.seq",
-            None,
-            &[tenant.into(), since.into(), until.into()],
-        )? {
-            out.push(r.get::<JsonB>(1)?.unwrap());
-            lines.push(r.get::<String>(2)?.unwrap_or_default());
-            let seq = r.get::<i64>(3)?;
-            first_seq = first_seq.or(seq);
-            last_seq = seq;
-        }
-        Ok::<_, pgrx::spi::Error>(())
-    })
-    .unwrap_or_else(|e| spi_fail(e));
-    let head = out
-        .last()
-        .map(|j| j.0["hash"].as_str().unwrap_or("").to_string());
-    let digest = chain::lines_digest(lines.iter().map(String::as_str));
+    // Granted to tenantguard_admin, who may not read the trail or its
+    // heads directly (RLS, privileges): read as the extension's owner.
     session::as_owner(|| {
-        Spi::run_with_args(
-            "INSERT INTO tenantguard.audit_export (tenant, since, until, records, first_seq, last_seq, head_hash, digest)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                tenant.into(),
-                since.into(),
-                until.into(),
-                (out.len() as i64).into(),
-                first_seq.into(),
-                last_seq.into(),
-                head.into(),
-                digest.into(),
-            ],
-        )
+        drain_inbox(None);
+        flush_lagging_heads();
+        let tenant = tenant.unwrap_or_else(|| {
+            crate::error::raise_msg(
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "tenant must not be NULL",
+            )
+        });
+        let mut out = Vec::new();
+        let mut lines: Vec<String> = Vec::new();
+        let (mut first_seq, mut last_seq): (Option<i64>, Option<i64>) = (None, None);
+        Spi::connect(|c| {
+            for r in c.select(
+                "SELECT x.e, x.e::pg_catalog.text, x.seq FROM (SELECT seq, pg_catalog.jsonb_build_object(
+                          'id', id, 'tenant', tenant, 'seq', seq, 'at', at,
+                          'at_us', (EXTRACT(EPOCH FROM at) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
+                          'actor', actor, 'actor_roles', actor_roles, 'db_role', db_role, 'action', action, 'tbl', tbl,
+                          'row_key', row_key::text, 'old_values', old_values::text, 'new_values', new_values::text,
+                          'client_ip', client_ip, 'user_agent', user_agent, 'application_name', application_name,
+                          'txid', txid, 'payload', payload::text, 'key_id', key_id,
+                          'prev_hash', pg_catalog.encode(prev_hash, 'hex'), 'hash', pg_catalog.encode(hash, 'hex'))
+                   FROM tenantguard.audit_log
+                  WHERE tenant OPERATOR(pg_catalog.=) $1 AND at OPERATOR(pg_catalog.>=) $2 AND at OPERATOR(pg_catalog.<) $3) AS x(seq, e)
+                  ORDER BY x.seq",
+                None,
+                &[tenant.into(), since.into(), until.into()],
+            )? {
+                out.push(r.get::<JsonB>(1)?.unwrap());
+                lines.push(r.get::<String>(2)?.unwrap_or_default());
+                let seq = r.get::<i64>(3)?;
+                first_seq = first_seq.or(seq);
+                last_seq = seq;
+            }
+            Ok::<_, pgrx::spi::Error>(())
+        })
+        .unwrap_or_else(|e| spi_fail(e));
+        let head = out
+            .last()
+            .map(|j| j.0["hash"].as_str().unwrap_or("").to_string());
+        let digest = chain::lines_digest(lines.iter().map(String::as_str));
+        session::as_owner(|| {
+            Spi::run_with_args(
+                "INSERT INTO tenantguard.audit_export (tenant, since, until, records, first_seq, last_seq, head_hash, digest)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    tenant.into(),
+                    since.into(),
+                    until.into(),
+                    (out.len() as i64).into(),
+                    first_seq.into(),
+                    last_seq.into(),
+                    head.into(),
+                    digest.into(),
+                ],
+            )
+        })
+        .unwrap_or_else(|e| spi_fail(e));
+        SetOfIterator::new(out)
     })
-    .unwrap_or_else(|e| spi_fail(e));
-    SetOfIterator::new(out)
 }
 
 // ---------------------------------------------------------------- retention

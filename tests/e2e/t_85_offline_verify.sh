@@ -27,3 +27,14 @@ check "offline: a truncated export fails against the digest" bash -c "! '$V' '$D
 rec=$(q postgres "SELECT digest FROM tenantguard.audit_export WHERE tenant = 'acme' ORDER BY id DESC LIMIT 1")
 check "export file sha256 = recorded export digest" test "$(sha256sum < "$DIR/acme.jsonl" | cut -d' ' -f1)" = "$rec"
 check "offline verifier prints the same digest" bash -c "'$V' '$DIR/acme.jsonl' '$DIR/digest.json' | grep -q 'export sha256: $rec'"
+# The auditor's functions are granted to tenantguard_admin (ops), who may
+# not read the trail directly: they work for ops, with the same answers a
+# superuser gets; the application role may not call them.
+check "tenantguard_admin: verify_audit() answers as for a superuser" \
+  test "$(q ops "SELECT string_agg(tenant || ':' || records || ':' || ok, ',' ORDER BY tenant) FROM tenantguard.verify_audit()")" = "$(q postgres "SELECT string_agg(tenant || ':' || records || ':' || ok, ',' ORDER BY tenant) FROM tenantguard.verify_audit()")"
+check "tenantguard_admin: audit_digest() and verify_audit_against() agree" \
+  test "$(q ops "SELECT bool_and(ok) FROM tenantguard.verify_audit_against((SELECT jsonb_agg(d) FROM tenantguard.audit_digest() d))")" = t
+check "tenantguard_admin: export_audit() gives the same lines" \
+  test "$(q ops "SELECT count(*) FROM tenantguard.export_audit('acme')")" = "$(wc -l < "$DIR/acme.jsonl")"
+out=$(q_err app "SELECT count(*) FROM tenantguard.export_audit('acme')" 2>&1)
+check "the app role may not export the trail" bash -c 'echo "$1" | grep -q "permission denied for function export_audit"' _ "$out"
