@@ -1509,13 +1509,18 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
     });
     let taken = rows.len() as i64;
     rows.sort_by_key(|r| (r.0, r.1));
-    let mut good = Vec::with_capacity(rows.len());
+    // The records whose seal checks out, in (transaction, ordinal) order:
+    // what the chains receive (`pend`) and, alongside, what would put each
+    // back into the inbox unchanged (`meta`).
+    let mut meta: Vec<Staged> = Vec::with_capacity(rows.len());
+    let mut pend: Vec<Pending> = Vec::with_capacity(rows.len());
     for (txid, n, rec, p, seal) in rows {
         let ok = ring
             .select(Some(&rec.key_id))
             .is_ok_and(|k| chain::seal_ok(&k.material, &rec, &seal));
         if ok {
-            good.push((txid, n, rec, p, seal));
+            meta.push((txid, n, rec, seal));
+            pend.push(p);
         } else {
             crate::context::alert_json(
                 "audit_inbox_seal_broken",
@@ -1525,9 +1530,9 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
             );
         }
     }
-    let mut deferred = Vec::new();
+    let mut deferred: Vec<Staged> = Vec::new();
     if writer {
-        let mut tenants: Vec<&str> = good.iter().map(|r| r.3.tenant.as_str()).collect();
+        let mut tenants: Vec<&str> = pend.iter().map(|p| p.tenant.as_str()).collect();
         tenants.sort_unstable();
         tenants.dedup();
         let locked: Vec<String> = tenants
@@ -1536,45 +1541,48 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
             .map(str::to_string)
             .collect();
         if !locked.is_empty() {
-            (deferred, good) = good.into_iter().partition(|r| locked.contains(&r.3.tenant));
+            let (mut m2, mut p2) = (Vec::new(), Vec::new());
+            for (m, p) in meta.into_iter().zip(pend) {
+                if locked.contains(&p.tenant) {
+                    deferred.push(m);
+                } else {
+                    m2.push(m);
+                    p2.push(p);
+                }
+            }
+            (meta, pend) = (m2, p2);
             BLOCKED.with(|b| b.borrow_mut().extend(locked));
         }
-    }
-    if writer {
         // A record the trail refuses must not stop the chaining of every
         // other: the pass is chained in a subtransaction, and if that
-        // fails, transaction by transaction; a transaction whose records
-        // still fail keeps them in the inbox (not retried by this writer)
-        // and leaves an alert with the error.
-        let all: Vec<Pending> = good.iter().map(|r| r.3.clone()).collect();
-        if in_subtransaction(|| chain_records(fxid, &all)).is_err() {
-            let mut txids: Vec<i64> = good.iter().map(|r| r.0).collect();
-            txids.dedup();
-            for txid in txids {
-                let group: Vec<Pending> = good
-                    .iter()
-                    .filter(|r| r.0 == txid)
-                    .map(|r| r.3.clone())
-                    .collect();
-                if let Err(error) = in_subtransaction(|| chain_records(fxid, &group)) {
+        // fails, transaction by transaction (each one's records are
+        // contiguous); a transaction whose records still fail keeps them in
+        // the inbox (not retried by this writer) and leaves an alert with
+        // the error.
+        if in_subtransaction(|| chain_records(fxid, &pend)).is_err() {
+            let mut start = 0;
+            while start < pend.len() {
+                let txid = meta[start].0;
+                let end = start + meta[start..].iter().take_while(|m| m.0 == txid).count();
+                if let Err(error) = in_subtransaction(|| chain_records(fxid, &pend[start..end])) {
                     crate::context::alert_json(
                         "audit_inbox_transaction_failed",
                         "inbox_transaction_not_chained",
                         "the audit records of a committed transaction could not be chained; they are kept in tenantguard.audit_inbox and tried again when an audit writer next starts",
-                        serde_json::json!({ "txid": txid, "records": group.len(), "error": error }),
+                        serde_json::json!({ "txid": txid, "records": end - start, "error": error }),
                     );
                     QUARANTINED.with(|q| q.borrow_mut().push(txid));
-                    deferred.extend(good.iter().filter(|r| r.0 == txid).cloned());
+                    deferred.extend_from_slice(&meta[start..end]);
                 }
+                start = end;
             }
         }
     } else {
-        let chainable: Vec<Pending> = good.into_iter().map(|r| r.3).collect();
-        chain_records(fxid, &chainable);
+        chain_records(fxid, &pend);
     }
     // Back into the inbox as they were (same transaction id, ordinal, key
     // id and seal), one row each.
-    for (txid, n, rec, _, seal) in &deferred {
+    for (txid, n, rec, seal) in &deferred {
         let row: Vec<pg_sys::Datum> = [
             pg_sys::Datum::from(*txid),
             pg_sys::Datum::from(*n),
@@ -1642,6 +1650,10 @@ pub fn inbox_waiting() -> (i64, Vec<String>) {
 /// One inbox record: (txid, ordinal, the record as sealed, the pending
 /// record, its seal).
 type InboxRecord = (i64, i32, Record, Pending, Vec<u8>);
+
+/// An inbox record as it would be staged again: (txid, ordinal, the record
+/// as sealed, its seal).
+type Staged = (i64, i32, Record, Vec<u8>);
 
 /// Run an inbox DELETE .. RETURNING under the latest snapshot and read the
 /// records of its rows, and how many rows it took. A row whose arrays do
