@@ -25,6 +25,9 @@ SQL
 # Every table and index in shared buffers before the first timed run.
 psqlb -c "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c WHERE c.relname LIKE 'bench_%' AND c.relkind IN ('r', 'i')" >/dev/null
 echo "== context: point select per transaction, $CLIENTS clients, ${SECS}s x $ROUNDS rounds, 1M rows, 1,000 tenants"
+# Also the server's CPU per transaction (see lib.sh): on a shared VM the
+# tps of one 10 s run moves by +-10%, more than the extension costs.
+MEASURE_CPU=1
 for ROUND in $(seq 1 "$ROUNDS"); do
   # Rotate the order each round so no variant always runs first.
   case $((ROUND % 3)) in
@@ -48,6 +51,12 @@ echo "| tenantguard (signed token verified per transaction) | $b | $(ratio "$b" 
 echo
 echo "tenantguard / explicit WHERE = $(ratio "$b" "$a")  (target >= 0.95)"
 echo "tenantguard / plain RLS      = $(ratio "$b" "$c")  (target >= 1.00)"
+ca=$(median ${CPU["explicit WHERE (baseline)"]:-}); cb=$(median ${CPU["tenantguard"]:-}); cc=$(median ${CPU["plain RLS current_setting"]:-})
+if [ -n "${CPU["explicit WHERE (baseline)"]:-}" ] && [ -n "${CPU["tenantguard"]:-}" ] && [ -n "${CPU["plain RLS current_setting"]:-}" ]; then
+  echo
+  echo "server CPU per transaction (medians): explicit WHERE $ca us, plain RLS $cc us, tenantguard $cb us"
+  echo "as throughput at equal CPU: tenantguard / explicit WHERE = $(ratio "$ca" "$cb"), tenantguard / plain RLS = $(ratio "$cc" "$cb")"
+fi
 
 # The same policies over a whole tenant's scan: a sequential scan of the 1M
 # rows (index scans off) counting one tenant's rows that match a filter.

@@ -180,40 +180,21 @@ fn rules() -> Rc<Rules> {
     r
 }
 
-/// Verified claims that passed the rules, by address (each entry keeps its
-/// claims alive, so an address is never reused while listed), with the
-/// rules' generation they passed under. For a token without `staff` the
-/// verdict depends on nothing else (revocations compare with the token's
-/// own `iat`; the client address never changes), so it holds until the
-/// rules change. Bounded like the verification cache.
-const PASSED_MAX: usize = 1024;
-
-thread_local! {
-    static PASSED: RefCell<std::collections::HashMap<usize, (Rc<Claims>, u64)>> =
-        RefCell::new(std::collections::HashMap::new());
-}
-
 /// Check the access rules for verified claims at `now_us` (Unix µs).
-pub fn check(c: &Rc<Claims>, now_us: i64) -> Result<(), DomainError> {
+///
+/// `passed` is the caller's memo, kept with the token's verification: the
+/// rules' generation under which these claims last passed, if any. For a token without `staff` the verdict depends on nothing else
+/// (revocations compare with the token's own `iat`; the client address
+/// never changes), so it holds until the rules change. Staff tokens are
+/// checked every time (their grants are time-bound).
+pub fn check(c: &Claims, passed: &Cell<Option<u64>>, now_us: i64) -> Result<(), DomainError> {
     if !c.staff && session::can_run_sql() && crate::gucs::ACCESS_CHECKS.get() {
         let gen = current_generation();
-        let addr = Rc::as_ptr(c) as usize;
-        let passed = PASSED.with(|p| {
-            p.borrow()
-                .get(&addr)
-                .is_some_and(|(pc, pg)| *pg == gen && Rc::ptr_eq(pc, c))
-        });
-        if passed {
+        if passed.get() == Some(gen) {
             return Ok(());
         }
         check_rules(c, now_us)?;
-        PASSED.with(|p| {
-            let mut p = p.borrow_mut();
-            if p.len() >= PASSED_MAX {
-                p.clear();
-            }
-            p.insert(addr, (c.clone(), gen));
-        });
+        passed.set(Some(gen));
         return Ok(());
     }
     check_rules(c, now_us)

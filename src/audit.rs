@@ -1734,6 +1734,8 @@ unsafe fn take_inbox_rows(
                 );
                 continue;
             }
+            // `i` indexes every column of `cols`, not one slice.
+            #[allow(clippy::needless_range_loop)]
             for i in 0..count {
                 let text = |k: usize| cols[k][i].and_then(|d| String::from_datum(d, false));
                 // As captured (what was sealed); normalized as it is chained.

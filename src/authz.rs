@@ -7,7 +7,7 @@
 //! role change applies from the next call in every session. Roles in a
 //! token are never consulted: the tables are authoritative.
 
-use crate::context;
+use crate::context::{self, StatementId};
 use crate::error::raise_msg;
 use crate::session;
 use pgrx::prelude::*;
@@ -19,6 +19,9 @@ use std::rc::Rc;
 use tenantguard_core::authz::{decide_among, effective_roles, Assignment, Effect, Perm, Policy};
 use tenantguard_core::compile::{spec_id, spec_string, summary, ColKind, Column, Plan};
 use tenantguard_core::cond::{self, Env};
+
+/// One slot value list of a statement: (action, spec, values).
+type SlotValues = (String, String, Rc<Vec<Option<String>>>);
 
 type Principal = (Vec<Assignment>, Value);
 
@@ -210,7 +213,7 @@ thread_local! {
     /// Keyed by the statement and the exact token: a hit means this token
     /// already passed the context checks in this statement.
     /// (The token is identified by gucs::context_generation.)
-    static SUBJECT: RefCell<Option<((i64, u32, u64), u64, Rc<Subject>)>> = const { RefCell::new(None) };
+    static SUBJECT: RefCell<Option<(StatementId, u64, Rc<Subject>)>> = const { RefCell::new(None) };
 }
 
 fn subject() -> Rc<Subject> {
@@ -309,7 +312,7 @@ fn run_with(
 thread_local! {
     /// Actions whose denial was already considered for sampling in this
     /// statement: an RLS scan denying many rows yields one record.
-    static DENIALS_SEEN: RefCell<Option<((i64, u32, u64), Vec<String>)>> = const { RefCell::new(None) };
+    static DENIALS_SEEN: RefCell<Option<(StatementId, Vec<String>)>> = const { RefCell::new(None) };
     /// xorshift64* state for the sampling draw, seeded from the OS once.
     static DRAW: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
@@ -657,7 +660,7 @@ thread_local! {
     /// Plans rebuilt from the spec strings carried in policies.
     static PLANS: RefCell<HashMap<(String, String), Rc<Plan>>> = RefCell::new(HashMap::new());
     /// This statement's slot values, per (action, spec).
-    static SLOTS: RefCell<Option<((i64, u32, u64), u64, Vec<(String, String, Rc<Vec<Option<String>>>)>)>> =
+    static SLOTS: RefCell<Option<(StatementId, u64, Vec<SlotValues>)>> =
         const { RefCell::new(None) };
 }
 

@@ -57,20 +57,71 @@ impl std::hash::Hasher for TokenHasher {
 /// it (built on first use, then copied out by every later transaction that
 /// sets the same token: a pooled backend does not rebuild the read-scope
 /// array per transaction).
+///
+/// A transaction that sets a token reads only this entry and its token's
+/// bytes, which are allocated together: with 1,000 users' tokens in turn,
+/// each transaction meets its entry cold in the CPU caches, so what it
+/// reads is kept small and in one place (the times and the access-rule
+/// memo are copied here rather than read from the claims).
 struct Verified {
     /// The keyring generation it was verified under.
     gen: u64,
+    /// `exp` and `nbf` of the claims.
+    exp: i64,
+    nbf: Option<i64>,
+    /// The access rules' generation under which these claims last passed
+    /// them (see access::check).
+    passed: std::cell::Cell<Option<u64>>,
     token: Box<[u8]>,
     claims: Rc<Claims>,
     built: RefCell<[Option<Answer>; ACCESSORS]>,
 }
 
+impl Verified {
+    /// The token's time window at `now` (Unix seconds), as Claims::check_time.
+    fn check_time(&self, now: i64) -> Result<(), DomainError> {
+        if now >= self.exp || self.nbf.is_some_and(|nbf| now < nbf) {
+            return self.claims.check_time(now);
+        }
+        Ok(())
+    }
+
+    fn check_access(&self, now_us: i64) -> Result<(), DomainError> {
+        access::check(&self.claims, &self.passed, now_us)
+    }
+}
+
+/// Hashes a token hash (already mixed by TokenHasher) as itself.
+#[derive(Default)]
+struct SelfHasher(u64);
+
+impl std::hash::Hasher for SelfHasher {
+    fn write(&mut self, _bytes: &[u8]) {
+        unreachable!("only u64 keys")
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 #[derive(Default)]
 struct VerifiedCache {
-    /// Token bytes -> its verification.
-    map: HashMap<Vec<u8>, Rc<Verified>, std::hash::BuildHasherDefault<TokenHasher>>,
+    /// The token's hash (TokenHasher) -> its verification. A lookup is a hit
+    /// only if the entry's token equals the token in full; two tokens with
+    /// one hash take turns in the slot.
+    map: HashMap<u64, Rc<Verified>, std::hash::BuildHasherDefault<SelfHasher>>,
     /// Insertion order, for eviction.
-    order: VecDeque<Vec<u8>>,
+    order: VecDeque<u64>,
+}
+
+fn token_hash(raw: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = TokenHasher::default();
+    h.write(raw);
+    h.finish()
 }
 
 thread_local! {
@@ -92,11 +143,12 @@ pub fn to_unix_us(ts: pg_sys::TimestampTz) -> i64 {
 
 fn lookup_or_verify(raw: &[u8]) -> Result<Rc<Verified>, DomainError> {
     let gen = gucs::keyring_generation();
+    let h = token_hash(raw);
     let hit = VERIFIED.with(|v| {
         v.borrow()
             .as_ref()
-            .and_then(|c| c.map.get(raw))
-            .filter(|e| e.gen == gen)
+            .and_then(|c| c.map.get(&h))
+            .filter(|e| e.gen == gen && *e.token == *raw)
             .cloned()
     });
     if let Some(e) = hit {
@@ -104,17 +156,21 @@ fn lookup_or_verify(raw: &[u8]) -> Result<Rc<Verified>, DomainError> {
     }
     let (gen, ring) = gucs::keyring();
     let s = std::str::from_utf8(raw).map_err(|_| DomainError::Malformed("not UTF-8"))?;
+    let claims = token::verify(s, &ring)?;
     let entry = Rc::new(Verified {
         gen,
+        exp: claims.exp,
+        nbf: claims.nbf,
+        passed: std::cell::Cell::new(None),
         token: raw.into(),
-        claims: Rc::new(token::verify(s, &ring)?),
+        claims: Rc::new(claims),
         built: RefCell::new([const { None }; ACCESSORS]),
     });
     VERIFIED.with(|v| {
         let mut v = v.borrow_mut();
         let cache = v.get_or_insert_with(VerifiedCache::default);
-        if cache.map.insert(raw.to_vec(), entry.clone()).is_none() {
-            cache.order.push_back(raw.to_vec());
+        if cache.map.insert(h, entry.clone()).is_none() {
+            cache.order.push_back(h);
         }
         while cache.order.len() > CACHE_SIZE {
             if let Some(old) = cache.order.pop_front() {
@@ -132,8 +188,8 @@ pub fn verify_for_set(raw: &[u8]) -> Result<(), DomainError> {
     let entry = lookup_or_verify(raw)?;
     // SAFETY: reads the clock.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
-    entry.claims.check_time(to_unix(now))?;
-    access::check(&entry.claims, to_unix_us(now))?;
+    entry.check_time(to_unix(now))?;
+    entry.check_access(to_unix_us(now))?;
     PENDING.with(|p| *p.borrow_mut() = Some(entry));
     Ok(())
 }
@@ -173,7 +229,10 @@ pub fn adopt_pending(raw: Option<&[u8]>, gen: u64) {
 
 /// Identity of "this statement": its start time, its command id and the
 /// cache generation (any revocation/policy change starts a new one).
-pub fn statement_key() -> (i64, u32, u64) {
+pub type StatementId = (i64, u32, u64);
+
+/// This statement's [`StatementId`].
+pub fn statement_key() -> StatementId {
     // Declared here without pgrx's error-boundary wrapper: these two are
     // plain getters of backend-global state that cannot raise, and they run
     // on every row-level call.
@@ -196,7 +255,7 @@ thread_local! {
     /// with the same token: policies and row-level authorize() calls do not
     /// re-run the checks for every row.
     /// Keyed by the statement and the context's generation (gucs::context_generation).
-    static CHECKED: RefCell<Option<((i64, u32, u64), u64, Rc<Claims>)>> = const { RefCell::new(None) };
+    static CHECKED: RefCell<Option<(StatementId, u64, Rc<Claims>)>> = const { RefCell::new(None) };
 }
 
 /// The verified, unexpired, unrevoked context of this statement, if any.
@@ -205,7 +264,7 @@ pub fn current() -> Result<Option<Rc<Claims>>, DomainError> {
 }
 
 /// As [`current`], for a caller that already has this statement's key.
-fn current_keyed(key: (i64, u32, u64)) -> Result<Option<Rc<Claims>>, DomainError> {
+fn current_keyed(key: StatementId) -> Result<Option<Rc<Claims>>, DomainError> {
     if !gucs::context_present() {
         return Ok(None);
     }
@@ -254,24 +313,21 @@ fn check_current(raw: &[u8]) -> Result<Rc<Claims>, DomainError> {
         g.borrow()
             .as_ref()
             .filter(|(cg, kg, _)| *cg == gen && *kg == kgen)
-            .map(|(_, _, v)| v.claims.clone())
+            .map(|(_, _, v)| v.clone())
     });
-    let claims = match known {
-        Some(c) => c,
+    let v = match known {
+        Some(v) => v,
         None => {
             let v = lookup_or_verify(raw)?;
-            let c = v.claims.clone();
-            GEN_CLAIMS.with(|g| *g.borrow_mut() = Some((gen, kgen, v)));
-            c
+            GEN_CLAIMS.with(|g| *g.borrow_mut() = Some((gen, kgen, v.clone())));
+            v
         }
     };
-    // SAFETY: reads a backend-global timestamp (propagated to workers).
-    let stmt = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
-    claims
-        .check_time(to_unix(stmt))
+    let stmt = statement_start();
+    v.check_time(to_unix(stmt))
         .map_err(|_| DomainError::ContextExpired)?;
-    access::check(&claims, to_unix_us(stmt))?;
-    Ok(claims)
+    v.check_access(to_unix_us(stmt))?;
+    Ok(v.claims.clone())
 }
 
 /// The context, or the fail-closed error `no tenant context` (42501).
@@ -281,7 +337,7 @@ pub fn require() -> Rc<Claims> {
 
 /// As [`require`], for a caller that already has this statement's key
 /// (authorize() memoises its subject under the same key).
-pub fn require_keyed(key: (i64, u32, u64)) -> Rc<Claims> {
+pub fn require_keyed(key: StatementId) -> Rc<Claims> {
     match current_keyed(key) {
         Ok(Some(c)) => c,
         Ok(None) => raise(DomainError::NoContext),
@@ -530,7 +586,7 @@ fn checked_value(
 #[derive(Clone)]
 enum Answer {
     /// A pass-by-reference datum (text, uuid, an array), flattened.
-    Bytes(Vec<u8>),
+    Bytes(Rc<[u8]>),
     /// A pass-by-value datum (bigint, integer).
     Value(pg_sys::Datum),
 }
@@ -554,7 +610,7 @@ struct Pin {
 }
 
 /// Answers outside any portal, per statement and context.
-type StatementKey = ((i64, u32, u64), u64, bool);
+type StatementKey = (StatementId, u64, bool);
 
 thread_local! {
     static PINS: RefCell<Vec<Pin>> = const { RefCell::new(Vec::new()) };
@@ -587,7 +643,7 @@ fn keep(d: pg_sys::Datum, by_value: bool, len: Option<usize>) -> Answer {
     // fixed-length value (uuid), freshly built.
     unsafe {
         let n = len.unwrap_or_else(|| pgrx::varlena::varsize_any(p.cast()));
-        Answer::Bytes(std::slice::from_raw_parts(p, n).to_vec())
+        Answer::Bytes(Rc::from(std::slice::from_raw_parts(p, n)))
     }
 }
 

@@ -9,10 +9,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use tenantguard_core::crypto::{self, CryptoError};
 
+/// Derived tenant keys by (tenant, version), with the cache generation.
+type DerivedKeys = HashMap<(String, u32), (u64, [u8; 32])>;
+
 thread_local! {
     /// Derived keys by (tenant, version), tagged with the cache generation
     /// so a shred in any backend drops them everywhere.
-    static KEYS: RefCell<HashMap<(String, u32), (u64, [u8; 32])>> = RefCell::new(HashMap::new());
+    static KEYS: RefCell<DerivedKeys> = RefCell::new(HashMap::new());
     static VERSIONS: RefCell<HashMap<String, (u64, u32)>> = RefCell::new(HashMap::new());
 }
 

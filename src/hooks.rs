@@ -173,12 +173,8 @@ unsafe fn check(stmt: *mut pg_sys::Node) {
                         refuse("ALTER TABLE on an audit table");
                     }
                     match (*cmd).subtype {
-                        AT_DisableTrigAll | AT_DisableTrigUser => {
-                            if crate::audit::is_audited(rel) {
-                                refuse(
-                                    "ALTER TABLE ... DISABLE TRIGGER ALL/USER on an audited table",
-                                );
-                            }
+                        AT_DisableTrigAll | AT_DisableTrigUser if crate::audit::is_audited(rel) => {
+                            refuse("ALTER TABLE ... DISABLE TRIGGER ALL/USER on an audited table");
                         }
                         AT_DisableTrig | AT_EnableTrig | AT_EnableReplicaTrig
                             if is_audit_trigger(&trig) =>

@@ -39,6 +39,26 @@ SQL
 )
 check "after 1,100 tokens, an evicted token verifies again" bash -c "echo '$out' | grep -q '^now:u3$'"
 check "a one-character change to a cached token is refused" bash -c "echo '$out' | grep -q 'signature' && echo '$out' | grep -q '^still:u3$'"
+# The cache finds a token by its signature's last bytes, so a token that
+# keeps a cached token's signature and carries another payload (tenant
+# globex, sub u4) lands on the cached entry: it must be verified in full and
+# refused, and leave the cached token usable.
+out=$(psql -X -q -At -h "$SOCK" -p "$PORT" -U app -d postgres 2>&1 <<'SQL'
+SELECT set_config('tenantguard.context', token, false) IS NOT NULL FROM many_tokens WHERE i = 4 \g /dev/null
+SELECT 'cached:' || tenantguard.user_id();
+SELECT set_config('tenantguard.context',
+  split_part(token, '.', 1) || '.'
+  || translate(encode(convert_to('{"tid":"globex","sub":"u4","exp":4000000000}', 'UTF8'), 'base64'), E'+/=\n', '-_')
+  || '.' || split_part(token, '.', 3), false) FROM many_tokens WHERE i = 4;
+SELECT 'after:' || tenantguard.tenant_id() || ':' || tenantguard.user_id();
+SELECT set_config('tenantguard.context', token, false) IS NOT NULL FROM many_tokens WHERE i = 4 \g /dev/null
+SELECT 'again:' || tenantguard.tenant_id() || ':' || tenantguard.user_id();
+SQL
+)
+check "a cached token's signature on another payload is refused; the cached token still works" \
+  bash -c "echo \"\$1\" | grep -q '^cached:u4$' && echo \"\$1\" | grep -q 'signature' \
+    && echo \"\$1\" | grep -q '^after:acme:u4$' && echo \"\$1\" | grep -q '^again:acme:u4$' \
+    && ! echo \"\$1\" | grep -q globex:" _ "$out"
 q postgres "DROP TABLE many_tokens" >/dev/null
 # Parallel workers of a preloaded server get the keys although the value they
 # receive from the leader is the hidden text: a worker verifies the token.

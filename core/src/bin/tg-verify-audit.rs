@@ -38,7 +38,9 @@ fn main() {
             .expect("valid keyring")
     });
 
-    let mut chains: BTreeMap<String, Vec<(Record, Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+    // Per tenant: each exported record with its previous and own hash.
+    type Chain = Vec<(Record, Vec<u8>, Vec<u8>)>;
+    let mut chains: BTreeMap<String, Chain> = BTreeMap::new();
     for (n, line) in export
         .lines()
         .enumerate()
