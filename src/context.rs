@@ -466,7 +466,7 @@ fn user_id() -> String {
 /// The verified claims.
 #[pg_extern(stable, parallel_safe)]
 fn claims() -> JsonB {
-    JsonB(require().payload.clone())
+    JsonB(require().payload())
 }
 
 // ------------------------------------------------------- policy accessors

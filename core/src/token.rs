@@ -47,11 +47,18 @@ pub struct Claims {
     pub attrs: Map<String, Value>,
     /// The key id that verified the token.
     pub kid: String,
-    /// The verified payload, as `tenantguard.claims()` returns it.
-    pub payload: Value,
+    /// The verified payload's JSON text, for [`Claims::payload`].
+    payload_json: Box<[u8]>,
 }
 
 impl Claims {
+    /// The verified payload, as `tenantguard.claims()` returns it. Parsed
+    /// on demand: verification reads only the claims it checks, and every
+    /// member was already parsed as a JSON value then, so this cannot fail.
+    pub fn payload(&self) -> Value {
+        serde_json::from_slice(&self.payload_json).unwrap_or(Value::Null)
+    }
+
     /// `exp` is the first second at which the token is no longer valid
     /// (RFC 7519 §4.1.4); `nbf` the first second at which it is.
     pub fn check_time(&self, now: i64) -> Result<(), DomainError> {
@@ -102,18 +109,18 @@ pub fn verify(token: &str, keys: &Keyring) -> Result<Claims, DomainError> {
         return Err(DomainError::Malformed("empty segment"));
     }
 
-    let header: Value = serde_json::from_slice(&b64(h, "header is not base64url")?)
+    let header: Members = serde_json::from_slice(&b64(h, "header is not base64url")?)
         .map_err(|_| DomainError::Malformed("header is not JSON"))?;
-    let header = header
-        .as_object()
-        .ok_or(DomainError::Malformed("header is not a JSON object"))?;
+    let Members::Object(header) = header else {
+        return Err(DomainError::Malformed("header is not a JSON object"));
+    };
     match header.get("alg") {
         Some(Value::String(alg)) if alg == "HS256" => {}
         Some(Value::String(alg)) => return Err(DomainError::UnsupportedAlg(truncate(alg, 32))),
         Some(_) => return Err(DomainError::UnsupportedAlg("<non-string>".into())),
         None => return Err(DomainError::Malformed("header has no alg")),
     }
-    if header.contains_key("crit") {
+    if header.has("crit") {
         return Err(DomainError::Malformed(
             "header has crit extensions, which are not supported",
         ));
@@ -135,9 +142,121 @@ pub fn verify(token: &str, keys: &Keyring) -> Result<Claims, DomainError> {
         .map_err(|_| DomainError::BadSignature)?;
 
     // Authenticated from here on.
-    let payload: Value = serde_json::from_slice(&b64(p, "payload is not base64url")?)
-        .map_err(|_| DomainError::Malformed("payload is not JSON"))?;
-    parse_claims(payload, key.kid.clone())
+    let json = b64(p, "payload is not base64url")?;
+    let members: Members =
+        serde_json::from_slice(&json).map_err(|_| DomainError::Malformed("payload is not JSON"))?;
+    let Members::Object(members) = members else {
+        return Err(DomainError::Malformed("payload is not a JSON object"));
+    };
+    claims_from(members, key.kid.clone(), json.into_boxed_slice())
+}
+
+/// The names a header or payload is read for.
+const KNOWN: [&str; 14] = [
+    "alg", "kid", "crit", "tid", "sub", "exp", "nbf", "iat", "tids", "jti", "ua", "ip", "staff",
+    "attrs",
+];
+
+/// A JSON object's members that verification reads, each parsed as a JSON
+/// value; every other member is parsed as a JSON value too (so a document
+/// is accepted or refused exactly as when read whole) and dropped. Of
+/// duplicated names the last wins, as in a `serde_json::Value`.
+#[derive(Default)]
+struct Known {
+    values: [Option<Value>; KNOWN.len()],
+}
+
+impl Known {
+    fn slot(name: &str) -> Option<usize> {
+        KNOWN.iter().position(|k| *k == name)
+    }
+    fn get(&self, name: &str) -> Option<&Value> {
+        Self::slot(name).and_then(|i| self.values[i].as_ref())
+    }
+    fn take(&mut self, name: &str) -> Option<Value> {
+        Self::slot(name).and_then(|i| self.values[i].take())
+    }
+    fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+/// A JSON document read for its [`Known`] members; any other JSON value is
+/// `NotObject`. (Returned by value: no allocation per verification.)
+#[allow(clippy::large_enum_variant)]
+enum Members {
+    Object(Known),
+    NotObject,
+}
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Members, A::Error> {
+                let mut k = Known::default();
+                while let Some(name) = m.next_key::<Name>()? {
+                    let v: Value = m.next_value()?;
+                    if let Some(i) = name.0 {
+                        k.values[i] = Some(v);
+                    }
+                }
+                Ok(Members::Object(k))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<Members, A::Error> {
+                while s.next_element::<Value>()?.is_some() {}
+                Ok(Members::NotObject)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Members, E> {
+                Ok(Members::NotObject)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Members, E> {
+                Ok(Members::NotObject)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Members, E> {
+                Ok(Members::NotObject)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Members, E> {
+                Ok(Members::NotObject)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Members, E> {
+                Ok(Members::NotObject)
+            }
+            fn visit_unit<E>(self) -> Result<Members, E> {
+                Ok(Members::NotObject)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A member name: its [`KNOWN`] slot, if it has one.
+struct Name(Option<usize>);
+
+impl<'de> serde::Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Name;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Name, E> {
+                Ok(Name(Known::slot(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 fn id_claim(v: &Value, claim: &'static str) -> Result<String, DomainError> {
@@ -200,11 +319,7 @@ fn time_claim(v: &Value, claim: &'static str) -> Result<i64, DomainError> {
     }
 }
 
-fn opt_string(
-    obj: &Map<String, Value>,
-    claim: &'static str,
-    max: usize,
-) -> Result<Option<String>, DomainError> {
+fn opt_string(obj: &Known, claim: &'static str, max: usize) -> Result<Option<String>, DomainError> {
     match obj.get(claim) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.len() <= max => Ok(Some(s.clone())),
@@ -225,7 +340,21 @@ pub fn parse_claims(payload: Value, kid: String) -> Result<Claims, DomainError> 
     let obj = payload
         .as_object()
         .ok_or(DomainError::Malformed("payload is not a JSON object"))?;
+    let mut k = Known::default();
+    for (name, v) in obj {
+        if let Some(i) = Known::slot(name) {
+            k.values[i] = Some(v.clone());
+        }
+    }
+    let json = serde_json::to_vec(&payload).expect("a JSON value serializes");
+    claims_from(k, kid, json.into_boxed_slice())
+}
 
+fn claims_from(
+    mut obj: Known,
+    kid: String,
+    payload_json: Box<[u8]>,
+) -> Result<Claims, DomainError> {
     let tid = id_claim(
         obj.get("tid").ok_or(DomainError::MissingClaim("tid"))?,
         "tid",
@@ -266,9 +395,9 @@ pub fn parse_claims(payload: Value, kid: String) -> Result<Claims, DomainError> 
         }
     }
 
-    let jti = opt_string(obj, "jti", MAX_ID_LEN)?;
-    let ua = opt_string(obj, "ua", 1024)?;
-    let ip = match opt_string(obj, "ip", 64)? {
+    let jti = opt_string(&obj, "jti", MAX_ID_LEN)?;
+    let ua = opt_string(&obj, "ua", 1024)?;
+    let ip = match opt_string(&obj, "ip", 64)? {
         None => None,
         Some(s) => Some(s.parse::<IpAddr>().map_err(|_| DomainError::InvalidClaim {
             claim: "ip",
@@ -285,9 +414,9 @@ pub fn parse_claims(payload: Value, kid: String) -> Result<Claims, DomainError> 
             })
         }
     };
-    let attrs = match obj.get("attrs") {
+    let attrs = match obj.take("attrs") {
         None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
+        Some(Value::Object(m)) => m,
         Some(_) => {
             return Err(DomainError::InvalidClaim {
                 claim: "attrs",
@@ -309,7 +438,7 @@ pub fn parse_claims(payload: Value, kid: String) -> Result<Claims, DomainError> 
         staff,
         attrs,
         kid,
-        payload,
+        payload_json,
     })
 }
 
@@ -350,6 +479,112 @@ mod tests {
 
     fn ring() -> Keyring {
         Keyring::parse(&format!("k1:{K1},k2:{K2}")).unwrap()
+    }
+
+    /// A token over exactly these header and payload texts, signed with K1.
+    fn sign_text(header: &str, payload: &str) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        let mut m = HmacSha256::new_from_slice(K1.as_bytes()).unwrap();
+        m.update(input.as_bytes());
+        format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+        )
+    }
+
+    /// Verification reads a payload member by member; the verdict and the
+    /// claims must be those of reading it whole as a `serde_json::Value`
+    /// (duplicated names: the last wins; a number out of range or trailing
+    /// text anywhere: not JSON; not an object: refused).
+    #[test]
+    fn payload_read_as_a_whole_json_value_would_be() {
+        let payloads = [
+            r#"{"tid":"a","tid":"b","sub":"u","exp":4000000000}"#,
+            r#"{"tid":"a","sub":"u","exp":4000000000,"tid":7}"#,
+            r#"{"tid":"a","sub":"u","exp":4000000000,"tid":null}"#,
+            r#"{"t\u0069d":"escaped","sub":"u","exp":4000000000}"#,
+            r#"{"tid":"a","sub":"u","exp":4000000000,"x":{"y":[1,2.5,{"z":null}],"w":"\n"},"attrs":{"dept":"d","n":3}}"#,
+            r#"{"tid":"a","sub":"u","exp":4000000000,"big":1e400}"#,
+            r#"{"tid":"a","sub":"u","exp":4000000000,"attrs":[1]}"#,
+            r#"{"tid":"a","sub":"u","exp":4000000000,"tids":["a","b","b"],"staff":false,"ip":"10.0.0.1","jti":"j","ua":"x","nbf":1,"iat":2}"#,
+            r#"{"tid":"a","sub":"u","exp":4000000000} x"#,
+            r#"{"tid":"a","sub":"u","exp":4000000000,}"#,
+            r#"{"tid":"a","sub":"u"}"#,
+            r#"[{"tid":"a","sub":"u","exp":4000000000}]"#,
+            r#""tid""#,
+            "1",
+            "-1.5",
+            "true",
+            "null",
+            "{}",
+        ];
+        for p in payloads {
+            let got = verify(&sign_text(r#"{"alg":"HS256","kid":"k1"}"#, p), &ring());
+            let want = match serde_json::from_str::<Value>(p) {
+                Err(_) => Err(DomainError::Malformed("payload is not JSON")),
+                Ok(v) => parse_claims(v, "k1".into()),
+            };
+            match (&got, &want) {
+                (Ok(g), Ok(w)) => {
+                    assert_eq!(g.payload(), w.payload(), "{p}");
+                    assert_eq!(
+                        g.payload(),
+                        serde_json::from_str::<Value>(p).unwrap(),
+                        "{p}"
+                    );
+                    let strip = |c: &Claims| {
+                        let mut c = c.clone();
+                        c.payload_json = Box::new([]);
+                        c
+                    };
+                    assert_eq!(strip(g), strip(w), "{p}");
+                }
+                (Err(g), Err(w)) => assert_eq!(g.to_string(), w.to_string(), "{p}"),
+                _ => panic!("{p}: verify gave {got:?}, reading it whole gives {want:?}"),
+            }
+        }
+    }
+
+    /// The header is read member by member too: the last `alg` wins, any
+    /// `crit` (even null) is refused, anything but an object is refused.
+    #[test]
+    fn header_members() {
+        let p = r#"{"tid":"a","sub":"u","exp":4000000000}"#;
+        let v = |h: &str| verify(&sign_text(h, p), &ring()).map(|c| c.tid);
+        assert_eq!(
+            v(r#"{"alg":"none","alg":"HS256","kid":"k1"}"#),
+            Ok("a".into())
+        );
+        assert!(matches!(
+            v(r#"{"alg":"HS256","alg":"none","kid":"k1"}"#),
+            Err(DomainError::UnsupportedAlg(a)) if a == "none"
+        ));
+        assert!(
+            matches!(v(r#"{"alg":"HS256","kid":"k1","crit":null}"#), Err(DomainError::Malformed(m)) if m.contains("crit"))
+        );
+        assert!(
+            matches!(v(r#"{"alg":"HS256","kid":7}"#), Err(DomainError::Malformed(m)) if m.contains("kid"))
+        );
+        assert!(matches!(
+            v(r#"{"alg":"HS256","kid":"k1","x":1e400}"#),
+            Err(DomainError::Malformed("header is not JSON"))
+        ));
+        for h in [r#"["alg","HS256"]"#, r#""HS256""#, "1", "null"] {
+            assert_eq!(
+                v(h),
+                Err(DomainError::Malformed("header is not a JSON object")),
+                "{h}"
+            );
+        }
+        assert_eq!(
+            v(r#"{"kid":"k1"}"#),
+            Err(DomainError::Malformed("header has no alg"))
+        );
+        assert_eq!(v(r#"{"alg":"HS256","kid":"k1"}"#), Ok("a".into()));
     }
 
     fn claims() -> Value {
