@@ -58,6 +58,33 @@ if [ -n "${CPU["explicit WHERE (baseline)"]:-}" ] && [ -n "${CPU["tenantguard"]:
   echo "as throughput at equal CPU: tenantguard / explicit WHERE = $(ratio "$ca" "$cb"), tenantguard / plain RLS = $(ratio "$cc" "$cb")"
 fi
 
+# One client: the backend is not competing with the others for the two
+# cores, so its CPU time per transaction is steadier, and the difference
+# between variants is the extension's own cost per transaction.
+echo
+echo "== context, 1 client: server CPU per transaction, ${SECS}s x $ROUNDS rounds (alternating)"
+CLIENTS=1
+for ROUND in $(seq 1 "$ROUNDS"); do
+  case $((ROUND % 3)) in
+    1) order="A B C" ;; 2) order="B C A" ;; 0) order="C A B" ;;
+  esac
+  for v in $order; do
+    case $v in
+      A) pgb "1c explicit WHERE" benches/pgbench/plain_where.sql ;;
+      B) pgb "1c tenantguard" benches/pgbench/tenantguard.sql ;;
+      C) pgb "1c plain RLS" benches/pgbench/plain_rls.sql ;;
+    esac
+  done
+done
+if [ -n "${CPU["1c explicit WHERE"]:-}" ] && [ -n "${CPU["1c tenantguard"]:-}" ] && [ -n "${CPU["1c plain RLS"]:-}" ]; then
+  wa=$(median ${CPU["1c explicit WHERE"]}); wb=$(median ${CPU["1c tenantguard"]}); wc=$(median ${CPU["1c plain RLS"]})
+  echo "medians: explicit WHERE $wa us, plain RLS $wc us, tenantguard $wb us per transaction"
+  echo "tenantguard's own cost: $(awk -v b="$wb" -v a="$wa" 'BEGIN {printf "%+.1f", b - a}') us over explicit WHERE, $(awk -v b="$wb" -v c="$wc" 'BEGIN {printf "%+.1f", b - c}') us over plain RLS"
+  echo "as throughput at equal CPU: tenantguard / explicit WHERE = $(ratio "$wa" "$wb"), tenantguard / plain RLS = $(ratio "$wc" "$wb")"
+fi
+CLIENTS=${BENCH_CLIENTS:-4}
+MEASURE_CPU=
+
 # The same policies over a whole tenant's scan: a sequential scan of the 1M
 # rows (index scans off) counting one tenant's rows that match a filter.
 # The plain RLS policy calls current_setting() for every row; tenantguard's

@@ -26,7 +26,8 @@ const PG_EPOCH_UNIX: i64 = 946_684_800;
 /// a connection pool hands each transaction to any backend, so the same few
 /// hundred tokens come back again and again: a hit skips the HMAC, base64 and
 /// JSON work (the expiry and access rules are still checked every time).
-/// Bounded: at most this many entries (about 0.5 KiB each), oldest evicted.
+/// Bounded: at most this many entries (about 1 KiB each with the token
+/// and its claims), oldest evicted.
 const CACHE_SIZE: usize = 1024;
 
 /// Hashes a token by its last bytes: the HMAC signature, uniformly random
