@@ -28,19 +28,10 @@ echo "== context: point select per transaction, $CLIENTS clients, ${SECS}s x $RO
 # Also the server's CPU per transaction (see lib.sh): on a shared VM the
 # tps of one 10 s run moves by +-10%, more than the extension costs.
 MEASURE_CPU=1
-for ROUND in $(seq 1 "$ROUNDS"); do
-  # Rotate the order each round so no variant always runs first.
-  case $((ROUND % 3)) in
-    1) order="A B C" ;; 2) order="B C A" ;; 0) order="C A B" ;;
-  esac
-  for v in $order; do
-    case $v in
-      A) pgb "explicit WHERE (baseline)" benches/pgbench/plain_where.sql ;;
-      B) pgb "tenantguard" benches/pgbench/tenantguard.sql ;;
-      C) pgb "plain RLS current_setting" benches/pgbench/plain_rls.sql ;;
-    esac
-  done
-done
+# Each round rotates the order, so no variant always runs first.
+rounds "explicit WHERE (baseline)" benches/pgbench/plain_where.sql \
+       "tenantguard" benches/pgbench/tenantguard.sql \
+       "plain RLS current_setting" benches/pgbench/plain_rls.sql
 a=$(median ${TPS["explicit WHERE (baseline)"]}); b=$(median ${TPS["tenantguard"]}); c=$(median ${TPS["plain RLS current_setting"]})
 echo
 echo "| variant | median tps | ratio |"
@@ -64,18 +55,9 @@ fi
 echo
 echo "== context, 1 client: server CPU per transaction, ${SECS}s x $ROUNDS rounds (alternating)"
 CLIENTS=1
-for ROUND in $(seq 1 "$ROUNDS"); do
-  case $((ROUND % 3)) in
-    1) order="A B C" ;; 2) order="B C A" ;; 0) order="C A B" ;;
-  esac
-  for v in $order; do
-    case $v in
-      A) pgb "1c explicit WHERE" benches/pgbench/plain_where.sql ;;
-      B) pgb "1c tenantguard" benches/pgbench/tenantguard.sql ;;
-      C) pgb "1c plain RLS" benches/pgbench/plain_rls.sql ;;
-    esac
-  done
-done
+rounds "1c explicit WHERE" benches/pgbench/plain_where.sql \
+       "1c tenantguard" benches/pgbench/tenantguard.sql \
+       "1c plain RLS" benches/pgbench/plain_rls.sql
 if [ -n "${CPU["1c explicit WHERE"]:-}" ] && [ -n "${CPU["1c tenantguard"]:-}" ] && [ -n "${CPU["1c plain RLS"]:-}" ]; then
   wa=$(median ${CPU["1c explicit WHERE"]}); wb=$(median ${CPU["1c tenantguard"]}); wc=$(median ${CPU["1c plain RLS"]})
   echo "medians: explicit WHERE $wa us, plain RLS $wc us, tenantguard $wb us per transaction"
