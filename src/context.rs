@@ -60,7 +60,7 @@ impl std::hash::Hasher for TokenHasher {
 /// array per transaction).
 ///
 /// A transaction that sets a token reads only this entry and its token's
-/// bytes, which are allocated together: with 1,000 users' tokens in turn,
+/// bytes (allocated one after the other): with 1,000 users' tokens in turn,
 /// each transaction meets its entry cold in the CPU caches, so what it
 /// reads is kept small and in one place (the times and the access-rule
 /// memo are copied here rather than read from the claims). `repr(C)`
