@@ -182,21 +182,26 @@ fn rules() -> Rc<Rules> {
 
 /// Check the access rules for verified claims at `now_us` (Unix µs).
 ///
-/// `staff` is `c.staff`, passed by a caller that has it at hand (reading it
-/// from the claims is a cache miss on the hot path). `passed` is the caller's memo, kept with the token's verification: the
-/// rules' generation under which these claims last passed, if any. For a token without `staff` the verdict depends on nothing else
-/// (revocations compare with the token's own `iat`; the client address
-/// never changes), so it holds until the rules change. Staff tokens are
-/// checked every time (their grants are time-bound).
+/// - `staff` is `c.staff`, passed by a caller that has it at hand (reading
+///   it from the claims is a cache miss on the hot path).
+/// - `passed` is the caller's memo, kept with the token's verification: the
+///   rules' generation under which these claims last passed, if any. For a
+///   token without `staff` the verdict depends on nothing else
+///   (revocations compare with the token's own `iat`; the client address
+///   never changes), so it holds until the rules change. Staff tokens are
+///   checked every time (their grants are time-bound).
+/// - `gen` is the rules' generation if the caller has just read it
+///   (current_generation()), so it is not read twice.
 pub fn check(
     c: &Claims,
     staff: bool,
     passed: &Cell<Option<u64>>,
     now_us: i64,
+    gen: Option<u64>,
 ) -> Result<(), DomainError> {
     debug_assert_eq!(staff, c.staff);
     if !staff && session::can_run_sql() && crate::gucs::ACCESS_CHECKS.get() {
-        let gen = current_generation();
+        let gen = gen.unwrap_or_else(current_generation);
         if passed.get() == Some(gen) {
             return Ok(());
         }

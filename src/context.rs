@@ -90,8 +90,10 @@ impl Verified {
         Ok(())
     }
 
-    fn check_access(&self, now_us: i64) -> Result<(), DomainError> {
-        access::check(&self.claims, self.staff, &self.passed, now_us)
+    /// The access rules (see access::check; `gen`: the rules' generation
+    /// if the caller has just read it).
+    fn check_access(&self, now_us: i64, gen: Option<u64>) -> Result<(), DomainError> {
+        access::check(&self.claims, self.staff, &self.passed, now_us, gen)
     }
 }
 
@@ -191,10 +193,14 @@ fn lookup_or_verify(raw: &[u8]) -> Result<Rc<Verified>, DomainError> {
 pub fn verify_for_set(raw: &[u8]) -> Result<(), DomainError> {
     forget_pending();
     let entry = lookup_or_verify(raw)?;
-    // SAFETY: reads the clock.
-    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    extern "C" {
+        fn GetCurrentTimestamp() -> pg_sys::TimestampTz;
+    }
+    // SAFETY: reads the clock (gettimeofday); cannot raise, so it is called
+    // without pgrx's error-boundary wrapper.
+    let now = unsafe { GetCurrentTimestamp() };
     entry.check_time(to_unix(now))?;
-    entry.check_access(to_unix_us(now))?;
+    entry.check_access(to_unix_us(now), None)?;
     PENDING.with(|p| *p.borrow_mut() = Some(entry));
     Ok(())
 }
@@ -238,6 +244,12 @@ pub type StatementId = (i64, u32, u64);
 
 /// This statement's [`StatementId`].
 pub fn statement_key() -> StatementId {
+    statement_key_at(access::current_generation())
+}
+
+/// This statement's [`StatementId`], for a caller that has just read the
+/// access rules' generation.
+fn statement_key_at(access_gen: u64) -> StatementId {
     // Declared here without pgrx's error-boundary wrapper: these two are
     // plain getters of backend-global state that cannot raise, and they run
     // on every row-level call.
@@ -252,7 +264,7 @@ pub fn statement_key() -> StatementId {
             GetCurrentCommandId(false),
         )
     };
-    (ts, cid, access::current_generation())
+    (ts, cid, access_gen)
 }
 
 thread_local! {
@@ -290,7 +302,7 @@ fn checked_keyed(key: StatementId) -> Result<Option<Rc<Verified>>, DomainError> 
     let Some(raw) = gucs::context_raw() else {
         return Ok(None);
     };
-    let checked = check_current(raw)?;
+    let checked = check_current(raw, key.2)?;
     CHECKED.with(|m| *m.borrow_mut() = Some((key, gen, checked.clone())));
     Ok(Some(checked))
 }
@@ -303,7 +315,9 @@ thread_local! {
     static GEN_CLAIMS: RefCell<Option<(u64, u64, Rc<Verified>)>> = const { RefCell::new(None) };
 }
 
-fn check_current(raw: &[u8]) -> Result<Rc<Verified>, DomainError> {
+/// The statement's checks of the token `raw` now in the GUC, under the
+/// access rules' generation `access_gen` (the statement key's).
+fn check_current(raw: &[u8], access_gen: u64) -> Result<Rc<Verified>, DomainError> {
     let gen = gucs::context_generation();
     let kgen = gucs::keyring_generation();
     let known = GEN_CLAIMS.with(|g| {
@@ -323,7 +337,7 @@ fn check_current(raw: &[u8]) -> Result<Rc<Verified>, DomainError> {
     let stmt = statement_start();
     v.check_time(to_unix(stmt))
         .map_err(|_| DomainError::ContextExpired)?;
-    v.check_access(to_unix_us(stmt))?;
+    v.check_access(to_unix_us(stmt), Some(access_gen))?;
     Ok(v)
 }
 
@@ -534,22 +548,23 @@ fn checked_value(
     which: Accessor,
     by_value: bool,
     len: Option<usize>,
+    stmt: StatementId,
     build: impl FnOnce() -> pg_sys::Datum,
-) -> (pg_sys::Datum, Answer) {
+) -> (pg_sys::Datum, Answer, Option<i64>) {
     // Outside a bypass, every accessor needs this statement's checked
     // context, and an answer depends on the token alone: kept with the
     // token's verification, so the next transaction that sets the same
     // token copies it out instead of building it again.
     if !crate::bypass::active() && !crate::bypass::leader_active() {
-        let v = require_verified(statement_key());
+        let v = require_verified(stmt);
         let hit = v.built.borrow()[which as usize].clone();
         if let Some(a) = hit {
-            return (copy_out(&a), a);
+            return (copy_out(&a), a, Some(v.exp));
         }
         let d = build();
         let kept = keep(d, by_value, len);
         v.built.borrow_mut()[which as usize] = Some(kept.clone());
-        return (d, kept);
+        return (d, kept, Some(v.exp));
     }
     if which.is_scope() {
         let _ = scope_or_bypass();
@@ -571,7 +586,7 @@ fn checked_value(
         }
     });
     if let Some(a) = hit {
-        return (copy_out(&a), a);
+        return (copy_out(&a), a, None);
     }
     let d = build();
     let kept = keep(d, by_value, len);
@@ -582,7 +597,7 @@ fn checked_value(
         }
         b.1[which as usize] = Some(kept.clone());
     });
-    (d, kept)
+    (d, kept, None)
 }
 
 /// Answers up to this size are kept inside the token's cache entry (a
@@ -721,9 +736,10 @@ fn answer(
         return answer_per_statement(which, by_value, len, build);
     }
     let key = portal as usize;
+    let access_gen = access::current_generation();
     let validity = Validity {
         bypass: crate::bypass::active(),
-        access_gen: access::current_generation(),
+        access_gen,
         keyring_gen: gucs::keyring_generation(),
     };
     let now = statement_start();
@@ -739,13 +755,17 @@ fn answer(
     if let Some(d) = hit {
         return d;
     }
-    let (d, kept) = checked_value(which, by_value, len, build);
+    let (d, kept, exp) = checked_value(which, by_value, len, statement_key_at(access_gen), build);
     // This statement's verified context (cached by the checks): its expiry
     // bounds the pin. No context (a bypass) never expires.
-    let expires = match current() {
-        Ok(Some(c)) => (c.exp - PG_EPOCH_UNIX).saturating_mul(1_000_000),
-        _ => i64::MAX,
+    let exp = match exp {
+        Some(e) => Some(e),
+        None => match current() {
+            Ok(Some(c)) => Some(c.exp),
+            _ => None,
+        },
     };
+    let expires = exp.map_or(i64::MAX, |e| (e - PG_EPOCH_UNIX).saturating_mul(1_000_000));
     let pinned = PINS.with(|p| p.borrow().iter().any(|x| x.portal == key));
     if !pinned {
         // First answer for this portal: register the callback that drops
@@ -814,7 +834,7 @@ fn answer_per_statement(
     if let Some(d) = hit {
         return d;
     }
-    let (d, kept) = checked_value(which, by_value, len, build);
+    let (d, kept, _) = checked_value(which, by_value, len, key.0, build);
     PER_STATEMENT.with(|a| {
         let mut a = a.borrow_mut();
         if a.0 == Some(key) {

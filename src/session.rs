@@ -122,11 +122,16 @@ pub fn in_transaction() -> bool {
 /// the startup packet's options and `ALTER ROLE/DATABASE ... SET` inside a
 /// transaction but with neither, and SPI would fail there with FATAL.
 pub fn can_run_sql() -> bool {
-    // SAFETY: plain reads of backend-global transaction and portal state.
-    unsafe {
-        pg_sys::IsTransactionState()
-            && (pg_sys::ActiveSnapshotSet() || !pg_sys::ActivePortal.is_null())
+    // Declared here without pgrx's error-boundary wrapper: both are plain
+    // getters of backend-global state that cannot raise, and this runs in
+    // every statement's context check.
+    extern "C" {
+        fn IsTransactionState() -> bool;
+        fn ActiveSnapshotSet() -> bool;
     }
+    // SAFETY: see above; plain reads of backend-global transaction, snapshot
+    // and portal state.
+    unsafe { IsTransactionState() && (ActiveSnapshotSet() || !pg_sys::ActivePortal.is_null()) }
 }
 
 /// Run `f` with `search_path` pinned to `pg_catalog, pg_temp` (what a
