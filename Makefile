@@ -56,5 +56,5 @@ soak: install
 	TG_SOAK=long bash tests/soak/crash.sh
 
 clean:
-	-bash tests/lib/cluster.sh stop demo; bash tests/lib/cluster.sh stop regress
-	rm -rf target/tg-clusters target/regress-out
+	bash tests/lib/cluster.sh clean
+	rm -rf target/regress-out

@@ -9,7 +9,7 @@ B=$'\e[1m'; G=$'\e[32m'; R=$'\e[31m'; N=$'\e[0m'
 step() { echo; echo "${B}== $* ==${N}"; }
 say()  { echo "   $*"; }
 
-step "1. A throwaway Postgres 15 cluster (target/tg-clusters/demo, port $PORT) with a signing key"
+step "1. A throwaway Postgres 15 cluster (port $PORT; files linked from target/tg-clusters/demo) with a signing key"
 tests/lib/cluster.sh start demo "$PORT" preload
 DIR=$(tests/lib/cluster.sh dir demo); SOCK=$DIR/sock
 say "postgresql.conf has (superuser-only, never shown to the app role):"

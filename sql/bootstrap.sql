@@ -18,10 +18,16 @@ REVOKE ALL ON SCHEMA tenantguard FROM PUBLIC;
 GRANT USAGE ON SCHEMA tenantguard TO PUBLIC;
 
 -- Refuse UPDATE/DELETE/TRUNCATE on append-only tables, for every role.
+-- A row trigger fires on the partition that holds the row; the message
+-- names the partitioned table the statement targeted, not the month's
+-- partition. A statement trigger (TRUNCATE) names the table it fired on.
 CREATE FUNCTION tenantguard.refuse_change() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RAISE EXCEPTION 'tenantguard: % on %.% is not allowed: the table is append-only', TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
+    RAISE EXCEPTION 'tenantguard: % on % is not allowed: the table is append-only', TG_OP,
+        CASE WHEN TG_LEVEL = 'ROW'
+             THEN coalesce(pg_partition_root(TG_RELID), TG_RELID)::regclass::text
+             ELSE format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME) END
         USING ERRCODE = '42501';
 END
 $$;

@@ -18,6 +18,7 @@ layer "pg_test (internals)" bash tests/run_pgrx.sh
 layer "install (release)" cargo pgrx install --release --pg-config "$PG_CONFIG"
 layer "pg_regress + isolation (SQL surface, as the app role)" bash tests/run_regress.sh
 layer "e2e (sessions, logs, hooks, keys, reference)" bash tests/e2e/run.sh
+layer "checkout anywhere (make demo from a 0700 directory; failures say why)" bash tests/checkout/run.sh
 layer "pooler soak (PgBouncer transaction mode, 32 clients x 8 tenants, 50k tx)" bash tests/soak/run_pooler.sh
 layer "crash safety (immediate stop / kill -9 under audited writes, 4 seeds)" bash tests/soak/crash.sh
 echo

@@ -1,37 +1,110 @@
 #!/usr/bin/env bash
-# Throwaway Postgres 15 clusters for the demo, tests and benchmarks.
+# Throwaway Postgres clusters for the demo, tests and benchmarks.
 # Everything here runs as root and initdb refuses root, so the server runs
-# as the `postgres` OS user, on a private port and socket directory under
-# target/, with trust authentication on the socket and on 127.0.0.1 only.
+# as the `postgres` OS user, on a private port, with trust authentication on
+# its socket and on 127.0.0.1 only.
+#
+# Where the files live. The `postgres` user must be able to enter every
+# directory above a cluster's data, and a checkout may sit in a private
+# directory (root's home is 0700; so is `mktemp -d`). So a cluster's data,
+# socket and logs live under a runtime directory outside the checkout:
+#   ${TG_RUNTIME_DIR:-/var/tmp/tenantguard-<uid>-<hash of the checkout path>}/NAME
+# owned by root (0755), each cluster's folder owned by postgres. Nothing in
+# the checkout is widened. target/tg-clusters/NAME is a link to it, so the
+# logs are where they always were.
 #
 #   cluster.sh start NAME PORT [preload]   (re)create and start
-#   cluster.sh stop NAME                   stop (immediate) and keep files
+#   cluster.sh stop NAME                   stop (fast) and keep files
 #   cluster.sh restart NAME                restart
 #   cluster.sh dir NAME                    print its directory
+#   cluster.sh runtime NAME                create NAME's folder (owned by postgres), print it
+#   cluster.sh why NAME                    print why NAME did not start (log tails)
+#   cluster.sh clean                       stop all and remove every runtime folder
 set -euo pipefail
 BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BASE=$ROOT/target/tg-clusters
+LINKS=$ROOT/target/tg-clusters
 # Development signing keys for throwaway clusters only.
 DEV_KEYS=${TG_SIGNING_KEYS:-"demo-2026:dev-signing-key-never-use-in-production-0001,old-2025:dev-signing-key-previous-generation-00002"}
 DEV_AUDIT_KEYS=${TG_AUDIT_KEYS:-"audit-2026:dev-audit-chain-key-never-use-in-production-01"}
 DEV_MASTER_KEY=${TG_MASTER_KEY:-"master-2026:dev-master-key-never-use-in-production-0000001"}
 
 as_pg() { sudo -u postgres -- "$@"; }
+die() { echo "cluster.sh: $*" >&2; exit 1; }
 
-cmd=${1:?usage}; name=${2:?name}
+runtime_base() {
+  if [ -n "${TG_RUNTIME_DIR:-}" ]; then echo "$TG_RUNTIME_DIR"; return; fi
+  echo "/var/tmp/tenantguard-$(id -u)-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+}
+BASE=$(runtime_base)
+
+# The base is created by us, owned by us, and not a link: a name in a
+# world-writable /var/tmp could otherwise be planted by another local user.
+ensure_base() {
+  if [ -L "$BASE" ] || { [ -e "$BASE" ] && [ "$(stat -c %u "$BASE")" != "$(id -u)" ]; }; then
+    die "$BASE exists but is a link or is not owned by $(id -un); remove it or set TG_RUNTIME_DIR"
+  fi
+  mkdir -p "$BASE"; chmod 755 "$BASE"
+  local parent; parent=$(dirname "$BASE")
+  if ! as_pg test -x "$parent"; then
+    die "the postgres OS user cannot enter $parent; set TG_RUNTIME_DIR to a directory it can reach"
+  fi
+  mkdir -p "$LINKS"
+}
+
+# A fresh folder for NAME, owned by postgres, linked from target/tg-clusters.
+fresh() {
+  local d=$BASE/$1
+  ensure_base
+  rm -rf "$d"; mkdir -p "$d/sock"; chown -R postgres:postgres "$d"; chmod 755 "$d"
+  ln -sfn "$d" "$LINKS/$1"
+}
+
+# Why a cluster did not start: the tails of its logs and where to look.
+why() {
+  local d=$BASE/$1 f shown=""
+  for f in "$d/initdb.log" "$d/server.log"; do
+    [ -s "$f" ] || continue
+    echo "--- last lines of $f" >&2; tail -n 15 "$f" >&2; shown=1
+  done
+  [ -n "$shown" ] || echo "--- no log was written under $d" >&2
+  echo "--- look further: less $d/server.log (also linked as target/tg-clusters/$1)" >&2
+}
+
+# One line that says what went wrong, then the log tails.
+first_error() {
+  grep -hE 'FATAL|ERROR|PANIC|could not|Permission denied|No space' "$@" 2>/dev/null | tail -n 1
+}
+
+cmd=${1:?usage: cluster.sh start|stop|restart|dir|runtime|why|clean NAME}
+if [ "$cmd" = clean ]; then
+  if [ -d "$BASE" ] && [ ! -L "$BASE" ]; then
+    for d in "$BASE"/*/; do
+      [ -f "$d/data/postmaster.pid" ] && as_pg "$BIN/pg_ctl" -D "$d/data" -m immediate stop >/dev/null 2>&1 || true
+    done
+    rm -rf "$BASE"
+  fi
+  rm -rf "$LINKS"
+  exit 0
+fi
+name=${2:?name}
+case "$name" in */*|.*|"") die "bad cluster name '$name'" ;; esac
 dir=$BASE/$name
 case "$cmd" in
   dir) echo "$dir" ;;
+  runtime) fresh "$name"; echo "$dir" ;;
+  why) why "$name" ;;
   start)
     port=${3:?port}; preload=${4:-}
     if [ -f "$dir/data/postmaster.pid" ]; then as_pg "$BIN/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true; fi
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "cluster.sh: port $port is already in use (another test cluster still running?); stop it or set another port" >&2
-      exit 1
+      die "cluster '$name' cannot start: port $port is already in use (another test cluster still running?); stop it or set another port"
     fi
-    rm -rf "$dir"; mkdir -p "$dir/sock"; chown -R postgres:postgres "$dir"; chmod 755 "$BASE" "$dir"
-    as_pg "$BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C >"$dir/initdb.log" 2>&1
+    fresh "$name"
+    if ! as_pg "$BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C >"$dir/initdb.log" 2>&1; then
+      echo "cluster.sh: initdb failed for cluster '$name': $(first_error "$dir/initdb.log")" >&2
+      why "$name"; exit 1
+    fi
     {
       echo "port = $port"
       echo "unix_socket_directories = '$dir/sock'"
@@ -47,12 +120,18 @@ case "$cmd" in
       if [ -n "$preload" ]; then echo "shared_preload_libraries = 'pg_tenantguard'"; fi
       if [ -n "${CLUSTER_EXTRA_CONF:-}" ]; then printf '%s\n' "$CLUSTER_EXTRA_CONF"; fi
     } >>"$dir/data/postgresql.conf"
-    as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+    if ! as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >"$dir/pg_ctl.log" 2>&1; then
+      echo "cluster.sh: cluster '$name' did not start on port $port: $(first_error "$dir/server.log" "$dir/pg_ctl.log")" >&2
+      why "$name"; exit 1
+    fi
     echo "$port" >"$dir/port"
     ;;
   restart)
-    as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -m fast restart >/dev/null ;;
+    if ! as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -m fast restart >"$dir/pg_ctl.log" 2>&1; then
+      echo "cluster.sh: cluster '$name' did not restart: $(first_error "$dir/server.log" "$dir/pg_ctl.log")" >&2
+      why "$name"; exit 1
+    fi ;;
   stop)
     if [ -f "$dir/data/postmaster.pid" ]; then as_pg "$BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true; fi ;;
-  *) echo "unknown command $cmd" >&2; exit 2 ;;
+  *) die "unknown command $cmd" ;;
 esac

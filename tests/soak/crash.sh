@@ -59,7 +59,8 @@ for seed in $(seq 1 "$ROUNDS"); do
   wait "$bench" 2>/dev/null
   # Restart (after kill -9 the postmaster already reinitialised; ensure it is up).
   if ! sudo -u postgres "$BIN/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
-    sudo -u postgres "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 start >/dev/null
+    sudo -u postgres "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 start >/dev/null \
+      || { echo "crash.sh: the cluster did not come back after the crash" >&2; tests/lib/cluster.sh why crash; exit 1; }
   fi
   for i in $(seq 1 60); do psqlc -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.5; done
   # (Chains what committed transactions left in the inbox; a no-op without
