@@ -9,8 +9,7 @@
 //! statement, even inside an open transaction. This works without
 //! `shared_preload_libraries`.
 
-use crate::context;
-use crate::session;
+use crate::spi;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
@@ -74,15 +73,15 @@ fn spi_err(e: pgrx::spi::Error) -> ! {
 /// latest instant per key. Runs as the extension owner (the application
 /// role has no privileges on these tables).
 fn load_rules() -> Rules {
-    if TABLES.iter().any(|t| session::relation_oid(t).is_none()) {
+    if TABLES.iter().any(|t| spi::relation_oid(t).is_none()) {
         // Extension not installed in this database: no rules exist.
         return Rules::default();
     }
     watch_tables();
     let mut rules = Rules::default();
-    session::as_owner(|| {
+    spi::as_owner(|| {
         Spi::connect(|_client| {
-            session::select_latest("SELECT r.kind, r.tenant, r.user_id, r.jti,
+            spi::select_latest("SELECT r.kind, r.tenant, r.user_id, r.jti,
                         pg_catalog.floor(pg_catalog.date_part('epoch', pg_catalog.max(r.revoked_at)))::pg_catalog.int8
                    FROM tenantguard.revocation r GROUP BY 1, 2, 3, 4", &[], |row| {
                 let kind: String = row.get(1)?.unwrap_or_default();
@@ -104,7 +103,7 @@ fn load_rules() -> Rules {
                 }
                 Ok(())
             })?;
-            session::select_latest("SELECT a.tenant, a.allow::pg_catalog.text[] FROM tenantguard.ip_allowlist a", &[], |row| {
+            spi::select_latest("SELECT a.tenant, a.allow::pg_catalog.text[] FROM tenantguard.ip_allowlist a", &[], |row| {
                 let tenant: String = row.get(1)?.unwrap_or_default();
                 let allow: Vec<String> = row.get(2)?.unwrap_or_default();
                 // A list entry we cannot parse must not widen access: keep
@@ -118,7 +117,7 @@ fn load_rules() -> Rules {
                 rules.allowlists.insert(tenant, cidrs);
                 Ok(())
             })?;
-            session::select_latest("SELECT g.tenant, g.staff_user, g.id,
+            spi::select_latest("SELECT g.tenant, g.staff_user, g.id,
                         (pg_catalog.date_part('epoch', g.valid_from) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
                         (pg_catalog.date_part('epoch', g.valid_until) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
                         g.reason
@@ -146,7 +145,7 @@ fn load_rules() -> Rules {
 fn watch_tables() {
     let oids: Vec<pg_sys::Oid> = WATCHED
         .iter()
-        .filter_map(|t| session::relation_oid(t))
+        .filter_map(|t| spi::relation_oid(t))
         .collect();
     if oids.len() == WATCHED.len() {
         OIDS.with(|o| *o.borrow_mut() = Some(oids));
@@ -169,13 +168,13 @@ fn rules() -> Rc<Rules> {
     if let Some(r) = RULES.with(|r| {
         r.borrow()
             .as_ref()
-            .filter(|(g, stamp, _)| *g == gen && session::cache_stamp_valid(*stamp))
+            .filter(|(g, stamp, _)| *g == gen && spi::cache_stamp_valid(*stamp))
             .map(|(_, _, r)| r.clone())
     }) {
         return r;
     }
     let r = Rc::new(load_rules());
-    let stamp = session::cache_stamp();
+    let stamp = spi::cache_stamp();
     RULES.with(|slot| *slot.borrow_mut() = Some((gen, stamp, r.clone())));
     r
 }
@@ -200,7 +199,7 @@ pub fn check(
     gen: Option<u64>,
 ) -> Result<(), DomainError> {
     debug_assert_eq!(staff, c.staff);
-    if !staff && session::can_run_sql() && crate::gucs::ACCESS_CHECKS.get() {
+    if !staff && spi::can_run_sql() && crate::gucs::ACCESS_CHECKS.get() {
         let gen = gen.unwrap_or_else(current_generation);
         if passed.get() == Some(gen) {
             return Ok(());
@@ -217,14 +216,14 @@ fn check_rules(c: &Claims, now_us: i64) -> Result<(), DomainError> {
     // option, `ALTER ROLE ... SET`), SQL cannot run; the signature and times
     // were checked, and the accessors check these rules again at the
     // session's first statement.
-    if !session::can_run_sql() || !crate::gucs::ACCESS_CHECKS.get() {
+    if !spi::can_run_sql() || !crate::gucs::ACCESS_CHECKS.get() {
         return Ok(());
     }
     let rules = rules();
     let facts = rules.facts_for(c);
     // The client address is only looked up when a list applies to it.
     let client = if facts.allowlist.is_some() && c.ip.is_none() {
-        session::client_ip()
+        spi::client_ip()
     } else {
         None
     };
@@ -258,7 +257,7 @@ fn log_support_statement(c: &Claims, g: &Grant) {
             std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
         }
     };
-    context::alert_json(
+    crate::alerts::alert_json(
         "support_access_used",
         "staff_statement",
         &g.reason,

@@ -19,6 +19,7 @@ use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tenantguard_core::DomainError;
 
 const SLOTS: usize = 32;
 const SLOT_BYTES: usize = 1024;
@@ -206,4 +207,26 @@ pub extern "C-unwind" fn tenantguard_alert_worker(_arg: pg_sys::Datum) {
         RING.exclusive().recorded += n;
     }
     RING.exclusive().worker_proc = 0;
+}
+
+/// A durable trace of a refused attempt: one server-log line with a fixed,
+/// parseable prefix, written even though the transaction aborts.
+/// `tenantguard-alert: {"event":...,"reason":...,...}`
+pub fn alert(event: &str, e: &DomainError) {
+    alert_json(event, e.reason(), &e.to_string(), serde_json::Value::Null);
+}
+
+pub fn alert_json(event: &str, reason: &str, message: &str, extra: serde_json::Value) {
+    let line = serde_json::json!({
+        "event": event,
+        "reason": reason,
+        "message": message,
+        "db_role": crate::spi::current_role_name(),
+        "session_role": crate::spi::session_role_name(),
+        "client_addr": crate::spi::client_addr(),
+        "pid": std::process::id(),
+        "extra": extra,
+    });
+    pgrx::log!("tenantguard-alert: {}", line);
+    push(&line.to_string());
 }

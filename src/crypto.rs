@@ -3,7 +3,7 @@
 //! derivation and the ciphertext format.
 
 use crate::error::raise_msg;
-use crate::{context, gucs, session};
+use crate::{context, spi};
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -35,7 +35,7 @@ fn crypto_err(e: CryptoError) -> ! {
 }
 
 fn master() -> Vec<u8> {
-    match gucs::master_keyring().primary() {
+    match crate::keys::master_keyring().primary() {
         Ok(k) => k.material.clone(),
         Err(_) => raise_msg(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -46,7 +46,7 @@ fn master() -> Vec<u8> {
 
 /// The salt of (tenant, version); None if shredded or absent.
 fn salt(tenant: &str, version: u32) -> Option<Vec<u8>> {
-    session::as_owner(|| {
+    spi::as_owner(|| {
         Spi::get_one_with_args::<Vec<u8>>(
             "SELECT salt FROM tenantguard.tenant_key WHERE tenant OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
             &[tenant.into(), (version as i32).into()],
@@ -104,7 +104,7 @@ fn load_current_version(tenant: &str) -> u32 {
             format!("tenantguard: RNG failed: {e}"),
         )
     });
-    let v = session::as_owner(|| {
+    let v = spi::as_owner(|| {
         Spi::get_one_with_args::<i32>(
             "WITH ins AS (
                INSERT INTO tenantguard.tenant_key (tenant, version, salt)

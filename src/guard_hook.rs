@@ -10,36 +10,18 @@
 use crate::gucs;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::cell::Cell;
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-thread_local! {
-    static INTERNAL: Cell<bool> = const { Cell::new(false) };
-    static WROTE_AUDIT: Cell<bool> = const { Cell::new(false) };
-}
-
 pub fn active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
 
-/// The extension's own DDL on audit triggers (audit()) passes the hook.
-pub fn allow_internal<R>(f: impl FnOnce() -> R) -> R {
-    let prev = INTERNAL.with(|i| i.replace(true));
-    let r = f();
-    INTERNAL.with(|i| i.set(prev));
-    r
-}
-
-pub fn note_audit_write() {
-    WROTE_AUDIT.with(|w| w.set(true));
-}
-
 fn refuse(what: &str) -> ! {
-    crate::context::alert_json("audit_tamper_refused", "ddl", what, serde_json::Value::Null);
+    crate::alerts::alert_json("audit_tamper_refused", "ddl", what, serde_json::Value::Null);
     ereport!(
         ERROR,
         PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -255,7 +237,7 @@ unsafe fn check(stmt: *mut pg_sys::Node) {
             pg_sys::NodeTag::T_VariableSetStmt => {
                 let s = stmt as *mut pg_sys::VariableSetStmt;
                 if cstr((*s).name).as_deref() == Some("session_replication_role")
-                    && WROTE_AUDIT.with(|w| w.get())
+                    && crate::audit::tamper::wrote_audit()
                 {
                     refuse("SET session_replication_role in a session that wrote audit records");
                 }
@@ -280,7 +262,7 @@ unsafe extern "C-unwind" fn process_utility(
     // The extension's own install/upgrade scripts are not tampering.
     // SAFETY: plain read of a backend-global flag.
     let creating = unsafe { pg_sys::creating_extension };
-    if gucs::AUDIT_HOOK.get() && !INTERNAL.with(|i| i.get()) && !creating {
+    if gucs::AUDIT_HOOK.get() && !crate::audit::tamper::internal() && !creating {
         // SAFETY: pstmt is the statement Postgres is about to run.
         unsafe { check((*pstmt).utilityStmt) };
     }

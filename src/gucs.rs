@@ -11,14 +11,9 @@
 //! The `tenantguard` prefix is reserved, so a typo such as
 //! `SET tenantguard.contxt` errors instead of creating a placeholder.
 
-use crate::context;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
-use pgrx::prelude::*;
-use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
-use std::rc::Rc;
-use tenantguard_core::keyring::Keyring;
 use tenantguard_core::DomainError;
 
 pub static CONTEXT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
@@ -27,25 +22,63 @@ pub static SIGNING_KEYS: GucSetting<Option<CString>> =
 pub static AUDIT_KEYS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 pub static MASTER_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 
-thread_local! {
-    static AUDIT_KEYRING: RefCell<Rc<Keyring>> = RefCell::new(Rc::new(Keyring::default()));
-    static MASTER_KEYRING: RefCell<Rc<Keyring>> = RefCell::new(Rc::new(Keyring::default()));
-    /// The parsed keyring and a generation counter bumped on every change,
-    /// so cached verified contexts are dropped when a key is removed.
-    static KEYRING: RefCell<(u64, Rc<Keyring>)> = RefCell::new((0, Rc::new(Keyring::default())));
+// ------------------------------------------------------------ hook helpers
+// Shared by the check hooks that live with what they check (keys.rs,
+// context/guc.rs, context/bypass_state.rs).
+
+#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+pub unsafe fn guc_alloc(n: usize) -> *mut c_void {
+    extern "C" {
+        fn malloc(n: usize) -> *mut c_void;
+    }
+    // SAFETY: up to PG 15 GUC strings and extras are plain malloc() memory.
+    unsafe { malloc(n) }
 }
 
-/// The keyring's generation alone (no clone of the keyring: the policy
-/// accessors read it on every call).
-pub fn keyring_generation() -> u64 {
-    KEYRING.with(|k| k.borrow().0)
+#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+pub unsafe fn guc_release(p: *mut c_void) {
+    extern "C" {
+        fn free(p: *mut c_void);
+    }
+    // SAFETY: p came from malloc() (the GUC machinery's or ours).
+    unsafe { free(p) }
 }
 
-pub fn keyring() -> (u64, Rc<Keyring>) {
-    KEYRING.with(|k| {
-        let k = k.borrow();
-        (k.0, k.1.clone())
-    })
+#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+pub unsafe fn guc_alloc(n: usize) -> *mut c_void {
+    // SAFETY: from PG 16 on, GUC memory comes from guc_malloc().
+    unsafe { pg_sys::guc_malloc(pg_sys::LOG as i32, n) }
+}
+
+#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+pub unsafe fn guc_release(p: *mut c_void) {
+    // SAFETY: p came from guc_malloc().
+    unsafe { pg_sys::guc_free(p) }
+}
+
+/// A NUL-terminated copy in GUC memory (NULL if out of memory).
+pub unsafe fn guc_copy(b: &[u8]) -> *mut c_char {
+    // SAFETY: n + 1 bytes are allocated, then filled.
+    unsafe {
+        let p = guc_alloc(b.len() + 1) as *mut u8;
+        if !p.is_null() {
+            std::ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
+            *p.add(b.len()) = 0;
+        }
+        p as *mut c_char
+    }
+}
+
+/// A GUC string value (NULL reads as empty).
+///
+/// SAFETY: `p` is NULL or a NUL-terminated string owned by the GUC code.
+pub unsafe fn guc_str(p: *const c_char) -> String {
+    if p.is_null() {
+        String::new()
+    } else {
+        // SAFETY: see the function's contract.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
 }
 
 /// The raw token currently in `tenantguard.context`, without copying.
@@ -81,13 +114,9 @@ pub fn context_generation() -> u64 {
     CONTEXT_GEN.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn assign_context(newval: *const c_char, _extra: *mut c_void) {
-    let gen = CONTEXT_GEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    // SAFETY: newval is NULL or the NUL-terminated value being assigned.
-    let raw = (!newval.is_null()).then(|| unsafe { CStr::from_ptr(newval) }.to_bytes());
-    crate::context::adopt_pending(raw, gen);
-    crate::context::context_changed();
+/// Called by the assign hook only (context/guc.rs): the new generation.
+pub fn bump_context_generation() -> u64 {
+    CONTEXT_GEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
 }
 
 /// Whether `tenantguard.context` holds a token (without measuring it).
@@ -104,7 +133,7 @@ pub fn context_present() -> bool {
 ///
 /// SAFETY: must only be called from inside a GUC check hook, where these
 /// globals are read right after the hook returns false.
-unsafe fn check_failed(e: &DomainError) {
+pub unsafe fn check_failed(e: &DomainError) {
     let msg = CString::new(e.to_string()).unwrap_or_else(|_| c"invalid value".to_owned());
     // SAFETY: pstrdup copies into the current memory context; the GUC code
     // reads the pointer before that context is reset.
@@ -114,265 +143,26 @@ unsafe fn check_failed(e: &DomainError) {
     }
 }
 
-/// What the three key GUCs hold as their value once checked. The key
-/// material lives only in the hook's `extra`; the value itself never changes,
-/// so Postgres has nothing to print: on a reload it logs `parameter "…"
-/// changed to "<the file's text>"` only when the value changed, and
-/// pg_settings' reset_val and GetConfigOption() show this text. SHOW and
-/// current_setting() go through the show hooks (key ids only).
-pub const KEYS_HIDDEN: &CStr = c"(tenantguard: key material hidden; SHOW prints the key ids)";
+/// The hooks of the string GUCs, from the modules that own what they
+/// check: `keys` (the key GUCs), `context::guc` (the token) and
+/// `context::bypass_state` (the leader's bypass, for parallel workers).
+/// `lib.rs` passes them in; this module imports none of them.
+pub struct Hooks {
+    pub signing_keys: StringHooks,
+    pub audit_keys: StringHooks,
+    pub master_key: StringHooks,
+    pub leader_bypass: StringHooks,
+    pub context: StringHooks,
+}
 
-/// Which key GUC a hook serves.
 #[derive(Clone, Copy)]
-enum KeyGuc {
-    Signing = 0,
-    Audit = 1,
-    Master = 2,
+pub struct StringHooks {
+    pub check: pg_sys::GucStringCheckHook,
+    pub assign: pg_sys::GucStringAssignHook,
+    pub show: pg_sys::GucShowHook,
 }
 
-thread_local! {
-    /// The last key spec this process read from the configuration, per key
-    /// GUC. A parallel worker receives the leader's value, which is the
-    /// hidden text, and takes the keys from here: the worker is forked from
-    /// the postmaster (which read the same file) or loaded the library and
-    /// read the file itself.
-    static KEY_SPECS: RefCell<[Option<String>; 3]> = const { RefCell::new([None, None, None]) };
-}
-
-#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
-unsafe fn guc_alloc(n: usize) -> *mut c_void {
-    extern "C" {
-        fn malloc(n: usize) -> *mut c_void;
-    }
-    // SAFETY: up to PG 15 GUC strings and extras are plain malloc() memory.
-    unsafe { malloc(n) }
-}
-
-#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
-unsafe fn guc_release(p: *mut c_void) {
-    extern "C" {
-        fn free(p: *mut c_void);
-    }
-    // SAFETY: p came from malloc() (the GUC machinery's or ours).
-    unsafe { free(p) }
-}
-
-#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
-unsafe fn guc_alloc(n: usize) -> *mut c_void {
-    // SAFETY: from PG 16 on, GUC memory comes from guc_malloc().
-    unsafe { pg_sys::guc_malloc(pg_sys::LOG as i32, n) }
-}
-
-#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
-unsafe fn guc_release(p: *mut c_void) {
-    // SAFETY: p came from guc_malloc().
-    unsafe { pg_sys::guc_free(p) }
-}
-
-/// A NUL-terminated copy in GUC memory (NULL if out of memory).
-unsafe fn guc_copy(b: &[u8]) -> *mut c_char {
-    // SAFETY: n + 1 bytes are allocated, then filled.
-    unsafe {
-        let p = guc_alloc(b.len() + 1) as *mut u8;
-        if !p.is_null() {
-            std::ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
-            *p.add(b.len()) = 0;
-        }
-        p as *mut c_char
-    }
-}
-
-/// The shared check hook of the key GUCs: parse (refusing weak or malformed
-/// keys), keep the spec in `extra`, and replace the value by KEYS_HIDDEN.
-unsafe fn check_keys(
-    which: KeyGuc,
-    newval: *mut *mut c_char,
-    extra: *mut *mut c_void,
-    source: pg_sys::GucSource::Type,
-) -> bool {
-    // SAFETY: newval points at the proposed value (possibly NULL).
-    let raw = unsafe { guc_str(*newval) };
-    let spec = if raw.as_bytes() == KEYS_HIDDEN.to_bytes() {
-        KEY_SPECS
-            .with(|k| k.borrow()[which as usize].clone())
-            .unwrap_or_default()
-    } else {
-        raw
-    };
-    if let Err(e) = Keyring::parse(&spec) {
-        // SAFETY: we are inside a check hook.
-        unsafe { check_failed(&e) };
-        return false;
-    }
-    if source != pg_sys::GucSource::PGC_S_DEFAULT {
-        KEY_SPECS.with(|k| k.borrow_mut()[which as usize] = Some(spec.clone()));
-    }
-    // SAFETY: both are allocated as the GUC machinery expects; it frees the
-    // value we replace and later frees ours and the extra.
-    unsafe {
-        let hidden = guc_copy(KEYS_HIDDEN.to_bytes());
-        let copy = guc_copy(spec.as_bytes());
-        if hidden.is_null() || copy.is_null() {
-            return false;
-        }
-        if !(*newval).is_null() {
-            guc_release(*newval as *mut c_void);
-        }
-        *newval = hidden;
-        *extra = copy as *mut c_void;
-    }
-    true
-}
-
-/// The key spec a check hook left in `extra`.
-unsafe fn extra_spec(extra: *mut c_void) -> String {
-    // SAFETY: extra is NULL or the NUL-terminated copy made by check_keys.
-    unsafe { guc_str(extra as *const c_char) }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn check_signing_keys(
-    newval: *mut *mut c_char,
-    extra: *mut *mut c_void,
-    source: pg_sys::GucSource::Type,
-) -> bool {
-    // SAFETY: forwarded from the GUC machinery.
-    unsafe { check_keys(KeyGuc::Signing, newval, extra, source) }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn check_audit_keys(
-    newval: *mut *mut c_char,
-    extra: *mut *mut c_void,
-    source: pg_sys::GucSource::Type,
-) -> bool {
-    // SAFETY: forwarded from the GUC machinery.
-    unsafe { check_keys(KeyGuc::Audit, newval, extra, source) }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn check_master_key(
-    newval: *mut *mut c_char,
-    extra: *mut *mut c_void,
-    source: pg_sys::GucSource::Type,
-) -> bool {
-    // SAFETY: forwarded from the GUC machinery.
-    unsafe { check_keys(KeyGuc::Master, newval, extra, source) }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn assign_signing_keys(_newval: *const c_char, extra: *mut c_void) {
-    // SAFETY: extra is what the check hook produced for this value.
-    let spec = unsafe { extra_spec(extra) };
-    // The check hook accepted it, so this parse succeeds; fail closed anyway.
-    let ring = Keyring::parse(&spec).unwrap_or_default();
-    KEYRING.with(|k| {
-        let mut k = k.borrow_mut();
-        k.0 += 1;
-        k.1 = Rc::new(ring);
-    });
-    context::forget_verified();
-}
-
-pub fn master_keyring() -> Rc<Keyring> {
-    MASTER_KEYRING.with(|k| k.borrow().clone())
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn assign_master_key(_newval: *const c_char, extra: *mut c_void) {
-    // SAFETY: extra is what the check hook produced for this value.
-    let spec = unsafe { extra_spec(extra) };
-    let ring = Keyring::parse(&spec).unwrap_or_default();
-    MASTER_KEYRING.with(|k| *k.borrow_mut() = Rc::new(ring));
-    crate::crypto::forget_keys();
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn show_master_key() -> *const c_char {
-    show_kids(&master_keyring())
-}
-
-pub fn audit_keyring() -> Rc<Keyring> {
-    AUDIT_KEYRING.with(|k| k.borrow().clone())
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn assign_audit_keys(_newval: *const c_char, extra: *mut c_void) {
-    // SAFETY: extra is what the check hook produced for this value.
-    let spec = unsafe { extra_spec(extra) };
-    let ring = Keyring::parse(&spec).unwrap_or_default();
-    AUDIT_KEYRING.with(|k| *k.borrow_mut() = Rc::new(ring));
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn show_audit_keys() -> *const c_char {
-    show_kids(&audit_keyring())
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn show_signing_keys() -> *const c_char {
-    show_kids(&keyring().1)
-}
-
-/// What SHOW prints for a keyring GUC: the kids, never the material.
-fn show_kids(ring: &Keyring) -> *const c_char {
-    let c = CString::new(ring.describe()).unwrap_or_default();
-    // SAFETY: the GUC code copies the returned string before our memory
-    // context is reset.
-    unsafe { pg_sys::pstrdup(c.as_ptr()) }
-}
-
-/// A GUC string value (NULL reads as empty).
-///
-/// SAFETY: `p` is NULL or a NUL-terminated string owned by the GUC code.
-unsafe fn guc_str(p: *const c_char) -> String {
-    if p.is_null() {
-        String::new()
-    } else {
-        // SAFETY: see the function's contract.
-        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn check_context(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    // A parallel worker restores the leader's GUCs before its own keyring
-    // (GUCs are restored in name order). Accept here: every accessor verifies
-    // the token again before use, so nothing unverified is ever trusted.
-    // SAFETY: plain read of a backend-global flag.
-    if unsafe { pg_sys::InitializingParallelWorker } {
-        context::forget_pending();
-        return true;
-    }
-    // SAFETY: newval points at the proposed value (possibly NULL).
-    let token = unsafe {
-        let p = *newval;
-        if p.is_null() {
-            context::forget_pending();
-            return true;
-        }
-        CStr::from_ptr(p).to_bytes()
-    };
-    if token.is_empty() {
-        context::forget_pending();
-        return true;
-    }
-    match context::verify_for_set(token) {
-        Ok(()) => true,
-        Err(e) => {
-            context::alert("context_refused", &e);
-            // SAFETY: we are inside a check hook.
-            unsafe { check_failed(&e) };
-            false
-        }
-    }
-}
-
-pub fn init() {
+pub fn init(h: Hooks) {
     // SAFETY: hooks are #[pg_guard]ed and never raise on their own.
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
@@ -382,9 +172,9 @@ pub fn init() {
             &SIGNING_KEYS,
             GucContext::Sighup,
             GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
-            Some(check_signing_keys),
-            Some(assign_signing_keys),
-            Some(show_signing_keys),
+            h.signing_keys.check,
+            h.signing_keys.assign,
+            h.signing_keys.show,
         );
         GucRegistry::define_string_guc_with_hooks(
             c"tenantguard.audit_keys",
@@ -393,9 +183,9 @@ pub fn init() {
             &AUDIT_KEYS,
             GucContext::Sighup,
             GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
-            Some(check_audit_keys),
-            Some(assign_audit_keys),
-            Some(show_audit_keys),
+            h.audit_keys.check,
+            h.audit_keys.assign,
+            h.audit_keys.show,
         );
         GucRegistry::define_string_guc_with_hooks(
             c"tenantguard.master_key",
@@ -404,9 +194,9 @@ pub fn init() {
             &MASTER_KEY,
             GucContext::Sighup,
             GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
-            Some(check_master_key),
-            Some(assign_master_key),
-            Some(show_master_key),
+            h.master_key.check,
+            h.master_key.assign,
+            h.master_key.show,
         );
         GucRegistry::define_string_guc_with_hooks(
             c"tenantguard.leader_bypass_until",
@@ -415,9 +205,9 @@ pub fn init() {
             &LEADER_BYPASS,
             GucContext::Suset,
             GucFlags::NO_SHOW_ALL | GucFlags::NO_RESET_ALL,
-            Some(check_leader_bypass),
-            None,
-            None,
+            h.leader_bypass.check,
+            h.leader_bypass.assign,
+            h.leader_bypass.show,
         );
         GucRegistry::define_string_guc_with_hooks(
             c"tenantguard.context",
@@ -426,9 +216,9 @@ pub fn init() {
             &CONTEXT,
             GucContext::Userset,
             GucFlags::NO_SHOW_ALL | GucFlags::NOT_WHILE_SEC_REST,
-            Some(check_context),
-            Some(assign_context),
-            None,
+            h.context.check,
+            h.context.assign,
+            h.context.show,
         );
     }
 }
@@ -442,71 +232,6 @@ pub fn init() {
 /// It grants nothing: the secret stays in the leader.
 pub static LEADER_BYPASS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
-
-thread_local! {
-    static SETTING_LEADER_BYPASS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn check_leader_bypass(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    // SAFETY: plain read of a backend-global flag; newval points at the
-    // proposed value (NULL or a NUL-terminated string).
-    let (restoring, empty) = unsafe {
-        let p = *newval;
-        (pg_sys::InitializingParallelWorker, p.is_null() || *p == 0)
-    };
-    // Empty (the default, and what end_bypass sets) says "not bypassing".
-    if empty || restoring || SETTING_LEADER_BYPASS.with(|f| f.get()) {
-        return true;
-    }
-    // SAFETY: inside a check hook.
-    unsafe {
-        pg_sys::GUC_check_errcode(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32);
-        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(
-            c"tenantguard.leader_bypass_until is set by begin_bypass() only".as_ptr(),
-        );
-    }
-    false
-}
-
-/// Set `tenantguard.leader_bypass_until` for this transaction (or savepoint).
-pub fn set_leader_bypass(value: &CStr) {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            SETTING_LEADER_BYPASS.with(|f| f.set(false));
-        }
-    }
-    SETTING_LEADER_BYPASS.with(|f| f.set(true));
-    let _reset = Reset;
-    // SAFETY: set_config_option with a static name; the check hook admits
-    // it while the flag is up; it raises (through pgrx's guard) on failure.
-    unsafe {
-        pg_sys::set_config_option(
-            c"tenantguard.leader_bypass_until".as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
-            true,
-            0,
-            false,
-        );
-    }
-}
-
-/// In a parallel worker: whether the leader was bypassing (and still is,
-/// by the clock).
-pub fn leader_bypassing(now_us: i64) -> bool {
-    LEADER_BYPASS
-        .get()
-        .and_then(|v| v.to_str().ok().and_then(|s| s.parse::<i64>().ok()))
-        .is_some_and(|until| now_us < until)
-}
 
 pub fn reserve_prefix() {
     // SAFETY: plain call into guc.c with a static string.
@@ -555,7 +280,7 @@ pub fn alert_database() -> String {
 /// Longest bypass a caller may ask for, in seconds.
 pub static BYPASS_MAX_TTL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 
-pub fn init_limits() {
+pub fn init_limits(preloaded: bool) {
     GucRegistry::define_bool_guc(
         c"tenantguard.access_checks",
         c"Check revocations, IP allowlists and staff grants at every statement.",
@@ -621,7 +346,7 @@ pub fn init_limits() {
 
     // Postmaster-context GUCs can only be defined while preloading; loaded
     // later, the library runs without the alert worker.
-    if crate::status::preloaded() {
+    if preloaded {
         GucRegistry::define_bool_guc(
             c"tenantguard.alert_notify",
             c"Record denied and forged attempts in security_log and NOTIFY tenantguard_alert, from a background worker.",

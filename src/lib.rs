@@ -6,22 +6,23 @@
 
 use pgrx::prelude::*;
 
+// Foundations: import no capability (docs/architecture.md).
 mod access;
 mod alerts;
+mod context;
+mod error;
+mod gucs;
+mod keys;
+mod spi;
+// Capabilities, lowest first: each imports only those above it here.
 mod audit;
 mod authz;
 mod bypass;
-mod context;
 mod crypto;
-mod error;
-mod gucs;
-mod hooks;
-mod lint;
-mod policy;
-mod seclog;
-mod session;
+mod protect;
+// The ProcessUtility guard, and the report that reads everyone.
+mod guard_hook;
 mod status;
-mod writer;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -44,18 +45,33 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 pgrx::extension_sql_file!("../sql/guard.sql", name = "guard", requires = ["finalize"]);
 
+/// Library load: registers GUCs (with the hooks of the modules that own
+/// what they check), hooks and workers; nothing else.
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     status::note_load();
-    gucs::init();
-    gucs::init_limits();
+    let preloaded = status::preloaded();
+    keys::set_listeners(keys::Listeners {
+        signing_changed: Some(context::forget_verified),
+        master_changed: Some(crypto::forget_keys),
+    });
+    let (signing_keys, audit_keys, master_key) = keys::hooks();
+    gucs::init(gucs::Hooks {
+        signing_keys,
+        audit_keys,
+        master_key,
+        leader_bypass: context::bypass_state::hooks(),
+        context: context::guc::hooks(),
+    });
+    gucs::init_limits(preloaded);
     gucs::reserve_prefix();
     access::init();
-    bypass::init();
-    if status::preloaded() {
-        hooks::init();
+    context::bypass_state::init_callbacks();
+    audit::init(preloaded);
+    authz::init();
+    if preloaded {
+        guard_hook::init();
         alerts::init();
-        writer::init();
     }
 }
 

@@ -23,11 +23,11 @@ pub fn preloaded() -> bool {
 /// not read them directly still gets the whole report.
 #[pg_extern(volatile, parallel_unsafe)]
 fn status() -> JsonB {
-    crate::session::as_owner(report)
+    crate::spi::as_owner(report)
 }
 
 fn report() -> JsonB {
-    let (_, ring) = gucs::keyring();
+    let (_, ring) = crate::keys::keyring();
     let protected =
         Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM tenantguard.protected_table")
             .unwrap_or(None)
@@ -55,11 +55,11 @@ fn report() -> JsonB {
     let guarded = Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM tenantguard.guarded_schema")
         .unwrap_or(None)
         .unwrap_or(0);
-    let mut audit_background = crate::writer::report();
+    let mut audit_background = crate::audit::writer_report();
     if let serde_json::Value::Object(m) = &mut audit_background {
         // Committed records not chained yet (read as the extension's owner:
         // nobody else may read the inbox).
-        let waiting = crate::session::as_owner(|| {
+        let waiting = crate::spi::as_owner(|| {
             Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM tenantguard.audit_inbox")
         });
         m.insert(
@@ -76,16 +76,16 @@ fn report() -> JsonB {
         "lint_findings": lint,
         "last_audit_verification": last_verification,
         "guarded_schemas": guarded,
-        "master_key": crate::gucs::master_keyring().kids(),
+        "master_key": crate::keys::master_keyring().kids(),
         "version": env!("CARGO_PKG_VERSION"),
         "preloaded": preloaded(),
-        "hooks_active": crate::hooks::active(),
+        "hooks_active": crate::guard_hook::active(),
         "alert_worker": crate::alerts::counters().map(|(pushed, recorded, dropped)| serde_json::json!({
             "database": crate::gucs::alert_database(),
             "queued": pushed, "recorded": recorded, "dropped": dropped,
         })),
         "audit_guard": crate::gucs::AUDIT_HOOK.get(),
-        "audit_keys": crate::gucs::audit_keyring().kids(),
+        "audit_keys": crate::keys::audit_keyring().kids(),
         "shared_memory": preloaded(),
         "audit_background": audit_background,
         "signing_keys": ring.kids(),

@@ -3,13 +3,14 @@
 //! in their chains itself: it writes them, each sealed with the audit key,
 //! to `tenantguard.audit_inbox` before it commits, and after it commits it
 //! wakes its database's writer, a background worker that chains them
-//! (`audit::drain_inbox`). Writers are started on demand, one per
+//! (`inbox::drain_inbox`). Writers are started on demand, one per
 //! database, and leave after a short idle spell, so they never hold a
 //! database that is about to be dropped for long.
 //!
 //! Shared memory holds one slot per running (or starting) writer.
 
-use crate::{audit, gucs};
+use super::inbox;
+use crate::gucs;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::lwlock::PgLwLock;
 use pgrx::pg_sys;
@@ -286,14 +287,14 @@ pub extern "C-unwind" fn tenantguard_audit_writer(arg: pg_sys::Datum) {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             recheck_keys.set(true);
         }
-        let (n, more) = BackgroundWorker::transaction(|| audit::drain_inbox(limit));
+        let (n, more) = BackgroundWorker::transaction(|| inbox::drain_inbox(limit));
         WRITERS.exclusive().chained += n as u64;
         if recheck_keys.replace(false) {
             // In a transaction: the alert reads catalogs (role names).
             BackgroundWorker::transaction(|| {
-                let (waiting, kids) = audit::inbox_waiting();
+                let (waiting, kids) = inbox::inbox_waiting();
                 if waiting > 0 {
-                    crate::context::alert_json(
+                    crate::alerts::alert_json(
                         "audit_inbox_key_missing",
                         "inbox_key_missing",
                         "committed audit records in tenantguard.audit_inbox are sealed under audit keys that tenantguard.audit_keys no longer holds; they are kept, not chained, until the keys are back",

@@ -249,9 +249,9 @@ fn lint(
     ),
 > {
     let mut out = Vec::new();
-    crate::session::with_pinned_search_path(|| {
+    crate::spi::with_pinned_search_path(|| {
         run_checks(CHECKS, schema, &mut out)
-            .and_then(|()| crate::session::as_owner(|| run_checks(OWNER_CHECKS, schema, &mut out)))
+            .and_then(|()| crate::spi::as_owner(|| run_checks(OWNER_CHECKS, schema, &mut out)))
             .unwrap_or_else(|e| {
                 crate::error::raise_msg(
                     PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,

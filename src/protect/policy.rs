@@ -3,7 +3,7 @@
 //! the caller passes is ever spliced into SQL unquoted.
 
 use crate::error::{raise_msg, OrRaise};
-use crate::session;
+use crate::spi;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use pgrx::PgRelation;
@@ -156,7 +156,7 @@ fn protect(
     let oid = tbl.oid();
     drop(tbl);
     let mut out = Vec::new();
-    session::with_pinned_search_path(|| protect_one(oid, tenant_column, dry_run, &mut out));
+    spi::with_pinned_search_path(|| protect_one(oid, tenant_column, dry_run, &mut out));
     SetOfIterator::new(out)
 }
 
@@ -167,7 +167,7 @@ fn protect_schema(
     dry_run: default!(bool, false),
 ) -> SetOfIterator<'static, String> {
     let mut out = Vec::new();
-    session::with_pinned_search_path(|| {
+    spi::with_pinned_search_path(|| {
         let tables = Spi::connect(|c| {
             let t = c.select(
                 "SELECT c.oid, EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
@@ -212,7 +212,7 @@ fn unprotect(tbl: PgRelation) -> SetOfIterator<'static, String> {
     drop(tbl);
     let tbl = oid;
     let mut out = Vec::new();
-    session::with_pinned_search_path(|| {
+    spi::with_pinned_search_path(|| {
         let rel = rel_info(tbl);
         let column = Spi::get_one_with_args::<String>(
             "SELECT tenant_column::text FROM tenantguard.protected_table WHERE relid::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
@@ -251,7 +251,7 @@ fn mark_shared(tbl: PgRelation, reason: &str) {
         &[tbl.into(), reason.into()],
     )
     .unwrap_or_else(|e| raise_msg(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string()));
-    crate::seclog::record(
+    crate::audit::security_log::record(
         "table_marked_shared",
         None,
         serde_json::json!({"table": rel.qualified, "reason": reason}),

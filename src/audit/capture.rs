@@ -1,0 +1,478 @@
+//! Capture: a Rust AFTER ROW trigger (INSERT/UPDATE/DELETE) and an AFTER
+//! STATEMENT trigger (TRUNCATE), created `ENABLE ALWAYS` so
+//! `session_replication_role = replica` does not silence them; `append`,
+//! `append_deferred` and `log_event` for records that are not row changes.
+//! Immutability: UPDATE/DELETE/TRUNCATE of audit rows are refused by
+//! `ENABLE ALWAYS` triggers; with preload, the ProcessUtility guard
+//! (`guard_hook.rs`) also refuses DDL that would disable or remove them.
+
+use super::chain::*;
+use super::inbox::*;
+use super::plans::*;
+use crate::error::{raise, raise_msg};
+use crate::{context, spi};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::spi::quote_literal;
+use pgrx::{JsonB, PgRelation};
+use serde::Deserialize;
+use std::cell::RefCell;
+use std::ffi::CStr;
+use std::num::NonZeroUsize;
+use std::rc::Rc;
+use tenantguard_core::chain::{self};
+
+thread_local! {
+    /// Each audit trigger's configuration (its argument), by trigger OID.
+    static CONFIGS: RefCell<std::collections::HashMap<pg_sys::Oid, Rc<Config>>> =
+        RefCell::new(std::collections::HashMap::new());
+    /// Who acted, as the authorization model sees them (see `set_roles_of`).
+    static ROLES_OF: std::cell::Cell<Option<RolesOf>> = const { std::cell::Cell::new(None) };
+}
+
+/// The roles of (tenant, user) as a comma-separated list, or None. The
+/// authorization model (a higher capability) implements it and hands it
+/// in at load (`authz::init`); without it, records carry no roles.
+pub type RolesOf = fn(&str, &str) -> Option<String>;
+
+pub fn set_roles_of(f: RolesOf) {
+    ROLES_OF.with(|c| c.set(Some(f)));
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct Config {
+    tenant: Option<String>,
+    #[serde(default)]
+    pk: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    redact: Vec<String>,
+}
+
+/// What the caller knows about one event; the rest is filled in here.
+pub struct Entry {
+    pub tenant: Option<String>,
+    pub action: String,
+    pub tbl: Option<String>,
+    pub row_key: Option<String>,
+    pub old_values: Option<String>,
+    pub new_values: Option<String>,
+    pub payload: Option<String>,
+}
+
+/// Append one record to its tenant's chain and write it now (with every
+/// record still pending before it). Returns the record id.
+pub fn append(e: Entry) -> i64 {
+    capture(e, false);
+    let id = flush_pending().last().copied().unwrap_or_else(|| {
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "tenantguard audit: the record was not written",
+        )
+    });
+    if COMMITTING.with(|c| c.get()) {
+        flush_lagging_heads();
+    }
+    id
+}
+
+/// Capture one record for its tenant's chain; it is written by the
+/// transaction's next flush (at the latest just before commit).
+pub fn append_deferred(e: Entry) {
+    capture(e, true);
+}
+
+/// Capture a record as pending; with `batch`, write the pending records
+/// once there are `BATCH` of them.
+pub(super) fn capture(e: Entry, batch: bool) {
+    // Refused now, not at commit, when nothing could be recorded.
+    if crate::keys::audit_keyring().primary().is_err() {
+        no_audit_keys();
+    }
+    let claims = context::current().ok().flatten();
+    let tenant = e
+        .tenant
+        .or_else(|| claims.as_ref().map(|c| c.tid.clone()))
+        .unwrap_or_else(|| "*".into());
+    // Refused now, in the writing transaction: a record the trail cannot
+    // index must fail the statement that wrote the row, never a commit or
+    // the background writer (where it would hold up every later record).
+    if let Err(err) = chain::indexed_fits(&tenant, e.tbl.as_deref(), e.row_key.as_deref()) {
+        raise(err);
+    }
+    let actor = claims.as_ref().map(|c| c.sub.clone());
+    let actor_roles = claims
+        .as_ref()
+        .and_then(|c| ROLES_OF.with(|r| r.get()).and_then(|f| f(&c.tid, &c.sub)));
+    let client_ip = claims
+        .as_ref()
+        .and_then(|c| c.ip.map(|i| i.to_string()))
+        .or_else(spi::client_addr);
+    let user_agent = claims.as_ref().and_then(|c| c.ua.clone());
+    let db_role = spi::current_role_name().unwrap_or_default();
+    let at_us = unix_us_now();
+    // What the record stores is what gets hashed: the JSON in jsonb's
+    // normal form, the transaction id as txid_current() reports it, the
+    // application_name as current_setting() does.
+    // SAFETY: assigns the top-level transaction id if there is none yet
+    // (as txid_current() does), reads the subtransaction id and a GUC that
+    // always exists.
+    let (fxid, subid, application_name) = unsafe {
+        let fxid = pg_sys::GetTopFullTransactionId().value;
+        let subid = pg_sys::GetCurrentSubTransactionId();
+        let app = pg_sys::GetConfigOption(c"application_name".as_ptr(), false, false);
+        let app = (!app.is_null()).then(|| CStr::from_ptr(app).to_string_lossy().into_owned());
+        (fxid, subid, app)
+    };
+    // Chained in this transaction: in jsonb's normal form now (an invalid
+    // value fails the statement that wrote it). Left to the background
+    // writer: as captured (the writer normalizes it as it chains it).
+    // (A value near jsonb's size limits is normalized now either way, so a
+    // record the writer could not store never reaches the inbox.)
+    let background = super::writer::background();
+    let json_of = |j: Option<String>| match j {
+        Some(j) if background && j.len() < RAW_JSON_MAX => Some(Json::raw(j)),
+        j => jsonb_normal(j),
+    };
+    let p = Pending {
+        subid,
+        tenant,
+        at_us,
+        actor,
+        actor_roles,
+        db_role,
+        action: e.action,
+        tbl: e.tbl,
+        row_key: json_of(e.row_key),
+        old_values: json_of(e.old_values),
+        new_values: json_of(e.new_values),
+        client_ip,
+        user_agent,
+        application_name,
+        txid: fxid as i64,
+        payload: json_of(e.payload),
+    };
+    super::tamper::note_audit_write();
+    register_callbacks();
+    let full = with_chains(fxid, |c| {
+        c.pending.push(p);
+        batch && c.pending.len() >= BATCH
+    });
+    if batch && COMMITTING.with(|c| c.get()) {
+        flush_lagging_heads();
+    } else if full && super::writer::background() {
+        stage_pending();
+    } else if full {
+        flush_pending();
+    }
+}
+
+/// Text of every (non-dropped) column of a tuple, with redaction.
+///
+/// SAFETY: `tuple` and `tupdesc` must belong together and be valid.
+pub(super) unsafe fn row_values(
+    tuple: *mut pg_sys::HeapTupleData,
+    tupdesc: pg_sys::TupleDesc,
+    cfg: &Config,
+) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    // SAFETY: tupdesc is valid for the trigger's relation.
+    let natts = unsafe { (*tupdesc).natts } as usize;
+    for i in 0..natts {
+        // SAFETY: i < natts.
+        let att = unsafe { &*(*tupdesc).attrs.as_ptr().add(i) };
+        if att.attisdropped {
+            continue;
+        }
+        // SAFETY: attname is a NUL-terminated NameData.
+        let name = unsafe { CStr::from_ptr(att.attname.data.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        if cfg.exclude.contains(&name) {
+            continue;
+        }
+        // SAFETY: attno is 1-based and within natts.
+        let datum = unsafe {
+            pgrx::htup::heap_getattr_raw(tuple, NonZeroUsize::new(i + 1).unwrap(), tupdesc)
+        };
+        let text = datum.map(|d| {
+            if cfg.redact.contains(&name) {
+                return "[redacted]".to_string();
+            }
+            let mut out_fn = pg_sys::Oid::INVALID;
+            let mut varlena = false;
+            // SAFETY: standard type output lookup and call for this column's type.
+            unsafe {
+                pg_sys::getTypeOutputInfo(att.atttypid, &mut out_fn, &mut varlena);
+                let p = pg_sys::OidOutputFunctionCall(out_fn, d);
+                CStr::from_ptr(p).to_string_lossy().into_owned()
+            }
+        });
+        out.push((name, text));
+    }
+    out
+}
+
+pub(super) fn to_json(cols: &[(String, Option<String>)]) -> String {
+    chain::row_json(cols)
+}
+
+/// A superuser's pg_restore session re-loads records that already exist in
+/// the dump (audit rows included): capturing them again would duplicate
+/// the trail and break the restored chains. Only a superuser session
+/// whose application_name is pg_restore qualifies: the application role
+/// cannot silence capture by naming itself pg_restore.
+pub(super) fn restoring() -> bool {
+    // SAFETY: superuser() and GetConfigOption are plain backend lookups.
+    unsafe {
+        if !pg_sys::superuser() {
+            return false;
+        }
+        let p = pg_sys::GetConfigOption(c"application_name".as_ptr(), true, false);
+        !p.is_null() && CStr::from_ptr(p).to_bytes() == b"pg_restore"
+    }
+}
+
+/// The capture trigger. Its one argument is the table's audit config (JSON).
+#[pg_trigger]
+pub(super) fn audit_capture<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::heap_tuple::PgHeapTupleError> {
+    if restoring() {
+        return Ok(None);
+    }
+    let td = trigger.trigger_data();
+    // A trigger's arguments never change (a new configuration is a new
+    // trigger): parsed once per trigger and backend.
+    // SAFETY: tg_trigger is valid for the trigger call.
+    let tgoid = unsafe { (*td.tg_trigger).tgoid };
+    let cfg = CONFIGS.with(|c| {
+        c.borrow_mut()
+            .entry(tgoid)
+            .or_insert_with(|| {
+                Rc::new(
+                    trigger
+                        .extra_args()
+                        .ok()
+                        .and_then(|a| a.first().and_then(|s| serde_json::from_str(s).ok()))
+                        .unwrap_or_default(),
+                )
+            })
+            .clone()
+    });
+    let tbl = format!(
+        "{}.{}",
+        trigger.table_schema().unwrap_or_default(),
+        trigger.table_name().unwrap_or_default()
+    );
+    let event = td.tg_event;
+    let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
+    if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
+        append_deferred(Entry {
+            tenant: None,
+            action: "TRUNCATE".into(),
+            tbl: Some(tbl),
+            row_key: None,
+            old_values: None,
+            new_values: None,
+            payload: None,
+        });
+        return Ok(None);
+    }
+    // SAFETY: row-level AFTER trigger: tg_relation and the tuples are valid.
+    let tupdesc = unsafe { (*td.tg_relation).rd_att };
+    let (action, old, new) = unsafe {
+        match op {
+            pg_sys::TRIGGER_EVENT_INSERT => (
+                "INSERT",
+                None,
+                Some(row_values(td.tg_trigtuple, tupdesc, &cfg)),
+            ),
+            pg_sys::TRIGGER_EVENT_UPDATE => (
+                "UPDATE",
+                Some(row_values(td.tg_trigtuple, tupdesc, &cfg)),
+                Some(row_values(td.tg_newtuple, tupdesc, &cfg)),
+            ),
+            _ => (
+                "DELETE",
+                Some(row_values(td.tg_trigtuple, tupdesc, &cfg)),
+                None,
+            ),
+        }
+    };
+    let current = new.as_ref().or(old.as_ref()).cloned().unwrap_or_default();
+    let lookup = |k: &str| {
+        current
+            .iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.clone())
+    };
+    let tenant = cfg.tenant.as_deref().and_then(lookup);
+    let row_key = if cfg.pk.is_empty() {
+        None
+    } else {
+        let cols: Vec<(String, Option<String>)> =
+            cfg.pk.iter().map(|k| (k.clone(), lookup(k))).collect();
+        Some(to_json(&cols))
+    };
+    // For UPDATE only the changed columns, on both sides.
+    let (old_json, new_json) = match (old, new) {
+        (Some(o), Some(n)) => {
+            let changed: Vec<usize> = (0..o.len()).filter(|&i| o[i].1 != n[i].1).collect();
+            let pick = |v: &Vec<(String, Option<String>)>| {
+                to_json(&changed.iter().map(|&i| v[i].clone()).collect::<Vec<_>>())
+            };
+            (Some(pick(&o)), Some(pick(&n)))
+        }
+        (o, n) => (o.map(|v| to_json(&v)), n.map(|v| to_json(&v))),
+    };
+    append_deferred(Entry {
+        tenant,
+        action: action.into(),
+        tbl: Some(tbl),
+        row_key,
+        old_values: old_json,
+        new_values: new_json,
+        payload: None,
+    });
+    Ok(None)
+}
+
+pub fn is_audited(rel: pg_sys::Oid) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1
+                          AND tgname OPERATOR(pg_catalog.=) 'tenantguard_audit')",
+        &[rel.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+pub fn attach_on_protect() -> bool {
+    true
+}
+
+/// Attach (or re-configure) the audit triggers of a table.
+#[pg_extern(volatile, parallel_unsafe)]
+pub(super) fn audit(
+    tbl: PgRelation,
+    exclude: default!(Vec<String>, "'{}'"),
+    redact: default!(Vec<String>, "'{}'"),
+) {
+    let oid = tbl.oid();
+    drop(tbl);
+    spi::with_pinned_search_path(|| {
+        let (nsp, rel) = Spi::get_two_with_args::<String, String>(
+            "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+              WHERE c.oid OPERATOR(pg_catalog.=) $1",
+            &[oid.into()],
+        )
+        .unwrap_or((None, None));
+        let qualified = format!(
+            "{}.{}",
+            pgrx::spi::quote_identifier(nsp.unwrap_or_default()),
+            pgrx::spi::quote_identifier(rel.unwrap_or_default())
+        );
+        let tenant = Spi::get_one_with_args::<String>(
+            "SELECT tenant_column::text FROM tenantguard.protected_table WHERE relid::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
+            &[oid.into()],
+        )
+        .ok()
+        .flatten()
+        .or_else(|| {
+            Spi::get_one_with_args::<String>(
+                "SELECT attname::text FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) $1
+                   AND attname OPERATOR(pg_catalog.=) 'tenant_id' AND NOT attisdropped",
+                &[oid.into()],
+            )
+            .ok()
+            .flatten()
+        });
+        let pk = Spi::get_one_with_args::<Vec<String>>(
+            "SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.i)
+               FROM pg_catalog.pg_index x
+               CROSS JOIN LATERAL pg_catalog.unnest(x.indkey) WITH ORDINALITY AS k(attnum, i)
+               JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) x.indrelid AND a.attnum OPERATOR(pg_catalog.=) k.attnum
+              WHERE x.indrelid OPERATOR(pg_catalog.=) $1 AND x.indisprimary",
+            &[oid.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        let cfg =
+            serde_json::json!({"tenant": tenant, "pk": pk, "exclude": exclude, "redact": redact})
+                .to_string();
+        let cfg = quote_literal(cfg);
+        let mut stmts = Vec::new();
+        if is_audited(oid) {
+            stmts.push(format!("DROP TRIGGER tenantguard_audit ON {qualified}"));
+            stmts.push(format!(
+                "DROP TRIGGER IF EXISTS tenantguard_audit_truncate ON {qualified}"
+            ));
+        }
+        stmts.extend([
+            format!("CREATE TRIGGER tenantguard_audit AFTER INSERT OR UPDATE OR DELETE ON {qualified} FOR EACH ROW EXECUTE FUNCTION tenantguard.audit_capture({cfg})"),
+            format!("CREATE TRIGGER tenantguard_audit_truncate AFTER TRUNCATE ON {qualified} FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.audit_capture({cfg})"),
+            format!("ALTER TABLE {qualified} ENABLE ALWAYS TRIGGER tenantguard_audit"),
+            format!("ALTER TABLE {qualified} ENABLE ALWAYS TRIGGER tenantguard_audit_truncate"),
+        ]);
+        for stmt in stmts {
+            super::tamper::allow_internal(|| Spi::run(&stmt)).unwrap_or_else(|e| spi_fail(e));
+        }
+    });
+}
+
+/// Write this transaction's pending records now (they are written before
+/// commit anyway), so the transaction itself can read them in `audit_log`.
+/// Returns how many were written.
+#[pg_extern(volatile, parallel_unsafe)]
+pub(super) fn audit_flush() -> i64 {
+    // Chaining the inbox locks every chain it touches until this
+    // transaction ends: only for those who may hold the trail up (the
+    // writer waits meanwhile); an application's committed records appear
+    // once the writer has chained them.
+    let n = flush_pending().len() as i64
+        + if spi::is_audit_admin() {
+            drain_inbox(None).0
+        } else {
+            0
+        };
+    flush_lagging_heads();
+    n
+}
+
+/// Application-level events (login, export, approval, download). Needs a
+/// context: the event belongs to its tenant and actor.
+#[pg_extern(volatile, parallel_unsafe)]
+pub(super) fn log_event(
+    action: Option<&str>,
+    entity: Option<&str>,
+    entity_id: Option<&str>,
+    payload: default!(Option<JsonB>, "NULL"),
+) -> i64 {
+    let action = action.unwrap_or_else(|| {
+        crate::error::raise_msg(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "action must not be NULL",
+        )
+    });
+    let claims = context::require();
+    if action.trim().is_empty() {
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "log_event needs an action",
+        );
+    }
+    append(Entry {
+        tenant: Some(claims.tid.clone()),
+        action: format!("event:{action}"),
+        tbl: entity.map(str::to_string),
+        row_key: entity_id.map(|id| serde_json::json!({"id": id}).to_string()),
+        old_values: None,
+        new_values: None,
+        payload: payload.map(|p| p.0.to_string()),
+    })
+}
