@@ -71,9 +71,21 @@ why() {
   echo "--- look further: less $d/server.log (also linked as target/tg-clusters/$1)" >&2
 }
 
-# One line that says what went wrong, then the log tails.
+# One line that says what went wrong: the first error-like line of the first
+# log that has one (the server logs the cause before its FATAL), without
+# the log line prefix. `last` instead takes the newest (a log that grows
+# across restarts).
 first_error() {
-  grep -hE 'FATAL|ERROR|PANIC|could not|Permission denied|No space' "$@" 2>/dev/null | tail -n 1
+  local pick=head f line
+  if [ "$1" = last ]; then pick=tail; shift; fi
+  for f in "$@"; do
+    line=$(grep -hE 'FATAL|PANIC|ERROR|invalid value|could not|Permission denied|No space|in use' "$f" 2>/dev/null | $pick -n 1)
+    if [ -n "$line" ]; then
+      printf '%s\n' "$line" | sed -E 's/^.*(LOG|FATAL|PANIC|ERROR): +//'
+      return
+    fi
+  done
+  echo "no reason in the logs"
 }
 
 cmd=${1:?usage: cluster.sh start|stop|restart|dir|runtime|why|clean NAME}
@@ -128,7 +140,7 @@ case "$cmd" in
     ;;
   restart)
     if ! as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -m fast restart >"$dir/pg_ctl.log" 2>&1; then
-      echo "cluster.sh: cluster '$name' did not restart: $(first_error "$dir/server.log" "$dir/pg_ctl.log")" >&2
+      echo "cluster.sh: cluster '$name' did not restart: $(first_error last "$dir/server.log" "$dir/pg_ctl.log")" >&2
       why "$name"; exit 1
     fi ;;
   stop)
