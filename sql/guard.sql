@@ -24,15 +24,42 @@ BEGIN
     END IF;
 END $$;
 
+-- Whether a relation is protected and sits in a guarded schema: the tables
+-- whose policies a non-superuser may not weaken.
+CREATE FUNCTION tenantguard.guarded_protected(rel oid) RETURNS boolean
+LANGUAGE sql STABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM tenantguard.protected_table p
+                     JOIN pg_class c ON c.oid = p.relid
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                     JOIN tenantguard.guarded_schema g ON g.nspname = n.nspname
+                    WHERE p.relid = rel)
+$$;
+
 CREATE FUNCTION tenantguard.guard_ddl_end() RETURNS event_trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
     g record;
+    pol record;
     reason text := nullif(current_setting('tenantguard.shared_reason', true), '');
     is_super boolean := (SELECT rolsuper FROM pg_roles WHERE oid = current_user::regrole);
 BEGIN
-    FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE object_type = 'table' LOOP
+    FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE object_type IN ('table', 'policy') LOOP
+        IF r.object_type = 'policy' THEN
+            -- Policies are identified through pg_policy by their OID, never by
+            -- schema_name (which some releases leave NULL for policies).
+            CONTINUE WHEN is_super;
+            SELECT p.polname, p.polpermissive, p.polrelid INTO pol FROM pg_policy p WHERE p.oid = r.objid;
+            CONTINUE WHEN NOT FOUND OR NOT tenantguard.guarded_protected(pol.polrelid);
+            IF r.command_tag = 'ALTER POLICY' THEN
+                RAISE EXCEPTION 'tenantguard: altering policy % on % is refused: the table is protected', pol.polname, pol.polrelid::regclass
+                    USING ERRCODE = '42501', HINT = 'A superuser can run tenantguard.unprotect() for a reviewed change.';
+            ELSIF r.command_tag = 'CREATE POLICY' AND pol.polpermissive THEN
+                RAISE EXCEPTION 'tenantguard: creating permissive policy % on % is refused: it would widen the tenant policy of a protected table', pol.polname, pol.polrelid::regclass
+                    USING ERRCODE = '42501', HINT = 'Create it AS RESTRICTIVE to narrow access further; a superuser can add a reviewed permissive one.';
+            END IF;
+            CONTINUE;
+        END IF;
         SELECT * INTO g FROM tenantguard.guarded_schema WHERE nspname = r.schema_name;
         CONTINUE WHEN NOT FOUND;
         IF r.command_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') THEN
@@ -52,6 +79,10 @@ BEGIN
     END LOOP;
 END $$;
 
+-- A dropped policy is gone from pg_policy by now, and some releases (16.2)
+-- leave schema_name NULL for it: identify its table by address_names
+-- (schema, table, policy). If that is missing too, a generated policy's
+-- drop by a non-superuser is refused: the guard fails closed.
 CREATE FUNCTION tenantguard.guard_sql_drop() RETURNS event_trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -61,9 +92,14 @@ BEGIN
     IF is_super THEN
         RETURN;
     END IF;
-    FOR r IN SELECT * FROM pg_event_trigger_dropped_objects()
-              WHERE object_type = 'policy' AND object_identity LIKE 'tenantguard\_% on %'
-                AND schema_name IN (SELECT nspname FROM tenantguard.guarded_schema) LOOP
+    FOR r IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE object_type = 'policy' LOOP
+        CONTINUE WHEN r.address_names IS NOT NULL AND cardinality(r.address_names) = 3
+            AND (r.address_names[3] NOT LIKE 'tenantguard\_%'
+                 OR NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                 WHERE n.nspname = r.address_names[1] AND c.relname = r.address_names[2]
+                                   AND tenantguard.guarded_protected(c.oid)));
+        CONTINUE WHEN (r.address_names IS NULL OR cardinality(r.address_names) <> 3)
+            AND r.object_identity NOT LIKE 'tenantguard\_% on %';
         RAISE EXCEPTION 'tenantguard: dropping policy % is refused: the table is protected', r.object_identity
             USING ERRCODE = '42501', HINT = 'A superuser can run tenantguard.unprotect() for a reviewed change.';
     END LOOP;
@@ -79,7 +115,7 @@ BEGIN
     ON CONFLICT (nspname) DO UPDATE SET tenant_column = EXCLUDED.tenant_column;
     IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'tenantguard_guard_ddl') THEN
         CREATE EVENT TRIGGER tenantguard_guard_ddl ON ddl_command_end
-            WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE')
+            WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE POLICY', 'ALTER POLICY')
             EXECUTE FUNCTION tenantguard.guard_ddl_end();
         CREATE EVENT TRIGGER tenantguard_guard_drop ON sql_drop
             WHEN TAG IN ('DROP POLICY')
@@ -103,4 +139,6 @@ END $$;
 
 REVOKE ALL ON FUNCTION tenantguard.guard_schema(name, name), tenantguard.unguard_schema(name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.guard_new_table(oid, name, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.guarded_protected(oid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantguard.guarded_protected(oid) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION tenantguard.guard_new_table(oid, name, text) TO PUBLIC;

@@ -4,8 +4,13 @@
 //! renaming the audit tables or triggers, TRUNCATE of the audit tables,
 //! dropping the extension, and `SET session_replication_role` in a session
 //! that has written audit records. `tenantguard.audit_guard = off` in
-//! postgresql.conf (SIGHUP) turns it off for maintenance. Always chains to
-//! the previous hook, as pgaudit does.
+//! postgresql.conf (SIGHUP) turns it off for maintenance.
+//!
+//! It also guards protected tables in guarded schemas against their
+//! non-superuser owners, before the statement runs: dropping a generated
+//! policy, altering or renaming any policy, moving the table out of the
+//! schema (the event triggers of `sql/guard.sql` refuse the rest, and the
+//! same without preload). Always chains to the previous hook, as pgaudit does.
 
 use crate::gucs;
 use pgrx::pg_sys;
@@ -266,6 +271,10 @@ unsafe extern "C-unwind" fn process_utility(
         // SAFETY: pstmt is the statement Postgres is about to run.
         unsafe { check((*pstmt).utilityStmt) };
     }
+    if !creating {
+        // SAFETY: as above.
+        unsafe { check_guarded((*pstmt).utilityStmt) };
+    }
     // SAFETY: chain to the previous hook, or the standard implementation.
     unsafe {
         match PREV_PROCESS_UTILITY {
@@ -291,6 +300,130 @@ unsafe extern "C-unwind" fn process_utility(
                 dest,
                 qc,
             ),
+        }
+    }
+}
+
+// ------------------------------------------------------ guarded schemas
+// The event triggers of sql/guard.sql refuse a non-superuser's weakening of
+// a protected table in a guarded schema after the fact; with preload, the
+// same is refused here before it runs, on every version, whatever the
+// event-trigger data of a release leaves out (16.2 gives no schema_name for
+// a dropped policy). Moving a protected table out of its guarded schema is
+// refused here only: an event trigger cannot see where a table came from.
+
+/// Whether `rel` is protected and sits in a guarded schema (the extension
+/// installed in this database, at 0.2.0 or later).
+fn guarded_protected(rel: pg_sys::Oid) -> bool {
+    if rel == pg_sys::Oid::INVALID || crate::spi::relation_oid(c"guarded_schema").is_none() {
+        return false;
+    }
+    Spi::get_one_with_args::<bool>("SELECT tenantguard.guarded_protected($1)", &[rel.into()])
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// `schema.table` of a relation, quoted as object identities are.
+fn qualified(rel: pg_sys::Oid) -> String {
+    // SAFETY: syscache lookups of an existing relation.
+    unsafe {
+        let nsp =
+            cstr(pg_sys::get_namespace_name(pg_sys::get_rel_namespace(rel))).unwrap_or_default();
+        let name = cstr(pg_sys::get_rel_name(rel)).unwrap_or_default();
+        format!(
+            "{}.{}",
+            pgrx::spi::quote_identifier(nsp),
+            pgrx::spi::quote_identifier(name)
+        )
+    }
+}
+
+fn refuse_guarded(msg: String) -> ! {
+    crate::alerts::alert_json("guard_refused", "ddl", &msg, serde_json::Value::Null);
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        msg,
+        "A superuser can run tenantguard.unprotect() for a reviewed change."
+    );
+}
+
+/// SAFETY: `stmt` is the utility statement of the PlannedStmt being run.
+unsafe fn check_guarded(stmt: *mut pg_sys::Node) {
+    // SAFETY: a plain read of the current user's attribute.
+    if stmt.is_null() || unsafe { pg_sys::superuser() } {
+        return;
+    }
+    // SAFETY: every cast below follows the node tag.
+    unsafe {
+        match (*stmt).type_ {
+            pg_sys::NodeTag::T_DropStmt => {
+                let s = stmt as *mut pg_sys::DropStmt;
+                if (*s).removeType != pg_sys::ObjectType::OBJECT_POLICY {
+                    return;
+                }
+                for o in list_ptrs((*s).objects) {
+                    let names = o as *mut pg_sys::List;
+                    let n = list_ptrs(names).len();
+                    if n < 2 {
+                        continue;
+                    }
+                    let policy = list_ptrs(names)
+                        .last()
+                        .and_then(|p| str_node(*p))
+                        .unwrap_or_default();
+                    if !policy.starts_with("tenantguard_") {
+                        continue;
+                    }
+                    let table = pg_sys::list_truncate(pg_sys::list_copy(names), (n - 1) as i32);
+                    let rel = relid(pg_sys::makeRangeVarFromNameList(table));
+                    if guarded_protected(rel) {
+                        refuse_guarded(format!(
+                            "tenantguard: dropping policy {} on {} is refused: the table is protected",
+                            pgrx::spi::quote_identifier(policy),
+                            qualified(rel)
+                        ));
+                    }
+                }
+            }
+            pg_sys::NodeTag::T_AlterPolicyStmt => {
+                let s = stmt as *mut pg_sys::AlterPolicyStmt;
+                let rel = relid((*s).table);
+                if guarded_protected(rel) {
+                    refuse_guarded(format!(
+                        "tenantguard: altering policy {} on {} is refused: the table is protected",
+                        pgrx::spi::quote_identifier(cstr((*s).policy_name).unwrap_or_default()),
+                        qualified(rel)
+                    ));
+                }
+            }
+            pg_sys::NodeTag::T_RenameStmt => {
+                let s = stmt as *mut pg_sys::RenameStmt;
+                if (*s).renameType == pg_sys::ObjectType::OBJECT_POLICY {
+                    let rel = relid((*s).relation);
+                    if guarded_protected(rel) {
+                        refuse_guarded(format!(
+                            "tenantguard: altering policy {} on {} is refused: the table is protected",
+                            pgrx::spi::quote_identifier(cstr((*s).subname).unwrap_or_default()),
+                            qualified(rel)
+                        ));
+                    }
+                }
+            }
+            pg_sys::NodeTag::T_AlterObjectSchemaStmt => {
+                let s = stmt as *mut pg_sys::AlterObjectSchemaStmt;
+                if (*s).objectType == pg_sys::ObjectType::OBJECT_TABLE {
+                    let rel = relid((*s).relation);
+                    if guarded_protected(rel) {
+                        refuse_guarded(format!(
+                            "tenantguard: moving {} out of its guarded schema is refused: the table is protected",
+                            qualified(rel)
+                        ));
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }

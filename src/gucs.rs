@@ -13,7 +13,7 @@
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, CStr, CString};
 use tenantguard_core::DomainError;
 
 pub static CONTEXT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
@@ -26,41 +26,11 @@ pub static MASTER_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString
 // Shared by the check hooks that live with what they check (keys.rs,
 // context/guc.rs, context/bypass_state.rs).
 
-#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
-pub unsafe fn guc_alloc(n: usize) -> *mut c_void {
-    extern "C" {
-        fn malloc(n: usize) -> *mut c_void;
-    }
-    // SAFETY: up to PG 15 GUC strings and extras are plain malloc() memory.
-    unsafe { malloc(n) }
-}
-
-#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
-pub unsafe fn guc_release(p: *mut c_void) {
-    extern "C" {
-        fn free(p: *mut c_void);
-    }
-    // SAFETY: p came from malloc() (the GUC machinery's or ours).
-    unsafe { free(p) }
-}
-
-#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
-pub unsafe fn guc_alloc(n: usize) -> *mut c_void {
-    // SAFETY: from PG 16 on, GUC memory comes from guc_malloc().
-    unsafe { pg_sys::guc_malloc(pg_sys::LOG as i32, n) }
-}
-
-#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
-pub unsafe fn guc_release(p: *mut c_void) {
-    // SAFETY: p came from guc_malloc().
-    unsafe { pg_sys::guc_free(p) }
-}
-
 /// A NUL-terminated copy in GUC memory (NULL if out of memory).
 pub unsafe fn guc_copy(b: &[u8]) -> *mut c_char {
     // SAFETY: n + 1 bytes are allocated, then filled.
     unsafe {
-        let p = guc_alloc(b.len() + 1) as *mut u8;
+        let p = crate::compat::guc_alloc(b.len() + 1) as *mut u8;
         if !p.is_null() {
             std::ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
             *p.add(b.len()) = 0;

@@ -132,7 +132,7 @@ unsafe fn check_keys(
             return false;
         }
         if !(*newval).is_null() {
-            gucs::guc_release(*newval as *mut c_void);
+            crate::compat::guc_release(*newval as *mut c_void);
         }
         *newval = hidden;
         *extra = copy as *mut c_void;

@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 // Foundations: import no capability (docs/architecture.md).
 mod access;
 mod alerts;
+mod compat;
 mod context;
 mod error;
 mod gucs;

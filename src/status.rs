@@ -72,12 +72,29 @@ fn report() -> JsonB {
             serde_json::json!(crate::audit::inbox_waiting().0),
         );
     }
+    // The library and the extension's SQL objects come from two steps (a
+    // package install, then ALTER EXTENSION ... UPDATE): say when they differ.
+    let sql_version = Spi::get_one::<String>(
+        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_tenantguard'",
+    )
+    .ok()
+    .flatten();
+    let library_version = env!("CARGO_PKG_VERSION");
+    let mut warnings = Vec::new();
+    if sql_version.as_deref() != Some(library_version) {
+        warnings.push(format!(
+            "the library is {library_version} but the extension's SQL is {}: run ALTER EXTENSION pg_tenantguard UPDATE",
+            sql_version.as_deref().unwrap_or("unknown")
+        ));
+    }
     JsonB(serde_json::json!({
+        "warnings": warnings,
+        "sql_version": sql_version,
         "lint_findings": lint,
         "last_audit_verification": last_verification,
         "guarded_schemas": guarded,
         "master_key": crate::keys::master_keyring().kids(),
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": library_version,
         "preloaded": preloaded(),
         "hooks_active": crate::guard_hook::active(),
         "alert_worker": crate::alerts::counters().map(|(pushed, recorded, dropped)| serde_json::json!({

@@ -1,30 +1,37 @@
 #!/usr/bin/env bash
-# The whole suite. Prints one summary line per layer and a closing
-# "N passed, N failed" line.
+# The whole suite. Prints one summary line per layer (with its time) and a
+# closing "N passed, N failed" line.
+#   TG_VERSIONS="15 16 18" (default): every layer on 15 (the first listed);
+#   on the others pg_test, regress + isolation and e2e.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+VERSIONS=${TG_VERSIONS:-15 16 18}
+FIRST=${VERSIONS%% *}
 passed=0; failed=0; failures=""
 layer() {
   local name=$1; shift
   echo "=== $name ==="
   local t0=$SECONDS
-  if "$@"; then passed=$((passed+1)); echo "=== $name: ok ($((SECONDS - t0)) s)"; else failed=$((failed+1)); failures="$failures $name"; echo "=== $name: FAILED ($((SECONDS - t0)) s)"; fi
+  if "$@"; then passed=$((passed+1)); echo "=== $name: ok ($((SECONDS - t0)) s)"; else failed=$((failed+1)); failures="$failures [$name]"; echo "=== $name: FAILED ($((SECONDS - t0)) s)"; fi
 }
 layer "architecture (src/ module graph: no cycles, foundations import no capability, files <= 1000 lines)" python3 tests/arch/check_layers.py
 layer "unit (tenantguard-core, no Postgres)" cargo test -p tenantguard-core
-# pg_test builds install a test variant of the extension; the release
-# build is installed after it for every other layer.
-layer "pg_test (internals)" bash tests/run_pgrx.sh
-layer "install (release)" cargo pgrx install --release --pg-config "$PG_CONFIG"
-layer "pg_regress + isolation (SQL surface, as the app role)" bash tests/run_regress.sh
-layer "e2e (sessions, logs, hooks, keys, reference)" bash tests/e2e/run.sh
-layer "checkout anywhere (make demo from a 0700 directory; failures say why)" bash tests/checkout/run.sh
-layer "pooler soak (PgBouncer transaction mode, 32 clients x 8 tenants, 50k tx)" bash tests/soak/run_pooler.sh
-layer "crash safety (immediate stop / kill -9 under audited writes, 4 seeds)" bash tests/soak/crash.sh
+for v in $VERSIONS; do
+  # pg_test builds install a test variant of the extension; the release
+  # build is installed (atomically) after it for every other layer.
+  layer "PG $v: pg_test (internals)" env PG="$v" bash tests/run_pgrx.sh
+  layer "PG $v: install (release, atomic)" env PG="$v" bash packaging/install.sh
+  layer "PG $v: pg_regress + isolation (SQL surface, as the app role)" env PG="$v" bash tests/run_regress.sh
+  layer "PG $v: e2e (sessions, logs, hooks, keys, reference)" env PG="$v" bash tests/e2e/run.sh
+  if [ "$v" = "$FIRST" ]; then
+    layer "PG $v: checkout anywhere (make demo from a 0700 directory; failures say why)" env PG="$v" bash tests/checkout/run.sh
+    layer "PG $v: pooler soak (PgBouncer transaction mode, 32 clients x 8 tenants, 50k tx)" env PG="$v" bash tests/soak/run_pooler.sh
+    layer "PG $v: crash safety (immediate stop / kill -9 under audited writes, 4 seeds)" env PG="$v" bash tests/soak/crash.sh
+  fi
+done
 echo
-echo "whole suite: $SECONDS s"
+echo "whole suite: $SECONDS s (versions: $VERSIONS)"
 echo "layers:$passed passed, $failed failed${failures:+ (failed:$failures)}"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

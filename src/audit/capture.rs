@@ -181,7 +181,7 @@ pub(super) unsafe fn row_values(
     let natts = unsafe { (*tupdesc).natts } as usize;
     for i in 0..natts {
         // SAFETY: i < natts.
-        let att = unsafe { &*(*tupdesc).attrs.as_ptr().add(i) };
+        let att = unsafe { crate::compat::tuple_desc_attr(tupdesc, i) };
         if att.attisdropped {
             continue;
         }

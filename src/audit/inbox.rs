@@ -99,7 +99,7 @@ pub(super) fn insert_inbox_row(row: Vec<pg_sys::Datum>) {
         let desc = (*rel).rd_att;
         let shaped = (*desc).natts as usize == INBOX_TYPES.len()
             && INBOX_TYPES.iter().enumerate().all(|(i, t)| {
-                let att = &*(*desc).attrs.as_ptr().add(i);
+                let att = crate::compat::tuple_desc_attr(desc, i);
                 !att.attisdropped && att.atttypid == *t
             });
         let direct = shaped && !(*(*rel).rd_rel).relhasindex;

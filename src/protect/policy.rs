@@ -40,7 +40,7 @@ fn facts(rel: &Rel, column: &str) -> Option<TableFacts> {
     let col = Spi::connect(|c| {
         let t = c.select(
             "SELECT a.attnum, pg_catalog.format_type(a.atttypid, a.atttypmod),
-                    pg_catalog.pg_get_expr(d.adbin, d.adrelid)
+                    pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.attgenerated OPERATOR(pg_catalog.<>) ''
                FROM pg_catalog.pg_attribute a
                LEFT JOIN pg_catalog.pg_attrdef d
                  ON d.adrelid OPERATOR(pg_catalog.=) a.attrelid AND d.adnum OPERATOR(pg_catalog.=) a.attnum
@@ -51,12 +51,31 @@ fn facts(rel: &Rel, column: &str) -> Option<TableFacts> {
         )?;
         let mut out = None;
         for row in t {
-            out = Some((row.get::<i16>(1)?.unwrap_or(0), row.get::<String>(2)?.unwrap_or_default(), row.get::<String>(3)?));
+            out = Some((
+                row.get::<i16>(1)?.unwrap_or(0),
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<String>(3)?,
+                row.get::<bool>(4)?.unwrap_or(false),
+            ));
         }
         Ok::<_, pgrx::spi::Error>(out)
     })
     .unwrap_or(None)?;
-    let (attnum, ty, default) = col;
+    let (attnum, ty, default, generated) = col;
+    if generated {
+        // A generated tenant column (stored, or PG 18's virtual) is computed
+        // from other columns: the policy's check on it would hold whatever
+        // the application writes to those, and it cannot take the context's
+        // default. Refuse, and say why, rather than fail half-way.
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!(
+                "tenantguard: the tenant column {} of {} is a generated column; protect() needs a plain column that defaults to the context's tenant",
+                quote_identifier(column),
+                rel.qualified
+            ),
+        );
+    }
     let column_type = TenantType::from_pg(&ty, column).or_raise();
     let (rls_enabled, rls_forced) = Spi::get_two_with_args::<bool, bool>(
         "SELECT relrowsecurity, relforcerowsecurity FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",

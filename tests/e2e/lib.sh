@@ -1,7 +1,10 @@
 # Helpers for external-client tests: real servers, real connections.
 # Sourced by tests/e2e/*.sh. Prints TAP-like lines and a summary.
 E2E_PASSED=0; E2E_FAILED=0
-BIN=/usr/lib/postgresql/15/bin
+TG_ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}; . "$TG_ROOT/tests/lib/pg.sh"
+BIN=$PG_BINDIR
+# The server's own client programs (psql, pg_dump) come first.
+export PATH="$BIN:$PATH"
 ok()   { E2E_PASSED=$((E2E_PASSED+1)); echo "ok - $*"; }
 fail() { E2E_FAILED=$((E2E_FAILED+1)); echo "not ok - $*"; }
 check() { local name=$1; shift; if "$@"; then ok "$name"; else fail "$name"; fi; }

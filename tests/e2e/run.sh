@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# External-client tests against a real Postgres 15 that this script starts.
+# External-client tests against a real Postgres ($PG, default 15) that this
+# script starts.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 . tests/e2e/lib.sh
 PORT=${TG_E2E_PORT:-55450}
 # (max_prepared_transactions for t_99_prepared.sh)
-CLUSTER_EXTRA_CONF=$'tenantguard.alert_notify = on\nmax_prepared_transactions = 4' tests/lib/cluster.sh start e2e "$PORT" preload >/dev/null
-DIR=$(tests/lib/cluster.sh dir e2e); SOCK=$DIR/sock; LOG=$DIR/server.log
-trap 'tests/lib/cluster.sh stop e2e' EXIT
+CLUSTER_EXTRA_CONF=$'tenantguard.alert_notify = on\nmax_prepared_transactions = 4' tests/lib/cluster.sh start "e2e-$PG" "$PORT" preload >/dev/null
+DIR=$(tests/lib/cluster.sh dir "e2e-$PG"); SOCK=$DIR/sock; LOG=$DIR/server.log
+trap 'tests/lib/cluster.sh stop "e2e-$PG"' EXIT
 
 q postgres "CREATE EXTENSION pg_tenantguard;
   CREATE ROLE app LOGIN NOSUPERUSER NOBYPASSRLS; CREATE ROLE maint LOGIN IN ROLE tenantguard_bypass;

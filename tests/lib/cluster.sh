@@ -20,9 +20,13 @@
 #   cluster.sh runtime NAME                create NAME's folder (owned by postgres), print it
 #   cluster.sh why NAME                    print why NAME did not start (log tails)
 #   cluster.sh clean                       stop all and remove every runtime folder
+#
+# PG=15|16|18 picks the server (tests/lib/pg.sh); PG_BIN overrides its bindir.
 set -euo pipefail
-BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TG_ROOT=$ROOT; . "$ROOT/tests/lib/pg.sh"
+BIN=${PG_BIN:-${PG_BINDIR:-}}
+[ -n "$BIN" ] && [ -x "$BIN/initdb" ] || { echo "cluster.sh: Postgres $PG is not installed (make deps)" >&2; exit 1; }
 LINKS=$ROOT/target/tg-clusters
 # Development signing keys for throwaway clusters only.
 DEV_KEYS=${TG_SIGNING_KEYS:-"demo-2026:dev-signing-key-never-use-in-production-0001,old-2025:dev-signing-key-previous-generation-00002"}
@@ -32,11 +36,7 @@ DEV_MASTER_KEY=${TG_MASTER_KEY:-"master-2026:dev-master-key-never-use-in-product
 as_pg() { sudo -u postgres -- "$@"; }
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
-runtime_base() {
-  if [ -n "${TG_RUNTIME_DIR:-}" ]; then echo "$TG_RUNTIME_DIR"; return; fi
-  echo "/var/tmp/tenantguard-$(id -u)-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
-}
-BASE=$(runtime_base)
+BASE=$(tg_runtime_base)
 
 # The base is created by us, owned by us, and not a link: a name in a
 # world-writable /var/tmp could otherwise be planted by another local user.

@@ -84,8 +84,11 @@ ROLLBACK;
 BEGIN; SELECT tenantguard.set_context(:'acme'); SELECT app.count_orders(); COMMIT;
 BEGIN; SELECT tenantguard.set_context(:'globex'); SELECT app.count_orders(); COMMIT;
 SELECT app.count_orders();
--- Parallel workers (force_parallel_mode) see the same rows.
-SET force_parallel_mode = on;
+-- Parallel workers see the same rows.
+-- The GUC that forces parallel plans is force_parallel_mode before PG 16 and
+-- debug_parallel_query from 16 on.
+SELECT CASE WHEN current_setting('server_version_num')::int >= 160000 THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END AS parallel_guc \gset
+SET :parallel_guc = on;
 SET parallel_setup_cost = 0;
 SET parallel_tuple_cost = 0;
 SET min_parallel_table_scan_size = 0;
@@ -126,4 +129,4 @@ RESET plan_cache_mode;
 RESET parallel_leader_participation;
 RESET enable_bitmapscan;
 RESET enable_indexscan;
-RESET force_parallel_mode;
+RESET :parallel_guc;

@@ -35,9 +35,12 @@ SELECT count(*) FROM app.orders;
 -- A bypass also holds in a parallel scan whose workers alone read the
 -- table (a worker cannot see the bypass: it finds no context and an empty
 -- scope, and the leader's bypass policy admits the rows).
+-- The GUC that forces parallel plans is force_parallel_mode before PG 16 and
+-- debug_parallel_query from 16 on.
+SELECT CASE WHEN current_setting('server_version_num')::int >= 160000 THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END AS parallel_guc \gset
 BEGIN;
 SELECT tenantguard.begin_bypass(:'secret', 'parallel roll-up', '5 minutes');
-SET LOCAL force_parallel_mode = on;
+SET LOCAL :parallel_guc = on;
 SET LOCAL parallel_setup_cost = 0;
 SET LOCAL parallel_tuple_cost = 0;
 SET LOCAL min_parallel_table_scan_size = 0;

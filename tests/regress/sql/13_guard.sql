@@ -33,6 +33,31 @@ CREATE TABLE guarded.owned (id int PRIMARY KEY, tenant_id text NOT NULL);
 ALTER TABLE guarded.owned NO FORCE ROW LEVEL SECURITY;
 DROP POLICY tenantguard_delete ON guarded.owned;
 CREATE TABLE guarded.owned_notes (id int);
+-- Every generated policy, and every way to weaken one, as the non-superuser
+-- owner: each is refused, on every version (PG 16.2 gives no schema_name
+-- for a dropped policy; the guard identifies it by its table).
+DROP POLICY tenantguard_select ON guarded.owned;
+DROP POLICY tenantguard_insert ON guarded.owned;
+DROP POLICY tenantguard_update ON guarded.owned;
+DROP POLICY tenantguard_delete ON guarded.owned;
+DROP POLICY tenantguard_bypass ON guarded.owned;
+DROP POLICY IF EXISTS tenantguard_select ON guarded.owned;
+ALTER POLICY tenantguard_select ON guarded.owned USING (true);
+ALTER POLICY tenantguard_insert ON guarded.owned WITH CHECK (true);
+ALTER POLICY tenantguard_bypass ON guarded.owned TO PUBLIC;
+ALTER POLICY tenantguard_select ON guarded.owned RENAME TO mine;
+CREATE POLICY everyone ON guarded.owned USING (true);
+CREATE POLICY everyone_ins ON guarded.owned FOR INSERT WITH CHECK (true);
+ALTER TABLE guarded.owned DISABLE ROW LEVEL SECURITY;
+ALTER TABLE guarded.owned NO FORCE ROW LEVEL SECURITY;
+-- Narrowing is allowed: a restrictive policy of the owner's own.
+CREATE POLICY positive_ids ON guarded.owned AS RESTRICTIVE USING (id > 0);
+DROP POLICY positive_ids ON guarded.owned;
+-- Afterwards, the policies and RLS are as protect() made them.
+SELECT polname, polpermissive, polroles::regrole[]::text[] AS roles, pg_get_expr(polqual, polrelid) AS using_expr,
+       pg_get_expr(polwithcheck, polrelid) AS check_expr
+  FROM pg_policy WHERE polrelid = 'guarded.owned'::regclass ORDER BY 1;
+SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'guarded.owned'::regclass;
 -- Tables outside guarded schemas are not affected.
 CREATE TABLE unguarded.free_for_all (id int);
 DROP TABLE unguarded.free_for_all;

@@ -32,18 +32,21 @@ SELECT pg_temp.tok('acme', 'bo') AS bo, pg_temp.tok('acme', 'bob') AS bob, pg_te
 \c - tg_app
 -- bo (finance, limit 1000): not his own claim, his department, within his
 -- limit; rows with a NULL amount are an error (denied); globex never.
+-- The GUC that forces parallel plans is force_parallel_mode before PG 16 and
+-- debug_parallel_query from 16 on.
+SELECT CASE WHEN current_setting('server_version_num')::int >= 160000 THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END AS parallel_guc \gset
 BEGIN;
 SELECT tenantguard.set_context(:'bo');
 SELECT id FROM claims_c ORDER BY id;
 -- The same rows from parallel workers, and from a generic plan reused
 -- after the context changes.
-SET LOCAL force_parallel_mode = on;
+SET LOCAL :parallel_guc = on;
 SET LOCAL parallel_setup_cost = 0;
 SET LOCAL parallel_tuple_cost = 0;
 SET LOCAL min_parallel_table_scan_size = 0;
 SET LOCAL max_parallel_workers_per_gather = 2;
 SELECT array_agg(id ORDER BY id) AS parallel_ids FROM claims_c;
-RESET force_parallel_mode;
+RESET :parallel_guc;
 SET LOCAL plan_cache_mode = force_generic_plan;
 PREPARE q(int) AS SELECT array_agg(id ORDER BY id) AS ids FROM claims_c WHERE id > $1;
 EXECUTE q(0);

@@ -1,0 +1,142 @@
+-- pg_tenantguard 0.1.0 -> 0.2.0
+--
+-- * The append-only error names the partitioned table a statement targeted
+--   (tenantguard.audit_log), not the month's partition.
+-- * Guarded schemas: a dropped policy is identified by its table
+--   (address_names), not by schema_name, which PG 16.2 leaves NULL, and the
+--   guard fails closed when neither is there; ALTER POLICY (including
+--   RENAME) and permissive CREATE POLICY on a protected table are refused
+--   to non-superusers. The guard's event trigger is recreated with the new
+--   command tags where a schema is guarded already.
+-- The library is the same for both versions: no C function changed.
+\echo Use "ALTER EXTENSION pg_tenantguard UPDATE TO '0.2.0'" to load this file. \quit
+
+-- Refuse UPDATE/DELETE/TRUNCATE on append-only tables, for every role.
+-- A row trigger fires on the partition that holds the row; the message
+-- names the partitioned table the statement targeted, not the month's
+-- partition. A statement trigger (TRUNCATE) names the table it fired on.
+CREATE OR REPLACE FUNCTION tenantguard.refuse_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'tenantguard: % on % is not allowed: the table is append-only', TG_OP,
+        CASE WHEN TG_LEVEL = 'ROW'
+             THEN coalesce(pg_partition_root(TG_RELID), TG_RELID)::regclass::text
+             ELSE format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME) END
+        USING ERRCODE = '42501';
+END
+$$;
+
+-- Whether a relation is protected and sits in a guarded schema: the tables
+-- whose policies a non-superuser may not weaken.
+CREATE FUNCTION tenantguard.guarded_protected(rel oid) RETURNS boolean
+LANGUAGE sql STABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM tenantguard.protected_table p
+                     JOIN pg_class c ON c.oid = p.relid
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                     JOIN tenantguard.guarded_schema g ON g.nspname = n.nspname
+                    WHERE p.relid = rel)
+$$;
+
+REVOKE ALL ON FUNCTION tenantguard.guarded_protected(oid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantguard.guarded_protected(oid) TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION tenantguard.guard_ddl_end() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    g record;
+    pol record;
+    reason text := nullif(current_setting('tenantguard.shared_reason', true), '');
+    is_super boolean := (SELECT rolsuper FROM pg_roles WHERE oid = current_user::regrole);
+BEGIN
+    FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE object_type IN ('table', 'policy') LOOP
+        IF r.object_type = 'policy' THEN
+            -- Policies are identified through pg_policy by their OID, never by
+            -- schema_name (which some releases leave NULL for policies).
+            CONTINUE WHEN is_super;
+            SELECT p.polname, p.polpermissive, p.polrelid INTO pol FROM pg_policy p WHERE p.oid = r.objid;
+            CONTINUE WHEN NOT FOUND OR NOT tenantguard.guarded_protected(pol.polrelid);
+            IF r.command_tag = 'ALTER POLICY' THEN
+                RAISE EXCEPTION 'tenantguard: altering policy % on % is refused: the table is protected', pol.polname, pol.polrelid::regclass
+                    USING ERRCODE = '42501', HINT = 'A superuser can run tenantguard.unprotect() for a reviewed change.';
+            ELSIF r.command_tag = 'CREATE POLICY' AND pol.polpermissive THEN
+                RAISE EXCEPTION 'tenantguard: creating permissive policy % on % is refused: it would widen the tenant policy of a protected table', pol.polname, pol.polrelid::regclass
+                    USING ERRCODE = '42501', HINT = 'Create it AS RESTRICTIVE to narrow access further; a superuser can add a reviewed permissive one.';
+            END IF;
+            CONTINUE;
+        END IF;
+        SELECT * INTO g FROM tenantguard.guarded_schema WHERE nspname = r.schema_name;
+        CONTINUE WHEN NOT FOUND;
+        IF r.command_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') THEN
+            IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = r.objid AND attname = g.tenant_column AND NOT attisdropped)
+               AND reason IS NULL THEN
+                RAISE EXCEPTION 'tenantguard: table % in guarded schema % has no tenant column "%"', r.object_identity, r.schema_name, g.tenant_column
+                    USING ERRCODE = '42501',
+                          HINT = format('Add a %I column, or run SET LOCAL tenantguard.shared_reason = ''why it is global'' before creating a legitimately shared table.', g.tenant_column);
+            END IF;
+            PERFORM tenantguard.guard_new_table(r.objid, g.tenant_column, reason);
+        ELSIF r.command_tag = 'ALTER TABLE' AND NOT is_super
+              AND EXISTS (SELECT 1 FROM tenantguard.protected_table p WHERE p.relid = r.objid)
+              AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = r.objid AND NOT (c.relrowsecurity AND c.relforcerowsecurity)) THEN
+            RAISE EXCEPTION 'tenantguard: % is protected; disabling or un-forcing row-level security is refused', r.object_identity
+                USING ERRCODE = '42501', HINT = 'A superuser can run tenantguard.unprotect() for a reviewed change.';
+        END IF;
+    END LOOP;
+END $$;
+
+-- A dropped policy is gone from pg_policy by now, and some releases (16.2)
+-- leave schema_name NULL for it: identify its table by address_names
+-- (schema, table, policy). If that is missing too, a generated policy's
+-- drop by a non-superuser is refused: the guard fails closed.
+CREATE OR REPLACE FUNCTION tenantguard.guard_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    is_super boolean := (SELECT rolsuper FROM pg_roles WHERE oid = current_user::regrole);
+BEGIN
+    IF is_super THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE object_type = 'policy' LOOP
+        CONTINUE WHEN r.address_names IS NOT NULL AND cardinality(r.address_names) = 3
+            AND (r.address_names[3] NOT LIKE 'tenantguard\_%'
+                 OR NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                 WHERE n.nspname = r.address_names[1] AND c.relname = r.address_names[2]
+                                   AND tenantguard.guarded_protected(c.oid)));
+        CONTINUE WHEN (r.address_names IS NULL OR cardinality(r.address_names) <> 3)
+            AND r.object_identity NOT LIKE 'tenantguard\_% on %';
+        RAISE EXCEPTION 'tenantguard: dropping policy % is refused: the table is protected', r.object_identity
+            USING ERRCODE = '42501', HINT = 'A superuser can run tenantguard.unprotect() for a reviewed change.';
+    END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenantguard.guard_schema(schema name, tenant_column name DEFAULT 'tenant_id') RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF to_regnamespace(schema::text) IS NULL THEN
+        RAISE EXCEPTION 'schema % does not exist', schema USING ERRCODE = '3F000';
+    END IF;
+    INSERT INTO tenantguard.guarded_schema (nspname, tenant_column) VALUES (schema, tenant_column)
+    ON CONFLICT (nspname) DO UPDATE SET tenant_column = EXCLUDED.tenant_column;
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'tenantguard_guard_ddl') THEN
+        CREATE EVENT TRIGGER tenantguard_guard_ddl ON ddl_command_end
+            WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE POLICY', 'ALTER POLICY')
+            EXECUTE FUNCTION tenantguard.guard_ddl_end();
+        CREATE EVENT TRIGGER tenantguard_guard_drop ON sql_drop
+            WHEN TAG IN ('DROP POLICY')
+            EXECUTE FUNCTION tenantguard.guard_sql_drop();
+    END IF;
+    INSERT INTO tenantguard.security_log (event, db_role, detail)
+    VALUES ('schema_guarded', session_user, jsonb_build_object('schema', schema, 'tenant_column', tenant_column));
+END $$;
+
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'tenantguard_guard_ddl') THEN
+        DROP EVENT TRIGGER tenantguard_guard_ddl;
+        CREATE EVENT TRIGGER tenantguard_guard_ddl ON ddl_command_end
+            WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE POLICY', 'ALTER POLICY')
+            EXECUTE FUNCTION tenantguard.guard_ddl_end();
+    END IF;
+END
+$$;

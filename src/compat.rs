@@ -1,0 +1,57 @@
+//! Postgres-version shims, all in one place: everything that differs by
+//! major version and is not hidden by pgrx. A foundation: imports nothing
+//! of the extension.
+
+use pgrx::pg_sys;
+use std::ffi::c_void;
+
+/// The `i`-th attribute of a tuple descriptor. PG 18 moved the array
+/// behind `TupleDescAttr()` (`compact_attrs` first); before, it is `attrs`.
+///
+/// SAFETY: `desc` is a valid tuple descriptor and `i < natts`; the result
+/// lives as long as the descriptor.
+pub unsafe fn tuple_desc_attr<'a>(
+    desc: pg_sys::TupleDesc,
+    i: usize,
+) -> &'a pg_sys::FormData_pg_attribute {
+    #[cfg(not(feature = "pg18"))]
+    // SAFETY: see the function's contract.
+    unsafe {
+        &*(*desc).attrs.as_ptr().add(i)
+    }
+    #[cfg(feature = "pg18")]
+    // SAFETY: see the function's contract.
+    unsafe {
+        &*pg_sys::TupleDescAttr(desc, i as std::ffi::c_int)
+    }
+}
+
+#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+pub unsafe fn guc_alloc(n: usize) -> *mut c_void {
+    extern "C" {
+        fn malloc(n: usize) -> *mut c_void;
+    }
+    // SAFETY: up to PG 15 GUC strings and extras are plain malloc() memory.
+    unsafe { malloc(n) }
+}
+
+#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+pub unsafe fn guc_release(p: *mut c_void) {
+    extern "C" {
+        fn free(p: *mut c_void);
+    }
+    // SAFETY: p came from malloc() (the GUC machinery's or ours).
+    unsafe { free(p) }
+}
+
+#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+pub unsafe fn guc_alloc(n: usize) -> *mut c_void {
+    // SAFETY: from PG 16 on, GUC memory comes from guc_malloc().
+    unsafe { pg_sys::guc_malloc(pg_sys::LOG as i32, n) }
+}
+
+#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+pub unsafe fn guc_release(p: *mut c_void) {
+    // SAFETY: p came from guc_malloc().
+    unsafe { pg_sys::guc_free(p) }
+}
