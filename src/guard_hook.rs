@@ -264,9 +264,11 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    // The extension's own install/upgrade scripts are not tampering.
-    // SAFETY: plain read of a backend-global flag.
-    let creating = unsafe { pg_sys::creating_extension };
+    // The extension's own install/upgrade scripts are not tampering, and
+    // neither is pg_upgrade's schema restore (binary-upgrade mode, which
+    // only pg_upgrade can start: it drops and re-creates the extension).
+    // SAFETY: plain reads of backend-global flags.
+    let creating = unsafe { pg_sys::creating_extension || pg_sys::IsBinaryUpgrade };
     if gucs::AUDIT_HOOK.get() && !crate::audit::tamper::internal() && !creating {
         // SAFETY: pstmt is the statement Postgres is about to run.
         unsafe { check((*pstmt).utilityStmt) };

@@ -30,6 +30,13 @@ for v in $VERSIONS; do
     layer "PG $v: crash safety (immediate stop / kill -9 under audited writes, 4 seeds)" env PG="$v" bash tests/soak/crash.sh
   fi
 done
+case " $VERSIONS " in *" 15 "*)
+  layer "PG 15: ALTER EXTENSION UPDATE from 0.1.0 (built from its commit), every guarantee after" bash tests/upgrade/from_0_1_0.sh
+  layer "PG 15: Debian packages on a live server (dpkg -i, quick start, upgrade, make install, dpkg -r)" env PG=15 bash tests/packaging/run.sh
+  case " $VERSIONS " in *" 18 "*)
+    layer "pg_upgrade 15 -> 18 (every guarantee after, as the app role)" bash tests/upgrade/pg_upgrade.sh ;;
+  esac ;;
+esac
 echo
 echo "whole suite: $SECONDS s (versions: $VERSIONS)"
 echo "layers:$passed passed, $failed failed${failures:+ (failed:$failures)}"

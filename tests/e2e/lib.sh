@@ -12,4 +12,6 @@ check() { local name=$1; shift; if "$@"; then ok "$name"; else fail "$name"; fi;
 q() { local role=$1; shift; psql -X -A -t -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U "$role" -d "${DB:-postgres}" -c "$*"; }
 # q_err ROLE SQL: succeeds only if the SQL fails; prints the error.
 q_err() { local role=$1; shift; if out=$(q "$role" "$@" 2>&1); then echo "unexpected success: $out"; return 1; else echo "$out"; fi; }
+# has TEXT PATTERN: TEXT contains PATTERN (grep -q; safe with any quotes in TEXT).
+has() { printf '%s\n' "$1" | grep -q -- "$2"; }
 summary() { echo "$E2E_PASSED passed, $E2E_FAILED failed"; [ "$E2E_FAILED" -eq 0 ]; }

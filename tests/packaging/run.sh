@@ -56,7 +56,7 @@ out=$(DB=quick q app "BEGIN; SELECT tenantguard.set_context('$ACME');
   SELECT string_agg(tenant_id || ':' || customer, ','), count(*) FROM invoices; COMMIT;" | tail -1)
 check "quick start: the app sees only its own row, tenant filled in" test "$out" = "acme:Road Runner|1"
 out=$(DB=quick q_err app "SELECT * FROM invoices" 2>&1)
-check "quick start: without a context, the table fails closed" bash -c "echo '$out' | grep -q 'no tenant context'"
+check "quick start: without a context, the table fails closed" has "$out" 'no tenant context'
 W=$(DB=quick q postgres "SELECT jsonb_array_length(tenantguard.status()->'warnings')" 2>&1); echo "# status warnings: $W"
 check "quick start: status() reports no version mismatch" test "$W" = "0"
 
@@ -80,7 +80,7 @@ check "dpkg -r: the library and control file are gone" bash -c "[ ! -e '$LIBSO' 
 survived "dpkg -r"
 q postgres "CREATE DATABASE after_rm" >/dev/null
 out=$(DB=after_rm q_err postgres "CREATE EXTENSION pg_tenantguard" 2>&1)
-check "dpkg -r: CREATE EXTENSION now fails cleanly" bash -c "echo '$out' | grep -q 'is not available'"
+check "dpkg -r: CREATE EXTENSION now fails cleanly" has "$out" 'is not available'
 # Put the build back for the layers that follow.
 PG=15 bash packaging/install.sh >/dev/null 2>&1 || fail "reinstalling after dpkg -r"
 summary
