@@ -8,14 +8,38 @@ CREATE TABLE tenantguard.guarded_schema (
 SELECT pg_catalog.pg_extension_config_dump('tenantguard.guarded_schema', '');
 GRANT SELECT ON tenantguard.guarded_schema TO PUBLIC;
 
--- Runs with the rights of the guard (protect/mark_shared need them); only
--- acts on a table that the current command just created in a guarded schema.
+-- Runs with the rights of the guard (protect/mark_shared need them), so it
+-- is executable by PUBLIC (the event trigger runs as whoever ran the DDL)
+-- and first checks that it was handed what the event trigger hands it: a
+-- plain or partitioned table in a guarded schema, neither protected nor
+-- shared yet, whose catalog row this very transaction wrote (a table the
+-- current command just created). Anything else is refused, and nothing in
+-- the protection catalog changes.
 CREATE FUNCTION tenantguard.guard_new_table(tbl oid, tenant_column name, shared_reason text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c record;
+    mine boolean;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_class c JOIN tenantguard.guarded_schema g ON g.nspname = c.relnamespace::regnamespace::name
-                    WHERE c.oid = tbl) THEN
-        RAISE EXCEPTION 'tenantguard: % is not in a guarded schema', tbl::regclass USING ERRCODE = '42501';
+    SELECT r.oid, r.relkind, r.xmin, n.nspname INTO c
+      FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace WHERE r.oid = tbl;
+    IF NOT FOUND OR c.relkind NOT IN ('r', 'p')
+       OR NOT EXISTS (SELECT 1 FROM tenantguard.guarded_schema g WHERE g.nspname = c.nspname) THEN
+        RAISE EXCEPTION 'tenantguard: % is not a table in a guarded schema', CASE WHEN c.oid IS NULL THEN tbl::text ELSE tbl::regclass::text END
+            USING ERRCODE = '42501';
+    END IF;
+    IF EXISTS (SELECT 1 FROM tenantguard.protected_table WHERE relid = tbl)
+       OR EXISTS (SELECT 1 FROM tenantguard.shared_table WHERE relid = tbl) THEN
+        RAISE EXCEPTION 'tenantguard: % is already protected or shared; guard_new_table() acts only on a table just created', tbl::regclass
+            USING ERRCODE = '42501';
+    END IF;
+    -- The row's xmin is in progress and visible to us: this transaction (or
+    -- one of its subtransactions) wrote it. Another session's uncommitted
+    -- table is not visible here at all.
+    mine := pg_xact_status((((pg_current_xact_id()::text::bigint >> 32) << 32) + c.xmin::text::bigint)::text::xid8) = 'in progress';
+    IF NOT mine THEN
+        RAISE EXCEPTION 'tenantguard: % was not created by this transaction; guard_new_table() acts only on a table just created', tbl::regclass
+            USING ERRCODE = '42501';
     END IF;
     IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = tbl AND attname = tenant_column AND NOT attisdropped) THEN
         PERFORM tenantguard.protect(tbl::regclass, tenant_column);

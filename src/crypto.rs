@@ -47,7 +47,7 @@ fn master() -> Vec<u8> {
 /// The salt of (tenant, version); None if shredded or absent.
 fn salt(tenant: &str, version: u32) -> Option<Vec<u8>> {
     spi::as_owner(|| {
-        Spi::get_one_with_args::<Vec<u8>>(
+        spi::read_one::<Vec<u8>>(
             "SELECT salt FROM tenantguard.tenant_key WHERE tenant OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
             &[tenant.into(), (version as i32).into()],
         )
@@ -97,6 +97,24 @@ fn current_version(tenant: &str) -> u32 {
 }
 
 fn load_current_version(tenant: &str) -> u32 {
+    // Read first: a tenant that has a key needs no write (and no XID), so
+    // encrypt() works on a standby and on a primary assigns nothing.
+    let current = spi::as_owner(|| {
+        spi::read_two::<i32, i64>(
+            "SELECT pg_catalog.max(version) FILTER (WHERE salt IS NOT NULL), pg_catalog.count(*)
+               FROM tenantguard.tenant_key WHERE tenant OPERATOR(pg_catalog.=) $1",
+            &[tenant.into()],
+        )
+    });
+    match current {
+        Ok((Some(v), _)) => return v as u32,
+        Ok((None, Some(n))) if n > 0 => raise_msg(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("tenantguard: tenant {tenant} has been crypto-shredded; no new values can be encrypted"),
+        ),
+        _ => {}
+    }
+    spi::require_primary("the first encrypt() of a tenant (it creates the tenant's key)");
     let mut fresh = [0u8; 32];
     getrandom::getrandom(&mut fresh).unwrap_or_else(|e| {
         raise_msg(

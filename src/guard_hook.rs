@@ -320,7 +320,7 @@ fn guarded_protected(rel: pg_sys::Oid) -> bool {
     if rel == pg_sys::Oid::INVALID || crate::spi::relation_oid(c"guarded_schema").is_none() {
         return false;
     }
-    Spi::get_one_with_args::<bool>("SELECT tenantguard.guarded_protected($1)", &[rel.into()])
+    crate::spi::read_one::<bool>("SELECT tenantguard.guarded_protected($1)", &[rel.into()])
         .ok()
         .flatten()
         .unwrap_or(false)

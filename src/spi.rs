@@ -312,3 +312,47 @@ pub fn is_audit_admin() -> bool {
         admin != pg_sys::Oid::INVALID && pg_sys::has_privs_of_role(pg_sys::GetUserId(), admin)
     }
 }
+
+// ------------------------------------------------------------ read-only SPI
+// pgrx's `Spi::get_one*` run their query through `SpiClient::update`, which
+// assigns a transaction id first: on a primary every read-only transaction
+// that called them consumed an XID (and wrote a commit record), and on a hot
+// standby they failed with "cannot assign TransactionIds during recovery".
+// Read paths use these instead: the same results, through `select`, which
+// runs read-only while the transaction has no XID of its own.
+
+/// One value of the first row, read-only (as `Spi::get_one_with_args`).
+pub fn read_one<A: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(
+    query: &str,
+    args: &[pgrx::datum::DatumWithOid],
+) -> Result<Option<A>, pgrx::spi::Error> {
+    pgrx::spi::Spi::connect(|c| c.select(query, Some(1), args)?.first().get_one::<A>())
+}
+
+/// Two values of the first row, read-only (as `Spi::get_two_with_args`).
+pub fn read_two<
+    A: pgrx::datum::FromDatum + pgrx::datum::IntoDatum,
+    B: pgrx::datum::FromDatum + pgrx::datum::IntoDatum,
+>(
+    query: &str,
+    args: &[pgrx::datum::DatumWithOid],
+) -> Result<(Option<A>, Option<B>), pgrx::spi::Error> {
+    pgrx::spi::Spi::connect(|c| c.select(query, Some(1), args)?.first().get_two::<A, B>())
+}
+
+/// Whether this server is a hot standby (in recovery).
+pub fn on_standby() -> bool {
+    // SAFETY: a plain read of shared recovery state.
+    unsafe { pg_sys::RecoveryInProgress() }
+}
+
+/// Refuse, with 25006 and what needed it, work that must write on a standby
+/// (instead of Postgres's "cannot assign TransactionIds during recovery").
+pub fn require_primary(what: &str) {
+    if on_standby() {
+        crate::error::raise_msg(
+            pgrx::prelude::PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!("tenantguard: {what} writes, and this server is a hot standby: run it on the primary"),
+        );
+    }
+}

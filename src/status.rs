@@ -28,39 +28,49 @@ fn status() -> JsonB {
 
 fn report() -> JsonB {
     let (_, ring) = crate::keys::keyring();
-    let protected =
-        Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM tenantguard.protected_table")
-            .unwrap_or(None)
-            .unwrap_or(0);
-    let shared = Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM tenantguard.shared_table")
-        .unwrap_or(None)
-        .unwrap_or(0);
-    let lint = Spi::get_one::<JsonB>(
+    let protected = crate::spi::read_one::<i64>(
+        "SELECT pg_catalog.count(*) FROM tenantguard.protected_table",
+        &[],
+    )
+    .unwrap_or(None)
+    .unwrap_or(0);
+    let shared = crate::spi::read_one::<i64>(
+        "SELECT pg_catalog.count(*) FROM tenantguard.shared_table",
+        &[],
+    )
+    .unwrap_or(None)
+    .unwrap_or(0);
+    let lint = crate::spi::read_one::<JsonB>(
         "SELECT COALESCE(pg_catalog.jsonb_object_agg(severity, n), '{}') FROM
            (SELECT severity, pg_catalog.count(*) AS n FROM tenantguard.lint() GROUP BY 1) s",
+        &[],
     )
     .ok()
     .flatten()
     .map(|j| j.0)
     .unwrap_or(serde_json::Value::Null);
-    let last_verification = Spi::get_one::<JsonB>(
-        "SELECT pg_catalog.jsonb_build_object('at', max(at), 'tenants', pg_catalog.count(*), 'all_ok', pg_catalog.bool_and(ok))
+    let last_verification = crate::spi::read_one::<JsonB>("SELECT pg_catalog.jsonb_build_object('at', max(at), 'tenants', pg_catalog.count(*), 'all_ok', pg_catalog.bool_and(ok))
            FROM tenantguard.audit_verification
-          WHERE at OPERATOR(pg_catalog.=) (SELECT pg_catalog.max(at) FROM tenantguard.audit_verification)",
-    )
+          WHERE at OPERATOR(pg_catalog.=) (SELECT pg_catalog.max(at) FROM tenantguard.audit_verification)", &[])
     .ok()
     .flatten()
     .map(|j| j.0)
     .unwrap_or(serde_json::Value::Null);
-    let guarded = Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM tenantguard.guarded_schema")
-        .unwrap_or(None)
-        .unwrap_or(0);
+    let guarded = crate::spi::read_one::<i64>(
+        "SELECT pg_catalog.count(*) FROM tenantguard.guarded_schema",
+        &[],
+    )
+    .unwrap_or(None)
+    .unwrap_or(0);
     let mut audit_background = crate::audit::writer_report();
     if let serde_json::Value::Object(m) = &mut audit_background {
         // Committed records not chained yet (read as the extension's owner:
         // nobody else may read the inbox).
         let waiting = crate::spi::as_owner(|| {
-            Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM tenantguard.audit_inbox")
+            crate::spi::read_one::<i64>(
+                "SELECT pg_catalog.count(*) FROM tenantguard.audit_inbox",
+                &[],
+            )
         });
         m.insert(
             "inbox_records".into(),
@@ -74,9 +84,7 @@ fn report() -> JsonB {
     }
     // The library and the extension's SQL objects come from two steps (a
     // package install, then ALTER EXTENSION ... UPDATE): say when they differ.
-    let sql_version = Spi::get_one::<String>(
-        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_tenantguard'",
-    )
+    let sql_version = crate::spi::read_one::<String>("SELECT extversion FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_tenantguard'", &[])
     .ok()
     .flatten();
     let library_version = env!("CARGO_PKG_VERSION");

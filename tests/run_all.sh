@@ -24,6 +24,7 @@ for v in $VERSIONS; do
   layer "PG $v: install (release, atomic)" env PG="$v" bash packaging/install.sh
   layer "PG $v: pg_regress + isolation (SQL surface, as the app role)" env PG="$v" bash tests/run_regress.sh
   layer "PG $v: e2e (sessions, logs, hooks, keys, reference)" env PG="$v" bash tests/e2e/run.sh
+  layer "PG $v: hot standby (read paths assign no XID; writes refused with 25006)" env PG="$v" bash tests/replica/standby.sh
   if [ "$v" = "$FIRST" ]; then
     layer "PG $v: checkout anywhere (make demo from a 0700 directory; failures say why)" env PG="$v" bash tests/checkout/run.sh
     layer "PG $v: pooler soak (PgBouncer transaction mode, 32 clients x 8 tenants, 50k tx)" env PG="$v" bash tests/soak/run_pooler.sh

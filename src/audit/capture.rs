@@ -340,7 +340,7 @@ pub(super) fn audit_capture<'a>(
 }
 
 pub fn is_audited(rel: pg_sys::Oid) -> bool {
-    Spi::get_one_with_args::<bool>(
+    spi::read_one::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1
                           AND tgname OPERATOR(pg_catalog.=) 'tenantguard_audit')",
         &[rel.into()],
@@ -459,6 +459,7 @@ pub(super) fn log_event(
             "action must not be NULL",
         )
     });
+    spi::require_primary("log_event()");
     let claims = context::require();
     if action.trim().is_empty() {
         raise_msg(

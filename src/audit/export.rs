@@ -18,7 +18,7 @@ pub(super) fn export_audit(
     // Granted to tenantguard_admin, who may not read the trail or its
     // heads directly (RLS, privileges): read as the extension's owner.
     spi::as_owner(|| {
-        drain_inbox(None);
+        drain_inbox_for_read();
         flush_lagging_heads();
         let tenant = tenant.unwrap_or_else(|| {
             crate::error::raise_msg(
@@ -58,7 +58,10 @@ pub(super) fn export_audit(
             .last()
             .map(|j| j.0["hash"].as_str().unwrap_or("").to_string());
         let digest = chain::lines_digest(lines.iter().map(String::as_str));
-        spi::as_owner(|| {
+        if spi::on_standby() {
+            pgrx::notice!("tenantguard: this server is a hot standby: the export's digest was not recorded in tenantguard.audit_export (export on the primary to record it)");
+        } else {
+            spi::as_owner(|| {
             Spi::run_with_args(
                 "INSERT INTO tenantguard.audit_export (tenant, since, until, records, first_seq, last_seq, head_hash, digest)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -75,6 +78,7 @@ pub(super) fn export_audit(
             )
         })
         .unwrap_or_else(|e| spi_fail(e));
+        }
         SetOfIterator::new(out)
     })
 }

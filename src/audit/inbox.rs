@@ -209,6 +209,31 @@ impl Drop for Draining {
     }
 }
 
+/// For readers of the trail (verify, export, digest): chain what waits in
+/// the inbox first, as `drain_inbox(None)`, but when nothing waits (read as
+/// the owner, under a snapshot taken now, without a transaction id) do
+/// nothing at all, so a read assigns no XID. (`audit_flush()` and the
+/// writer call `drain_inbox`, which also serializes with other drains.)
+pub fn drain_inbox_for_read() {
+    // SAFETY: plain reads of transaction and recovery state.
+    if unsafe { pg_sys::RecoveryInProgress() || pg_sys::XactReadOnly } {
+        return;
+    }
+    let mut waiting = false;
+    spi::as_owner(|| {
+        Spi::connect(|_c| {
+            spi::select_latest("SELECT 1 FROM tenantguard.audit_inbox LIMIT 1", &[], |_| {
+                waiting = true;
+                Ok(())
+            })
+        })
+    })
+    .unwrap_or_else(|e| spi_fail(e));
+    if waiting {
+        drain_inbox(None);
+    }
+}
+
 /// Chain the records of up to `limit` inbox rows (None: all) that committed
 /// transactions left, in this transaction: check each record's seal, place
 /// it in its tenant's chain, remove the rows from the inbox. A record whose

@@ -10,6 +10,7 @@ use pgrx::JsonB;
 /// does the record; refusals therefore also go to the server log (see
 /// `context::alert`).
 pub fn record(event: &str, tenant: Option<&str>, detail: serde_json::Value) {
+    spi::require_primary(&format!("recording {event} on the security trail"));
     let actor = crate::context::current()
         .ok()
         .flatten()

@@ -16,8 +16,9 @@ use tenantguard_core::DomainError;
 pub(super) fn tenants(only: Option<&str>) -> Vec<String> {
     match only {
         Some(t) => vec![t.to_string()],
-        None => Spi::get_one::<Vec<String>>(
+        None => spi::read_one::<Vec<String>>(
             "SELECT pg_catalog.array_agg(tenant ORDER BY tenant) FROM tenantguard.audit_head",
+            &[],
         )
         .ok()
         .flatten()
@@ -35,7 +36,7 @@ pub(super) fn verify_tenant(tenant: &str, upto_id: Option<i64>) -> (chain::Verdi
         None
     } else {
         Some(
-            Spi::get_two_with_args::<i64, Vec<u8>>(
+            spi::read_two::<i64, Vec<u8>>(
                 "SELECT seq, hash FROM tenantguard.audit_head WHERE tenant OPERATOR(pg_catalog.=) $1",
                 &[tenant.into()],
             )
@@ -50,7 +51,7 @@ pub(super) fn verify_tenant(tenant: &str, upto_id: Option<i64>) -> (chain::Verdi
                 && if hs == v.last_seq {
                     v.head.to_vec() == hh
                 } else {
-                    Spi::get_one_with_args::<Vec<u8>>(
+                    spi::read_one::<Vec<u8>>(
                         "SELECT hash FROM tenantguard.audit_log
                           WHERE tenant OPERATOR(pg_catalog.=) $1 AND seq OPERATOR(pg_catalog.=) $2 LIMIT 1",
                         &[tenant.into(), hs.into()],
@@ -67,7 +68,7 @@ pub(super) fn verify_tenant(tenant: &str, upto_id: Option<i64>) -> (chain::Verdi
     // A checkpoint row inserted by hand has no such record.
     let attested = start_seq == 0
         || upto_id.is_some()
-        || Spi::get_one_with_args::<bool>(
+        || spi::read_one::<bool>(
             "SELECT EXISTS (SELECT 1 FROM tenantguard.audit_log
                              WHERE tenant OPERATOR(pg_catalog.=) $1 AND seq OPERATOR(pg_catalog.>) $2
                                AND action OPERATOR(pg_catalog.=) 'security:audit_partition_dropped'
@@ -83,7 +84,7 @@ pub(super) fn verify_tenant(tenant: &str, upto_id: Option<i64>) -> (chain::Verdi
 /// The newest checkpoint of a tenant's chain (seq and hash of the last
 /// record dropped with its partition), or the genesis.
 pub(super) fn checkpoint(tenant: &str) -> (i64, Vec<u8>) {
-    match Spi::get_two_with_args::<i64, Vec<u8>>(
+    match spi::read_two::<i64, Vec<u8>>(
         "SELECT seq, hash FROM tenantguard.audit_checkpoint WHERE tenant OPERATOR(pg_catalog.=) $1
           ORDER BY seq DESC LIMIT 1",
         &[tenant.into()],
@@ -175,7 +176,7 @@ pub(super) fn verify_audit(
     // Granted to tenantguard_admin, who may not read the trail or its
     // heads directly (RLS, privileges): read as the extension's owner.
     spi::as_owner(|| {
-        drain_inbox(None);
+        drain_inbox_for_read();
         flush_lagging_heads();
         if crate::keys::audit_keyring().is_empty() {
             raise(DomainError::Policy(
@@ -186,10 +187,14 @@ pub(super) fn verify_audit(
         for t in tenants(tenant) {
             let (v, head_ok) = verify_tenant(&t, None);
             let ok = v.first_bad_id.is_none() && head_ok;
-            let _ = Spi::run_with_args(
-                "INSERT INTO tenantguard.audit_verification (tenant, records, first_bad_id, ok) VALUES ($1, $2, $3, $4)",
-                &[t.clone().into(), v.records.into(), v.first_bad_id.into(), ok.into()],
-            );
+            // The verification history is a write: a standby verifies and
+            // records nothing.
+            if !spi::on_standby() {
+                let _ = Spi::run_with_args(
+                    "INSERT INTO tenantguard.audit_verification (tenant, records, first_bad_id, ok) VALUES ($1, $2, $3, $4)",
+                    &[t.clone().into(), v.records.into(), v.first_bad_id.into(), ok.into()],
+                );
+            }
             out.push((t, v.records, v.first_bad_id, ok));
         }
         TableIterator::new(out)
@@ -211,7 +216,7 @@ pub(super) fn audit_digest() -> TableIterator<
     // Granted to tenantguard_admin, who may not read the trail or its
     // heads directly (RLS, privileges): read as the extension's owner.
     spi::as_owner(|| {
-        drain_inbox(None);
+        drain_inbox_for_read();
         flush_lagging_heads();
         let mut out = Vec::new();
         Spi::connect(|c| {
@@ -254,7 +259,7 @@ pub(super) fn verify_audit_against(
     // Granted to tenantguard_admin, who may not read the trail or its
     // heads directly (RLS, privileges): read as the extension's owner.
     spi::as_owner(|| {
-        drain_inbox(None);
+        drain_inbox_for_read();
         flush_lagging_heads();
         let items = digest.0.as_array().cloned().unwrap_or_default();
         let mut out = Vec::new();

@@ -35,7 +35,7 @@ fn plan_for(action: &str, id: &str) -> Rc<Plan> {
         return p;
     }
     let spec = spi::as_owner(|| {
-        Spi::get_one_with_args::<String>(
+        spi::read_one::<String>(
             "SELECT spec FROM tenantguard.authz_compiled WHERE spec_id OPERATOR(pg_catalog.=) $1 AND action OPERATOR(pg_catalog.=) $2",
             &[id.into(), action.into()],
         )

@@ -14,6 +14,7 @@
 # logs are where they always were.
 #
 #   cluster.sh start NAME PORT [preload]   (re)create and start
+#   cluster.sh standby NAME PORT PRIMARY   (re)create a streaming hot standby of PRIMARY, start it
 #   cluster.sh stop NAME                   stop (fast) and keep files
 #   cluster.sh restart NAME                restart
 #   cluster.sh dir NAME                    print its directory
@@ -134,6 +135,23 @@ case "$cmd" in
     } >>"$dir/data/postgresql.conf"
     if ! as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >"$dir/pg_ctl.log" 2>&1; then
       echo "cluster.sh: cluster '$name' did not start on port $port: $(first_error "$dir/server.log" "$dir/pg_ctl.log")" >&2
+      why "$name"; exit 1
+    fi
+    echo "$port" >"$dir/port"
+    ;;
+  standby)
+    port=${3:?port}; primary=${4:?primary}
+    pdir=$BASE/$primary
+    [ -f "$pdir/port" ] || die "primary '$primary' is not running"
+    if [ -f "$dir/data/postmaster.pid" ]; then as_pg "$BIN/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true; fi
+    fresh "$name"
+    if ! as_pg "$BIN/pg_basebackup" -h "$pdir/sock" -p "$(cat "$pdir/port")" -U postgres -D "$dir/data" -R -X stream -c fast >"$dir/basebackup.log" 2>&1; then
+      echo "cluster.sh: pg_basebackup of '$primary' failed: $(first_error "$dir/basebackup.log")" >&2; exit 1
+    fi
+    { echo "port = $port"; echo "unix_socket_directories = '$dir/sock'"; echo "hot_standby = on";
+      if [ -n "${CLUSTER_EXTRA_CONF:-}" ]; then printf '%s\n' "$CLUSTER_EXTRA_CONF"; fi; } >>"$dir/data/postgresql.conf"
+    if ! as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >"$dir/pg_ctl.log" 2>&1; then
+      echo "cluster.sh: standby '$name' did not start on port $port: $(first_error "$dir/server.log" "$dir/pg_ctl.log")" >&2
       why "$name"; exit 1
     fi
     echo "$port" >"$dir/port"

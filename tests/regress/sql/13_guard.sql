@@ -24,6 +24,29 @@ SET LOCAL tenantguard.shared_reason = 'currency codes';
 CREATE TABLE guarded.currencies (code text PRIMARY KEY);
 COMMIT;
 SELECT relid, reason FROM tenantguard.shared_table WHERE relid = 'guarded.currencies'::regclass;
+-- guard_new_table() is PUBLIC (the event trigger runs as the DDL's author)
+-- but acts only on a table the calling transaction just created: the
+-- application role cannot use it to mark a protected table shared.
+SELECT tenantguard.guard_new_table('guarded.tasks'::regclass, 'no_such_column', 'mine now');
+SELECT tenantguard.guard_new_table('guarded.currencies'::regclass, 'tenant_id', NULL);
+SELECT tenantguard.guard_new_table(0, 'tenant_id', 'x');
+SELECT tenantguard.guard_new_table('tenantguard.revocation'::regclass, 'tenant', 'x');
+\c - postgres
+ALTER EVENT TRIGGER tenantguard_guard_ddl DISABLE;
+CREATE TABLE guarded.legacy (id int, tenant_id text);
+ALTER EVENT TRIGGER tenantguard_guard_ddl ENABLE;
+GRANT SELECT ON guarded.legacy TO tg_app;
+\c - tg_app
+SELECT tenantguard.guard_new_table('guarded.legacy'::regclass, 'no_such_column', 'mine now');
+SELECT count(*) AS legacy_in_catalog FROM tenantguard.shared_table WHERE relid = 'guarded.legacy'::regclass;
+CREATE VIEW guarded.v AS SELECT 1 AS one;
+SELECT tenantguard.guard_new_table('guarded.v'::regclass, 'tenant_id', 'x');
+DROP VIEW guarded.v;
+\c - postgres
+DROP TABLE guarded.legacy;
+\c - tg_app
+SELECT (SELECT count(*) FROM tenantguard.shared_table WHERE relid = 'guarded.tasks'::regclass) AS tasks_shared,
+       (SELECT count(*) FROM tenantguard.protected_table WHERE relid = 'guarded.tasks'::regclass) AS tasks_protected;
 -- The owner (not a superuser) may not weaken the protection.
 ALTER TABLE guarded.tasks NO FORCE ROW LEVEL SECURITY;
 ALTER TABLE guarded.tasks DISABLE ROW LEVEL SECURITY;

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# A real streaming hot standby (pg_basebackup -R) of a primary full of state
+# (tests/upgrade/state.sh). Read paths assign no transaction id on the
+# primary and work on the standby; what must write refuses on the standby
+# with 25006, naming what needs the primary.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+. tests/e2e/lib.sh
+. tests/upgrade/state.sh
+PPORT=${TG_REPLICA_PORT:-55500}; SPORT=$((PPORT + 1))
+tests/lib/cluster.sh start "rep-primary-$PG" "$PPORT" preload >/dev/null || exit 1
+trap 'tests/lib/cluster.sh stop "rep-standby-$PG"; tests/lib/cluster.sh stop "rep-primary-$PG"' EXIT
+PDIR=$(tests/lib/cluster.sh dir "rep-primary-$PG")
+SOCK=$PDIR/sock; PORT=$PPORT; LOG=$PDIR/server.log
+populate_state
+q postgres "CREATE ROLE maint LOGIN IN ROLE tenantguard_bypass; GRANT SELECT ON orders TO maint" >/dev/null
+ACME=$(tok '{"tid":"acme","sub":"alice","exp":4000000000,"iat":1700000000}')
+GLOBEX=$(tok '{"tid":"globex","sub":"gus","exp":4000000000,"iat":1700000000}')
+NEWT=$(tok '{"tid":"newco","sub":"nina","exp":4000000000,"iat":1700000000}')
+CTX="SELECT tenantguard.set_context('$ACME') IS NULL;"
+
+# 1. On the primary: read paths leave the transaction without an XID.
+no_xid() { local role=$1 what=$2 sql=$3 out
+  out=$(q "$role" "BEGIN; $CTX $sql; SELECT 'xid:' || coalesce(txid_current_if_assigned()::text, 'none'); COMMIT;" 2>&1 | tail -1)
+  if [ "$out" = "xid:none" ]; then ok "primary: $what assigns no transaction id"; else fail "primary: $what assigns no transaction id (got: $out)"; fi; }
+no_xid app "decrypt_text()" "SELECT tenantguard.decrypt_text(secret, 'secrets.' || id) FROM secrets"
+no_xid app "decrypt()" "SELECT tenantguard.decrypt(secret, 'secrets.' || id) FROM secrets"
+no_xid app "encrypt() for a tenant that has a key" "SELECT tenantguard.encrypt('x')"
+no_xid app "the policy accessors (a protected read)" "SELECT count(*) FROM orders"
+no_xid app "authorize()" "SELECT tenantguard.authorize('order:approve', '{\"amount\": 20}')"
+no_xid app "authorize_action()" "SELECT tenantguard.authorize_action('order:approve')"
+no_xid app "explain_authorize()" "SELECT tenantguard.explain_authorize('order:approve', '{\"amount\": 20}')"
+no_xid app "claims() and user_id()" "SELECT tenantguard.claims(), tenantguard.user_id()"
+no_xid ops "status()" "SELECT tenantguard.status()"
+no_xid ops "audit_digest()" "SELECT count(*) FROM tenantguard.audit_digest()"
+
+# 2. A hot standby of it.
+tests/lib/cluster.sh standby "rep-standby-$PG" "$SPORT" "rep-primary-$PG" >/dev/null || { fail "standby did not start"; summary; exit 1; }
+SDIR=$(tests/lib/cluster.sh dir "rep-standby-$PG")
+lsn=$(q postgres "SELECT pg_current_wal_lsn()")
+SOCK=$SDIR/sock; PORT=$SPORT; LOG=$SDIR/server.log
+for i in $(seq 1 100); do [ "$(q postgres "SELECT pg_last_wal_replay_lsn() >= '$lsn'::pg_lsn" 2>/dev/null)" = t ] && break; sleep 0.1; done
+check "standby: in recovery, caught up" test "$(q postgres "SELECT pg_is_in_recovery()")" = "t"
+check "standby: the app sees exactly its rows" test "$(q app "BEGIN; $CTX SELECT string_agg(id::text, ',' ORDER BY id) FROM orders; COMMIT;" | tail -1)" = "1,2,3"
+out=$(q_err app "SELECT count(*) FROM orders" 2>&1)
+check "standby: without a context, protected tables fail closed" has "$out" "no tenant context"
+check "standby: decrypt_text() of values encrypted on the primary" test "$(q app "BEGIN; $CTX SELECT tenantguard.decrypt_text(secret, 'secrets.' || id) FROM secrets WHERE id = 2; COMMIT;" | tail -1)" = "acme secret 2"
+check "standby: encrypt() for a tenant that has a key, round trip" test "$(q app "BEGIN; $CTX SELECT tenantguard.decrypt_text(tenantguard.encrypt('round', 'a'), 'a'); COMMIT;" | tail -1)" = "round"
+check "standby: authorize() decides (20 yes, 30 no)" test "$(q app "BEGIN; $CTX SELECT tenantguard.authorize('order:approve', '{\"amount\": 20}')::text || tenantguard.authorize('order:approve', '{\"amount\": 30}')::text; COMMIT;" | tail -1)" = "truefalse"
+check "standby: explain_authorize() explains" test "$(q app "BEGIN; $CTX SELECT tenantguard.explain_authorize('order:approve', '{\"amount\": 20}') IS NOT NULL; COMMIT;" | tail -1)" = "t"
+out=$(q_err app "BEGIN; SELECT tenantguard.set_context('$(tok '{"tid":"acme","sub":"mallory","exp":4000000000,"iat":1700000000}')'); SELECT count(*) FROM orders; COMMIT;" 2>&1)
+check "standby: a token revoked on the primary is refused" has "$out" "revoked"
+check "standby: status() reports" test "$(q ops "SELECT tenantguard.status()->>'sql_version' IS NOT NULL")" = "t"
+check "standby: audit_digest() lists the chains" test "$(q ops "SELECT count(*) > 0 FROM tenantguard.audit_digest()")" = "t"
+n0=$(q ops "SELECT count(*) FROM tenantguard.audit_verification")
+check "standby: verify_audit() verifies every chain" test "$(q ops "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = "t"
+check "standby: ... and records nothing" test "$(q ops "SELECT count(*) FROM tenantguard.audit_verification")" = "$n0"
+out=$(psql -X -q -A -t -h "$SOCK" -p "$PORT" -U ops -d postgres -c "SELECT count(*) FROM tenantguard.export_audit('acme')" 2>&1)
+check "standby: export_audit() exports" test "$(printf '%s\n' "$out" | tail -1 | grep -cE '^[1-9][0-9]*$')" = "1"
+check "standby: ... and says its digest was not recorded" has "$out" "digest was not recorded"
+refused_on_standby() { local role=$1 what=$2 sql=$3 out
+  out=$(q_err "$role" "$sql" 2>&1)
+  if has "$out" "writes, and this server is a hot standby: run it on the primary"; then ok "standby: $what refused with 25006, naming the primary"
+  else fail "standby: $what refused with 25006 (got: $out)"; fi; }
+refused_on_standby app "the first encrypt() of a new tenant" "BEGIN; SELECT tenantguard.set_context('$NEWT') IS NULL; SELECT tenantguard.encrypt('x'); COMMIT;"
+refused_on_standby app "log_event()" "BEGIN; $CTX SELECT tenantguard.log_event('export', 'report', '1'); COMMIT;"
+refused_on_standby maint "bypass_secret()" "SELECT tenantguard.bypass_secret()"
+out=$(psql -X -q -h "$SOCK" -p "$PORT" -U app -d postgres 2>&1 <<SQL
+\\set VERBOSITY verbose
+BEGIN;
+SELECT tenantguard.set_context('$ACME');
+SELECT tenantguard.log_event('x', 'y', '1');
+SQL
+)
+check "standby: the refusal's SQLSTATE is 25006" has "$out" "25006"
+summary
