@@ -187,12 +187,27 @@ const OWNER_CHECKS: &[(&str, &str, &str)] = &[
                           AND (ap.action = '*' OR ac.action ~ ('^' || replace(replace(ap.action, '.', '\.'), '*', '[^:]+') || '$'))
                           AND NOT (ac.spec::jsonb->'conditions') ? ap.condition)"#,
     ),
+    (
+        "TG017",
+        "error",
+        r#"
+        SELECT format('%I.%I: %s to %s', n.nspname, c.relname, g.privilege_type, coalesce(quote_ident(r.rolname), 'PUBLIC')),
+               CASE g.privilege_type
+                 WHEN 'TRUNCATE' THEN 'TRUNCATE ignores row-level security: one statement of this role empties every tenant'
+                 WHEN 'TRIGGER' THEN 'TRIGGER lets this role attach code that runs on every tenant''s rows'
+                 ELSE 'REFERENCES lets this role probe every tenant''s keys through a foreign key' END,
+               format('REVOKE %s ON %I.%I FROM %s;', g.privilege_type, n.nspname, c.relname, coalesce(quote_ident(r.rolname), 'PUBLIC'))
+          FROM tg_tables c JOIN pg_namespace n ON n.oid = c.relnamespace
+          CROSS JOIN LATERAL aclexplode(c.relacl) g
+          LEFT JOIN pg_roles r ON r.oid = g.grantee
+         WHERE c.protected AND g.grantee <> c.relowner AND g.privilege_type IN ('TRUNCATE', 'TRIGGER', 'REFERENCES')"#,
+    ),
 ];
 
 /// The tables in scope, with what every check needs to know about them.
 const TABLES_CTE: &str = r#"
 WITH tg_tables AS (
-    SELECT c.oid, c.relname, c.relnamespace, c.relowner, c.relrowsecurity, c.relforcerowsecurity,
+    SELECT c.oid, c.relname, c.relnamespace, c.relowner, c.relrowsecurity, c.relforcerowsecurity, c.relacl,
            pt.relid IS NOT NULL AS protected,
            st.relid IS NOT NULL AS shared,
            coalesce(pt.tenant_column, 'tenant_id') AS tenant_column,

@@ -108,6 +108,33 @@ fn facts(rel: &Rel, column: &str) -> Option<TableFacts> {
     })
 }
 
+/// Whether PUBLIC holds TRUNCATE on `rel`, and the other roles (not the
+/// owner) that do.
+fn truncate_grants(rel: pg_sys::Oid) -> (bool, Vec<String>) {
+    let mut public = false;
+    let mut others = Vec::new();
+    let _ = Spi::connect(|c| {
+        for r in c.select(
+            "SELECT g.grantee OPERATOR(pg_catalog.=) 0, pg_catalog.quote_ident(coalesce(r.rolname, ''))
+               FROM pg_catalog.pg_class cl CROSS JOIN LATERAL pg_catalog.aclexplode(cl.relacl) g
+               LEFT JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) g.grantee
+              WHERE cl.oid OPERATOR(pg_catalog.=) $1 AND g.privilege_type OPERATOR(pg_catalog.=) 'TRUNCATE'
+                AND g.grantee OPERATOR(pg_catalog.<>) cl.relowner
+              ORDER BY 2",
+            None,
+            &[rel.into()],
+        )? {
+            if r.get::<bool>(1)?.unwrap_or(false) {
+                public = true;
+            } else if let Some(name) = r.get::<String>(2)? {
+                others.push(name);
+            }
+        }
+        Ok::<_, pgrx::spi::Error>(())
+    });
+    (public, others)
+}
+
 fn run_all(ddl: &[String]) {
     for stmt in ddl {
         if let Err(e) = Spi::run(stmt) {
@@ -149,7 +176,22 @@ fn protect_one(tbl: pg_sys::Oid, column: &str, dry_run: bool, out: &mut Vec<Stri
             format!("table {} has no column {} to scope by tenant; add it, or mark the table shared with tenantguard.mark_shared()", rel.qualified, quote_identifier(column)),
         );
     };
-    let ddl = plan_protect(&f, crate::audit::attach_on_protect());
+    let mut ddl = plan_protect(&f, crate::audit::attach_on_protect());
+    // TRUNCATE ignores row-level security: one statement of a role that
+    // holds it empties every tenant. PUBLIC loses it here (only when it has
+    // it, so protect() stays idempotent); other grantees are reported
+    // (lint() TG017 prints the REVOKE), since a DBA may have granted them on
+    // purpose.
+    let (public_truncate, others) = truncate_grants(rel.oid);
+    if public_truncate {
+        ddl.push(format!("REVOKE TRUNCATE ON {} FROM PUBLIC", rel.qualified));
+    }
+    for grantee in others {
+        pgrx::warning!(
+            "tenantguard: {grantee} holds TRUNCATE on {}, which ignores row-level security; revoke it unless it is a reviewed maintenance role (lint() TG017)",
+            rel.qualified
+        );
+    }
     if !dry_run {
         run_all(&ddl);
         Spi::run_with_args(
