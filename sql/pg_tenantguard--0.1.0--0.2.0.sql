@@ -12,6 +12,8 @@
 --   created in a guarded schema and that is neither protected nor shared
 --   (an application role could call it on any table and mark a protected
 --   table shared).
+-- * A partition attached to a protected table in a guarded schema is
+--   protected with it.
 -- The library is the same for both versions: no C function changed.
 \echo Use "ALTER EXTENSION pg_tenantguard UPDATE TO '0.2.0'" to load this file. \quit
 
@@ -119,6 +121,18 @@ BEGIN
                           HINT = format('Add a %I column, or run SET LOCAL tenantguard.shared_reason = ''why it is global'' before creating a legitimately shared table.', g.tenant_column);
             END IF;
             PERFORM tenantguard.guard_new_table(r.objid, g.tenant_column, reason);
+        ELSIF r.command_tag = 'ALTER TABLE'
+              AND EXISTS (SELECT 1 FROM tenantguard.protected_table p WHERE p.relid = r.objid)
+              AND EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = r.objid
+                           AND NOT EXISTS (SELECT 1 FROM tenantguard.protected_table p WHERE p.relid = i.inhrelid)) THEN
+            -- ATTACH PARTITION: a partition attached to a protected table is
+            -- protected with it (read directly, it would show every tenant).
+            FOR g IN SELECT i.inhrelid AS child, p.tenant_column
+                       FROM pg_inherits i JOIN tenantguard.protected_table p ON p.relid = i.inhparent
+                      WHERE i.inhparent = r.objid
+                        AND NOT EXISTS (SELECT 1 FROM tenantguard.protected_table q WHERE q.relid = i.inhrelid) LOOP
+                PERFORM tenantguard.guard_new_table(g.child, g.tenant_column, NULL);
+            END LOOP;
         ELSIF r.command_tag = 'ALTER TABLE' AND NOT is_super
               AND EXISTS (SELECT 1 FROM tenantguard.protected_table p WHERE p.relid = r.objid)
               AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = r.objid AND NOT (c.relrowsecurity AND c.relforcerowsecurity)) THEN

@@ -78,7 +78,8 @@ const CHECKS: &[(&str, &str, &str)] = &[
         SELECT format('role %I', r.rolname), CASE WHEN r.rolsuper THEN 'superuser that can log in: bypasses every policy' ELSE 'BYPASSRLS role that can log in: bypasses every policy' END,
                format('ALTER ROLE %I NOLOGIN; -- or NOBYPASSRLS', r.rolname)
           FROM pg_roles r
-         WHERE r.rolcanlogin AND (r.rolsuper OR r.rolbypassrls) AND r.oid <> 10 AND $1 IS NULL"#,
+         WHERE r.rolcanlogin AND (r.rolsuper OR r.rolbypassrls) AND r.oid <> 10
+           AND ($1 IS NULL OR EXISTS (SELECT 1 FROM tg_tables t WHERE t.protected))"#,
     ),
     (
         "TG009",
@@ -186,6 +187,20 @@ const OWNER_CHECKS: &[(&str, &str, &str)] = &[
                         WHERE ap.condition IS NOT NULL
                           AND (ap.action = '*' OR ac.action ~ ('^' || replace(replace(ap.action, '.', '\.'), '*', '[^:]+') || '$'))
                           AND NOT (ac.spec::jsonb->'conditions') ? ap.condition)"#,
+    ),
+    (
+        "TG018",
+        "error",
+        r#"
+        SELECT format('%I.%I', n.nspname, c.relname),
+               format('partition of protected table %s without protection of its own: a role granted on it directly reads every tenant', pg_partition_root(c.oid)::regclass),
+               format('SELECT tenantguard.protect(%L);', format('%I.%I', n.nspname, c.relname))
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relispartition AND c.relkind IN ('r', 'p')
+           AND EXISTS (SELECT 1 FROM tenantguard.protected_table p WHERE p.relid = pg_partition_root(c.oid))
+           AND (NOT EXISTS (SELECT 1 FROM tenantguard.protected_table p WHERE p.relid = c.oid)
+                OR NOT (c.relrowsecurity AND c.relforcerowsecurity))
+           AND ($1 IS NULL OR n.nspname = $1)"#,
     ),
     (
         "TG017",

@@ -66,7 +66,7 @@ ALTER TABLE lintfx.tg002_hole FORCE ROW LEVEL SECURITY;
 ALTER VIEW lintfx.tg009_hole SET (security_invoker = on);
 CREATE INDEX ON lintfx.tg013_hole (tenant_id);
 SELECT code, object FROM tenantguard.lint('lintfx') WHERE code IN ('TG002', 'TG009', 'TG013');
--- TG008 (roles) is cluster-wide and reported when no schema is given.
+-- TG008 (roles) is cluster-wide: reported by every run that looks at a protected table, and when no schema is given.
 SELECT object FROM tenantguard.lint() WHERE code = 'TG008' AND object LIKE '%lint%';
 -- The application role can run the linter (it reads catalogs only).
 \c - tg_app

@@ -81,6 +81,23 @@ SELECT polname, polpermissive, polroles::regrole[]::text[] AS roles, pg_get_expr
        pg_get_expr(polwithcheck, polrelid) AS check_expr
   FROM pg_policy WHERE polrelid = 'guarded.owned'::regclass ORDER BY 1;
 SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'guarded.owned'::regclass;
+-- Partitions: made PARTITION OF a protected table, protected at once;
+-- attached later, protected when attached; attached from outside the
+-- guarded schema, refused (it could not be guarded).
+\c - postgres
+CREATE TABLE guarded.parted (id int, tenant_id text NOT NULL) PARTITION BY LIST (tenant_id);
+CREATE TABLE guarded.parted_a PARTITION OF guarded.parted FOR VALUES IN ('acme');
+ALTER EVENT TRIGGER tenantguard_guard_ddl DISABLE;
+CREATE TABLE guarded.parted_b (id int, tenant_id text NOT NULL);
+ALTER EVENT TRIGGER tenantguard_guard_ddl ENABLE;
+SELECT relid::text, tenant_column FROM tenantguard.protected_table WHERE relid::text LIKE 'guarded.parted%' ORDER BY 1;
+ALTER TABLE guarded.parted ATTACH PARTITION guarded.parted_b FOR VALUES IN ('globex');
+CREATE TABLE unguarded.parted_c (id int, tenant_id text NOT NULL);
+ALTER TABLE guarded.parted ATTACH PARTITION unguarded.parted_c FOR VALUES IN ('initech');
+SELECT relid::text, tenant_column FROM tenantguard.protected_table WHERE relid::text LIKE '%parted%' ORDER BY 1;
+SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname LIKE 'parted%' ORDER BY 1;
+DROP TABLE guarded.parted, unguarded.parted_c;
+\c - guard_owner
 -- Tables outside guarded schemas are not affected.
 CREATE TABLE unguarded.free_for_all (id int);
 DROP TABLE unguarded.free_for_all;

@@ -1,3 +1,5 @@
+-- Grants and partitions that reach around row-level security.
+--
 -- TRUNCATE ignores row-level security: one statement of a role that holds
 -- it empties every tenant. protect() takes it from PUBLIC and warns about
 -- other grantees; lint() TG017 reports TRUNCATE, TRIGGER and REFERENCES
@@ -31,4 +33,28 @@ SELECT count(*) AS tg017_after_fixes FROM tenantguard.lint('grantfx') WHERE code
 TRUNCATE grantfx.ledger;
 \c - postgres
 SELECT count(*) AS rows_kept FROM grantfx.ledger;
+-- A partition attached after protect(), with RLS off and granted to the
+-- application role directly: through it, every tenant's rows.
+SELECT tenantguard.sign_context('{"tid":"acme","sub":"u","exp":4000000000,"iat":1700000000}') AS acme \gset
+CREATE TABLE grantfx.events (id int, tenant_id text NOT NULL) PARTITION BY LIST (tenant_id);
+SELECT count(*) > 0 AS protected FROM tenantguard.protect('grantfx.events');
+CREATE TABLE grantfx.events_rest (id int, tenant_id text NOT NULL);
+INSERT INTO grantfx.events_rest VALUES (1, 'acme'), (2, 'globex');
+ALTER TABLE grantfx.events ATTACH PARTITION grantfx.events_rest DEFAULT;
+GRANT SELECT ON grantfx.events_rest TO tg_app;
+\c - tg_app
+SELECT count(*) AS every_tenant FROM grantfx.events_rest;
+\c - postgres
+SELECT code, object, fix FROM tenantguard.lint('grantfx') WHERE code = 'TG018';
+DO $$ DECLARE f text; BEGIN
+  FOR f IN SELECT fix FROM tenantguard.lint('grantfx') WHERE code = 'TG018' LOOP EXECUTE f; END LOOP;
+END $$;
+SELECT count(*) AS tg018_after_fixes FROM tenantguard.lint('grantfx') WHERE code = 'TG018';
+\c - tg_app
+SELECT count(*) FROM grantfx.events_rest;
+BEGIN;
+SELECT tenantguard.set_context(:'acme');
+SELECT count(*) AS own_rows FROM grantfx.events_rest;
+COMMIT;
+\c - postgres
 DROP SCHEMA grantfx CASCADE;
