@@ -9,7 +9,7 @@ cd "$ROOT"
 . tests/e2e/lib.sh
 . tests/upgrade/state.sh
 PPORT=${TG_REPLICA_PORT:-55500}; SPORT=$((PPORT + 1))
-tests/lib/cluster.sh start "rep-primary-$PG" "$PPORT" preload >/dev/null || exit 1
+CLUSTER_EXTRA_CONF="tenantguard.alert_notify = on" tests/lib/cluster.sh start "rep-primary-$PG" "$PPORT" preload >/dev/null || exit 1
 trap 'tests/lib/cluster.sh stop "rep-standby-$PG"; tests/lib/cluster.sh stop "rep-primary-$PG"' EXIT
 PDIR=$(tests/lib/cluster.sh dir "rep-primary-$PG")
 SOCK=$PDIR/sock; PORT=$PPORT; LOG=$PDIR/server.log
@@ -74,4 +74,11 @@ SELECT tenantguard.log_event('x', 'y', '1');
 SQL
 )
 check "standby: the refusal's SQLSTATE is 25006" has "$out" "25006"
+# Alerts on a standby: the refusal's log line is the durable trace (the
+# alert worker, which writes security_log and NOTIFYs, starts only once
+# recovery ends, as every SPI worker does).
+q_err app "SELECT tenantguard.set_context('not.a.token')" >/dev/null 2>&1
+sleep 2
+check "standby: a refusal leaves its tenantguard-alert line" grep -q 'tenantguard-alert: .*"event":"context_refused"' "$LOG"
+check "standby: no background worker died" bash -c "! grep -qE 'background worker .* exited with exit code [^0]|terminated by signal' '$LOG'"
 summary
