@@ -179,6 +179,9 @@ fn rules() -> Rc<Rules> {
     r
 }
 
+/// Microseconds between the Unix epoch and the Postgres epoch (2000-01-01).
+const PG_EPOCH_UNIX_US: i64 = 946_684_800 * 1_000_000;
+
 /// Check the access rules for verified claims at `now_us` (Unix µs).
 ///
 /// - `staff` is `c.staff`, passed by a caller that has it at hand (reading
@@ -199,6 +202,23 @@ pub fn check(
     gen: Option<u64>,
 ) -> Result<(), DomainError> {
     debug_assert_eq!(staff, c.staff);
+    // On a hot standby the rules are only as fresh as replay: refuse once it
+    // is older than tenantguard.standby_max_lag (every statement, before the
+    // memo below, which only spares re-reading unchanged rules).
+    if spi::on_standby() {
+        // SAFETY: reads the replayed commit timestamp (0 if none yet).
+        let replayed = unsafe { pg_sys::GetLatestXTime() };
+        let replayed_us = if replayed == 0 {
+            0
+        } else {
+            replayed + PG_EPOCH_UNIX_US
+        };
+        tenantguard_core::access::check_standby_lag(
+            replayed_us,
+            now_us,
+            i64::from(crate::gucs::STANDBY_MAX_LAG.get()) * 1_000_000,
+        )?;
+    }
     if !staff && spi::can_run_sql() && crate::gucs::ACCESS_CHECKS.get() {
         let gen = gen.unwrap_or_else(current_generation);
         if passed.get() == Some(gen) {

@@ -250,6 +250,13 @@ pub fn alert_database() -> String {
 /// Longest bypass a caller may ask for, in seconds.
 pub static BYPASS_MAX_TTL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 
+/// On a hot standby: refuse contexts once replay is older than this many
+/// seconds (0: no bound). Checked at every statement (access.rs).
+pub static STANDBY_MAX_LAG: GucSetting<i32> = GucSetting::<i32>::new(5);
+/// On a primary (with preload): commit a heartbeat every second, so a
+/// standby's replay timestamp stays fresh while the primary is idle.
+pub static STANDBY_HEARTBEAT: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 pub fn init_limits(preloaded: bool) {
     GucRegistry::define_bool_guc(
         c"tenantguard.access_checks",
@@ -314,9 +321,28 @@ pub fn init_limits(preloaded: bool) {
         GucFlags::default(),
     );
 
+    GucRegistry::define_int_guc(
+        c"tenantguard.standby_max_lag",
+        c"On a hot standby, refuse tenant contexts once replay is this many seconds behind (0: no bound).",
+        c"SIGHUP. Revocations reach a standby by replay: a lagging standby could accept a revoked token. Needs the primary's heartbeat (tenantguard.standby_heartbeat) while it is idle.",
+        &STANDBY_MAX_LAG,
+        0,
+        3600,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+
     // Postmaster-context GUCs can only be defined while preloading; loaded
     // later, the library runs without the alert worker.
     if preloaded {
+        GucRegistry::define_bool_guc(
+            c"tenantguard.standby_heartbeat",
+            c"Commit a heartbeat every second from a background worker, so standbys can tell lag from idleness.",
+            c"Postmaster. One empty transaction (an XID and a commit record) per second, on a primary only.",
+            &STANDBY_HEARTBEAT,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
         GucRegistry::define_bool_guc(
             c"tenantguard.alert_notify",
             c"Record denied and forged attempts in security_log and NOTIFY tenantguard_alert, from a background worker.",

@@ -20,6 +20,7 @@ mod audit;
 mod authz;
 mod bypass;
 mod crypto;
+mod heartbeat;
 mod protect;
 // The ProcessUtility guard, and the report that reads everyone.
 mod guard_hook;
@@ -73,6 +74,7 @@ pub extern "C-unwind" fn _PG_init() {
     if preloaded {
         guard_hook::init();
         alerts::init();
+        heartbeat::init();
     }
 }
 

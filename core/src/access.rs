@@ -133,8 +133,60 @@ pub fn evaluate<'a>(
     Ok(None)
 }
 
+/// On a hot standby, whether what it has replayed is fresh enough to trust
+/// its copy of the access rules (revocations above all). `last_replay_us`
+/// is the commit timestamp of the last transaction replayed (0 or less:
+/// none yet), `now_us` the current time, both in the same clock; `max_us`
+/// the bound (0: no bound). The primary's heartbeat commits every second,
+/// so a replay older than the bound means the standby is behind, not that
+/// the primary is idle. Unknown (nothing replayed) fails closed.
+pub fn check_standby_lag(last_replay_us: i64, now_us: i64, max_us: i64) -> Result<(), DomainError> {
+    if max_us <= 0 {
+        return Ok(());
+    }
+    let lag_us = if last_replay_us <= 0 {
+        i64::MAX
+    } else {
+        now_us.saturating_sub(last_replay_us)
+    };
+    if lag_us > max_us {
+        return Err(DomainError::StandbyLagging {
+            lag_s: if lag_us == i64::MAX {
+                -1
+            } else {
+                lag_us / 1_000_000
+            },
+            max_s: max_us / 1_000_000,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn standby_lag_bound() {
+        use super::check_standby_lag as lag;
+        let s = 1_000_000;
+        assert!(
+            lag(100 * s, 104 * s, 5 * s).is_ok(),
+            "4 s behind, bound 5 s"
+        );
+        assert!(lag(100 * s, 105 * s, 5 * s).is_ok(), "exactly at the bound");
+        let e = lag(100 * s, 106 * s, 5 * s).unwrap_err();
+        assert_eq!(e.reason(), "standby_lag");
+        assert!(e.to_string().contains("for 6 s"), "{e}");
+        assert!(
+            lag(0, 106 * s, 5 * s).is_err(),
+            "nothing replayed yet: fail closed"
+        );
+        assert!(lag(0, 106 * s, 0).is_ok(), "0 turns the bound off");
+        assert!(
+            lag(110 * s, 106 * s, 5 * s).is_ok(),
+            "a replay stamp ahead of the local clock"
+        );
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -92,6 +92,8 @@ pub enum DomainError {
         "tenant context refused: staff token without a live support access grant for this tenant"
     )]
     NoSupportGrant,
+    #[error("tenant context refused: this standby {} (tenantguard.standby_max_lag = {max_s} s); revocations may be missing", standby_lag_text(.lag_s))]
+    StandbyLagging { lag_s: i64, max_s: i64 },
 
     // ---- bypass ------------------------------------------------------
     #[error("bypass refused: {0}")]
@@ -106,6 +108,16 @@ pub enum DomainError {
     // ---- audit capture -----------------------------------------------
     #[error("tenantguard audit: this record's tenant, table and row key take {len} bytes; the trail indexes them and takes at most {max}")]
     AuditKeyTooLarge { len: usize, max: usize },
+}
+
+/// How far behind a standby is, for the StandbyLagging message (-1: it has
+/// replayed no commit since it started).
+fn standby_lag_text(lag_s: &i64) -> String {
+    if *lag_s < 0 {
+        "has replayed no commit from the primary since it started".to_string()
+    } else {
+        format!("has replayed nothing from the primary for {lag_s} s")
+    }
 }
 
 impl DomainError {
@@ -123,8 +135,14 @@ impl DomainError {
             | NotYetValid { .. } => SqlState::InvalidAuthorization,
             NoKeys => SqlState::ObjectNotInPrerequisiteState,
             BadKeyring(_) => SqlState::InvalidParameterValue,
-            NoContext | ContextExpired | Revoked(_) | IpNotAllowed(_) | IpUnknown
-            | NoSupportGrant | BypassRefused(_) => SqlState::InsufficientPrivilege,
+            NoContext
+            | ContextExpired
+            | Revoked(_)
+            | IpNotAllowed(_)
+            | IpUnknown
+            | NoSupportGrant
+            | StandbyLagging { .. }
+            | BypassRefused(_) => SqlState::InsufficientPrivilege,
             TenantIdType { .. } => SqlState::InvalidTextRepresentation,
             UnsupportedTenantType { .. } => SqlState::FeatureNotSupported,
             Policy(_) => SqlState::InvalidParameterValue,
@@ -155,6 +173,7 @@ impl DomainError {
             IpNotAllowed(_) => "ip_not_allowed",
             IpUnknown => "ip_unknown",
             NoSupportGrant => "no_support_grant",
+            StandbyLagging { .. } => "standby_lag",
             BypassRefused(_) => "bypass_refused",
             UnsupportedTenantType { .. } => "unsupported_tenant_type",
             Policy(_) => "policy",

@@ -9,7 +9,7 @@ cd "$ROOT"
 . tests/e2e/lib.sh
 . tests/upgrade/state.sh
 PPORT=${TG_REPLICA_PORT:-55500}; SPORT=$((PPORT + 1))
-CLUSTER_EXTRA_CONF="tenantguard.alert_notify = on" tests/lib/cluster.sh start "rep-primary-$PG" "$PPORT" preload >/dev/null || exit 1
+CLUSTER_EXTRA_CONF=$'tenantguard.alert_notify = on\ntenantguard.standby_max_lag = 2' tests/lib/cluster.sh start "rep-primary-$PG" "$PPORT" preload >/dev/null || exit 1
 trap 'tests/lib/cluster.sh stop "rep-standby-$PG"; tests/lib/cluster.sh stop "rep-primary-$PG"' EXIT
 PDIR=$(tests/lib/cluster.sh dir "rep-primary-$PG")
 SOCK=$PDIR/sock; PORT=$PPORT; LOG=$PDIR/server.log
@@ -42,6 +42,14 @@ lsn=$(q postgres "SELECT pg_current_wal_lsn()")
 SOCK=$SDIR/sock; PORT=$SPORT; LOG=$SDIR/server.log
 for i in $(seq 1 100); do [ "$(q postgres "SELECT pg_last_wal_replay_lsn() >= '$lsn'::pg_lsn" 2>/dev/null)" = t ] && break; sleep 0.1; done
 check "standby: in recovery, caught up" test "$(q postgres "SELECT pg_is_in_recovery()")" = "t"
+# Until it has replayed a commit, a fresh standby cannot tell its lag: it
+# refuses contexts (fail closed) until the primary's heartbeat arrives.
+out=$(q_err app "BEGIN; $CTX SELECT 1; COMMIT;" 2>&1)
+if has "$out" "has replayed no commit from the primary since it started"; then ok "standby: before its first replayed commit, contexts are refused (lag unknown)"
+elif [ "$(q postgres "SELECT pg_last_xact_replay_timestamp() IS NOT NULL")" = t ]; then ok "standby: (the heartbeat had already arrived)"
+else fail "standby: before its first replayed commit (got: $out)"; fi
+for i in $(seq 1 50); do [ "$(q postgres "SELECT pg_last_xact_replay_timestamp() IS NOT NULL")" = t ] && break; sleep 0.1; done
+check "standby: the primary's heartbeat arrives within a second or two" test "$(q postgres "SELECT pg_last_xact_replay_timestamp() IS NOT NULL")" = "t"
 check "standby: the app sees exactly its rows" test "$(q app "BEGIN; $CTX SELECT string_agg(id::text, ',' ORDER BY id) FROM orders; COMMIT;" | tail -1)" = "1,2,3"
 out=$(q_err app "SELECT count(*) FROM orders" 2>&1)
 check "standby: without a context, protected tables fail closed" has "$out" "no tenant context"
@@ -74,6 +82,32 @@ SELECT tenantguard.log_event('x', 'y', '1');
 SQL
 )
 check "standby: the refusal's SQLSTATE is 25006" has "$out" "25006"
+# A lagging standby: revocations reach it by replay, so once replay is
+# older than tenantguard.standby_max_lag (2 s here) every context is refused.
+# The primary's heartbeat keeps an idle standby fresh.
+sleep 3
+check "standby: idle for longer than the bound, the heartbeat keeps contexts working" test "$(q app "BEGIN; $CTX SELECT count(*) FROM orders; COMMIT;" | tail -1)" = "3"
+BOB=$(SOCK=$PDIR/sock PORT=$PPORT tok '{"tid":"acme","sub":"bob","exp":4000000000,"iat":1700000000}')
+check "standby: bob's token works before" test "$(q app "BEGIN; SELECT tenantguard.set_context('$BOB') IS NULL; SELECT count(*) FROM orders; COMMIT;" | tail -1)" = "3"
+q postgres "SELECT pg_wal_replay_pause()" >/dev/null
+SOCK=$PDIR/sock PORT=$PPORT q ops "SELECT tenantguard.revoke_user('acme', 'bob')" >/dev/null
+t0=$(date +%s.%N); refused=""
+for i in $(seq 1 40); do
+  out=$(q_err app "BEGIN; SELECT tenantguard.set_context('$BOB') IS NULL; SELECT count(*) FROM orders; COMMIT;" 2>&1)
+  if has "$out" "revocations may be missing"; then refused=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'); break; fi
+  sleep 0.1
+done
+check "standby: replay paused, the token revoked on the primary is refused within the bound + 1 s (took ${refused:-never} s)" \
+  bash -c "[ -n '$refused' ] && awk -v r='$refused' 'BEGIN{exit !(r <= 3.0)}'"
+out=$(q_err app "BEGIN; $CTX SELECT count(*) FROM orders; COMMIT;" 2>&1)
+check "standby: ... and so is every other context while it lags (42501, with the lag)" has "$out" "has replayed nothing from the primary for"
+q postgres "SELECT pg_wal_replay_resume()" >/dev/null
+lsn=$(SOCK=$PDIR/sock PORT=$PPORT q postgres "SELECT pg_current_wal_lsn()")
+for i in $(seq 1 100); do [ "$(q postgres "SELECT pg_last_wal_replay_lsn() >= '$lsn'::pg_lsn")" = t ] && break; sleep 0.1; done
+sleep 1.2
+check "standby: after resume, contexts work again" test "$(q app "BEGIN; $CTX SELECT count(*) FROM orders; COMMIT;" | tail -1)" = "3"
+out=$(q_err app "BEGIN; SELECT tenantguard.set_context('$BOB') IS NULL; SELECT count(*) FROM orders; COMMIT;" 2>&1)
+check "standby: ... and the revoked token is refused as revoked" has "$out" "revoked"
 # Alerts on a standby: the refusal's log line is the durable trace (the
 # alert worker, which writes security_log and NOTIFYs, starts only once
 # recovery ends, as every SPI worker does).
