@@ -16,7 +16,10 @@ use std::time::Duration;
 
 /// Register the worker (while preloading only).
 pub fn init() {
-    if !gucs::STANDBY_HEARTBEAT.get() {
+    // Not under pg_upgrade (binary-upgrade mode): it manages transaction ids
+    // itself, and nothing replicates from that server.
+    // SAFETY: a plain read of a postmaster-global flag.
+    if !gucs::STANDBY_HEARTBEAT.get() || unsafe { pg_sys::IsBinaryUpgrade } {
         return;
     }
     BackgroundWorkerBuilder::new("tenantguard standby heartbeat")
