@@ -42,7 +42,9 @@ const CHECKS: &[(&str, &str, &str)] = &[
                format('DROP POLICY %I ON %I.%I;', p.polname, n.nspname, c.relname)
           FROM pg_policy p JOIN tg_tables c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE p.polpermissive
-           AND (pg_get_expr(p.polqual, p.polrelid) = 'true' OR pg_get_expr(p.polwithcheck, p.polrelid) = 'true')"#,
+           AND (pg_get_expr(p.polqual, p.polrelid) = 'true' OR pg_get_expr(p.polwithcheck, p.polrelid) = 'true')
+           -- for someone other than the table's owner
+           AND EXISTS (SELECT 1 FROM unnest(p.polroles) r WHERE r = 0 OR r <> c.relowner)"#,
     ),
     (
         "TG005",
@@ -85,14 +87,27 @@ const CHECKS: &[(&str, &str, &str)] = &[
         "TG009",
         "error",
         r#"
-        SELECT DISTINCT format('%I.%I', vn.nspname, v.relname), format('view over protected table %I.%I runs with its owner''s rights (no security_invoker)', n.nspname, c.relname),
-               format('ALTER VIEW %I.%I SET (security_invoker = on);', vn.nspname, v.relname)
+        SELECT DISTINCT format('%I.%I', vn.nspname, v.relname),
+               CASE v.relkind WHEN 'm'
+                 THEN format('materialized view over protected table %I.%I holds every tenant''s rows and has no row-level security', n.nspname, c.relname)
+                 ELSE format('view over protected table %I.%I runs with its owner''s rights (no security_invoker)', n.nspname, c.relname) END,
+               CASE v.relkind WHEN 'm'
+                 -- A materialized view cannot be security_invoker nor carry
+                 -- policies: take it away from every role but its owner
+                 -- (serve tenants through a protected table instead).
+                 THEN format('REVOKE ALL ON %I.%I FROM PUBLIC%s;', vn.nspname, v.relname,
+                             (SELECT coalesce(string_agg(DISTINCT ', ' || quote_ident(r.rolname), ''), '')
+                                FROM aclexplode(v.relacl) g JOIN pg_roles r ON r.oid = g.grantee
+                               WHERE g.grantee <> v.relowner))
+                 ELSE format('ALTER VIEW %I.%I SET (security_invoker = on);', vn.nspname, v.relname) END
           FROM pg_class v JOIN pg_namespace vn ON vn.oid = v.relnamespace
           JOIN pg_rewrite rw ON rw.ev_class = v.oid
           JOIN pg_depend d ON d.objid = rw.oid AND d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
           JOIN tg_tables c ON c.oid = d.refobjid JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE v.relkind IN ('v', 'm') AND (c.protected OR c.relrowsecurity)
            AND NOT coalesce(v.reloptions::text[] && ARRAY['security_invoker=true', 'security_invoker=on'], false)
+           -- A materialized view only its owner can read is no hole.
+           AND (v.relkind = 'v' OR EXISTS (SELECT 1 FROM aclexplode(v.relacl) g WHERE g.grantee <> v.relowner))
            AND ($1 IS NULL OR vn.nspname = $1)"#,
     ),
     (
@@ -103,7 +118,8 @@ const CHECKS: &[(&str, &str, &str)] = &[
                format('ALTER FUNCTION %I.%I(%s) SECURITY INVOKER;', pn.nspname, f.proname, pg_get_function_identity_arguments(f.oid))
           FROM pg_proc f JOIN pg_namespace pn ON pn.oid = f.pronamespace
           JOIN tg_tables c ON c.protected OR c.relrowsecurity JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE f.prosecdef AND pn.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard')
+         WHERE f.prosecdef AND pn.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND (pn.nspname <> 'tenantguard' OR $1 = 'tenantguard')
            AND f.prosrc ~* ('\m' || regexp_replace(c.relname, '(\W)', '\\\1', 'g') || '\M')
            AND ($1 IS NULL OR pn.nspname = $1)"#,
     ),
@@ -114,7 +130,8 @@ const CHECKS: &[(&str, &str, &str)] = &[
         SELECT format('%I.%I(%s)', pn.nspname, f.proname, pg_get_function_identity_arguments(f.oid)), 'SECURITY DEFINER function without a pinned search_path: callers can hijack the objects it resolves',
                format('ALTER FUNCTION %I.%I(%s) SET search_path = pg_catalog, pg_temp;', pn.nspname, f.proname, pg_get_function_identity_arguments(f.oid))
           FROM pg_proc f JOIN pg_namespace pn ON pn.oid = f.pronamespace
-         WHERE f.prosecdef AND pn.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard')
+         WHERE f.prosecdef AND pn.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND (pn.nspname <> 'tenantguard' OR $1 = 'tenantguard')
            AND NOT coalesce(f.proconfig::text[] && (SELECT array_agg(x) FROM unnest(f.proconfig) x WHERE x LIKE 'search\_path=%'), false)
            AND ($1 IS NULL OR pn.nspname = $1)"#,
     ),
@@ -147,7 +164,10 @@ const CHECKS: &[(&str, &str, &str)] = &[
                CASE WHEN c.has_tenant_col THEN format('SELECT tenantguard.protect(%L);', format('%I.%I', n.nspname, c.relname))
                     ELSE format('SELECT tenantguard.mark_shared(%L, ''why it is global'');', format('%I.%I', n.nspname, c.relname)) END
           FROM tg_tables c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE NOT c.protected AND NOT c.shared AND NOT c.relrowsecurity"#,
+         WHERE NOT c.protected AND NOT c.shared AND NOT c.relrowsecurity
+           -- The extension's own catalog is guarded by privileges (TG019
+           -- lists what PUBLIC may read), not by tenant.
+           AND n.nspname <> 'tenantguard'"#,
     ),
 ];
 
@@ -187,6 +207,28 @@ const OWNER_CHECKS: &[(&str, &str, &str)] = &[
                         WHERE ap.condition IS NOT NULL
                           AND (ap.action = '*' OR ac.action ~ ('^' || replace(replace(ap.action, '.', '\.'), '*', '[^:]+') || '$'))
                           AND NOT (ac.spec::jsonb->'conditions') ? ap.condition)"#,
+    ),
+    (
+        // Only for lint('tenantguard'): what the extension itself opens to
+        // PUBLIC, each with why, so a reviewer sees the whole surface.
+        "TG019",
+        "info",
+        r#"
+        SELECT format('%I.%I', n.nspname, c.relname),
+               CASE WHEN c.relrowsecurity AND c.relforcerowsecurity
+                 THEN 'readable by PUBLIC under row-level security: a tenant context sees its own tenant''s records only'
+                 ELSE 'readable by PUBLIC by design: table names, tenant columns, shared-table reasons, guarded schemas; the application role''s lint() and the guard''s event triggers (which run as the DDL''s author) read it. No tenant data' END,
+               format('-- none needed; to hide it: REVOKE SELECT ON %I.%I FROM PUBLIC; (lint() then needs tenantguard_admin)', n.nspname, c.relname)
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          CROSS JOIN LATERAL aclexplode(c.relacl) g
+         WHERE $1 = 'tenantguard' AND n.nspname = 'tenantguard' AND c.relkind IN ('r', 'p', 'v') AND g.grantee = 0
+        UNION ALL
+        SELECT format('%I.%I(%s)', pn.nspname, f.proname, pg_get_function_identity_arguments(f.oid)),
+               'SECURITY DEFINER and executable by PUBLIC: its first act is to check its caller (see docs/reference.md)',
+               '-- none needed'
+          FROM pg_proc f JOIN pg_namespace pn ON pn.oid = f.pronamespace
+         WHERE $1 = 'tenantguard' AND pn.nspname = 'tenantguard' AND f.prosecdef
+           AND has_function_privilege('public', f.oid, 'EXECUTE')"#,
     ),
     (
         "TG018",
@@ -234,7 +276,8 @@ WITH tg_tables AS (
       LEFT JOIN tenantguard.shared_table st ON st.relid = c.oid
       LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = coalesce(pt.tenant_column, 'tenant_id') AND NOT a.attisdropped
      WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard', 'pg_toast')
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+       AND (n.nspname <> 'tenantguard' OR $1 = 'tenantguard')
        AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
        AND ($1 IS NULL OR n.nspname = $1)
 )

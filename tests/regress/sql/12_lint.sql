@@ -71,3 +71,8 @@ SELECT object FROM tenantguard.lint() WHERE code = 'TG008' AND object LIKE '%lin
 -- The application role can run the linter (it reads catalogs only).
 \c - tg_app
 SELECT count(*) > 0 AS app_can_lint FROM tenantguard.lint('lintfx');
+-- lint() over the extension's own schema: what it opens to PUBLIC, each
+-- with why (info), and no hole: no always-true policy for anyone but the
+-- owner, no SECURITY DEFINER function without a pinned search_path.
+\c - postgres
+SELECT severity, code, object FROM tenantguard.lint('tenantguard') ORDER BY code, object;

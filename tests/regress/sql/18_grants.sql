@@ -56,5 +56,21 @@ BEGIN;
 SELECT tenantguard.set_context(:'acme');
 SELECT count(*) AS own_rows FROM grantfx.events_rest;
 COMMIT;
+-- A materialized view over a protected table holds every tenant's rows and
+-- has no row-level security; TG009's fix takes it from the roles it was
+-- granted to.
+\c - postgres
+CREATE MATERIALIZED VIEW grantfx.ledger_mv AS SELECT * FROM grantfx.ledger;
+GRANT SELECT ON grantfx.ledger_mv TO tg_app;
+\c - tg_app
+SELECT count(*) AS every_tenant_through_the_mv FROM grantfx.ledger_mv;
+\c - postgres
+SELECT code, object, detail, fix FROM tenantguard.lint('grantfx') WHERE code = 'TG009';
+DO $$ DECLARE f text; BEGIN
+  FOR f IN SELECT fix FROM tenantguard.lint('grantfx') WHERE code = 'TG009' LOOP EXECUTE f; END LOOP;
+END $$;
+SELECT count(*) AS tg009_after_fixes FROM tenantguard.lint('grantfx') WHERE code = 'TG009';
+\c - tg_app
+SELECT count(*) FROM grantfx.ledger_mv;
 \c - postgres
 DROP SCHEMA grantfx CASCADE;
