@@ -60,7 +60,7 @@ const CHECKS: &[(&str, &str, &str)] = &[
         "warning",
         r#"
         SELECT format('%I on %I.%I', p.polname, n.nspname, c.relname), 'extra permissive policy ORed with the tenant policy widens what a tenant can see',
-               format('ALTER POLICY ... or: DROP POLICY %I ON %I.%I; -- or recreate it AS RESTRICTIVE', p.polname, n.nspname, c.relname)
+               format('DROP POLICY %I ON %I.%I; -- or recreate it AS RESTRICTIVE', p.polname, n.nspname, c.relname)
           FROM pg_policy p JOIN tg_tables c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.protected AND p.polpermissive AND p.polname NOT LIKE 'tenantguard\_%'"#,
     ),
