@@ -63,7 +63,7 @@ package: deps
 	@for v in $(VERSIONS); do PG=$$v bash packaging/deb.sh || exit 1; done
 
 bench: install
-	bash benches/run.sh
+	PG=$(PG) bash benches/run.sh
 
 soak: install
 	TG_SOAK=long bash tests/soak/run_pooler.sh

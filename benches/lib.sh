@@ -1,5 +1,8 @@
 # Shared by benches/*.sh: alternate variants, medians, ratios.
-BIN=/usr/lib/postgresql/15/bin
+# PG=15|16|18 (default 15): the server and its pgbench (tests/lib/pg.sh).
+TG_ROOT=${TG_ROOT:-$(pwd)}; . tests/lib/pg.sh
+BIN=$PG_BINDIR
+export PATH="$BIN:$PATH"
 ROUNDS=${BENCH_ROUNDS:-3}
 SECS=${BENCH_SECONDS:-10}
 CLIENTS=${BENCH_CLIENTS:-4}

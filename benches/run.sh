@@ -4,6 +4,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd); cd "$ROOT"
 echo "== pure core: token verification (no Postgres)"
 cargo bench -q -p tenantguard-core --bench verify 2>/dev/null | grep -v '^$'
-for b in context revocation audit authz crypto scale; do
+# BENCHES picks some; on a version other than 15 the default is the context
+# and audit benchmarks (the PG 18 wheel has no pgcrypto, the crypto bench's
+# baseline).
+PG=${PG:-15}
+if [ "$PG" = 15 ]; then default="context revocation audit authz crypto scale"; else default="context audit"; fi
+echo "== Postgres $PG"
+for b in ${BENCHES:-$default}; do
   echo; bash "benches/$b.sh"
 done
