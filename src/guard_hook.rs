@@ -351,6 +351,17 @@ fn refuse_guarded(msg: String) -> ! {
     );
 }
 
+/// ALTER POLICY (a RENAME included) of any policy on a guarded protected table.
+fn refuse_policy_change(rel: pg_sys::Oid, policy: *const c_char) {
+    if guarded_protected(rel) {
+        refuse_guarded(format!(
+            "tenantguard: altering policy {} on {} is refused: the table is protected",
+            pgrx::spi::quote_identifier(cstr(policy).unwrap_or_default()),
+            qualified(rel)
+        ));
+    }
+}
+
 /// SAFETY: `stmt` is the utility statement of the PlannedStmt being run.
 unsafe fn check_guarded(stmt: *mut pg_sys::Node) {
     // SAFETY: a plain read of the current user's attribute.
@@ -392,25 +403,13 @@ unsafe fn check_guarded(stmt: *mut pg_sys::Node) {
             pg_sys::NodeTag::T_AlterPolicyStmt => {
                 let s = stmt as *mut pg_sys::AlterPolicyStmt;
                 let rel = relid((*s).table);
-                if guarded_protected(rel) {
-                    refuse_guarded(format!(
-                        "tenantguard: altering policy {} on {} is refused: the table is protected",
-                        pgrx::spi::quote_identifier(cstr((*s).policy_name).unwrap_or_default()),
-                        qualified(rel)
-                    ));
-                }
+                refuse_policy_change(rel, (*s).policy_name);
             }
             pg_sys::NodeTag::T_RenameStmt => {
                 let s = stmt as *mut pg_sys::RenameStmt;
                 if (*s).renameType == pg_sys::ObjectType::OBJECT_POLICY {
                     let rel = relid((*s).relation);
-                    if guarded_protected(rel) {
-                        refuse_guarded(format!(
-                            "tenantguard: altering policy {} on {} is refused: the table is protected",
-                            pgrx::spi::quote_identifier(cstr((*s).subname).unwrap_or_default()),
-                            qualified(rel)
-                        ));
-                    }
+                    refuse_policy_change(rel, (*s).subname);
                 }
             }
             pg_sys::NodeTag::T_AlterObjectSchemaStmt => {
