@@ -1,6 +1,5 @@
 //! Regulator-ready export of the trail, one JSON object per record.
 
-use super::chain::*;
 use super::inbox::*;
 use super::plans::*;
 use crate::spi;
@@ -18,8 +17,7 @@ pub(super) fn export_audit(
     // Granted to tenantguard_admin, who may not read the trail or its
     // heads directly (RLS, privileges): read as the extension's owner.
     spi::as_owner(|| {
-        drain_inbox_for_read();
-        flush_lagging_heads();
+        trail_up_to_date();
         let tenant = tenant.unwrap_or_else(|| {
             crate::error::raise_msg(
                 PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,

@@ -234,6 +234,13 @@ pub fn drain_inbox_for_read() {
     }
 }
 
+/// Before a reader of the trail (verify, digest, export) looks at it: chain
+/// what waits in the inbox, then bring this transaction's heads up to date.
+pub fn trail_up_to_date() {
+    drain_inbox_for_read();
+    flush_lagging_heads();
+}
+
 /// Chain the records of up to `limit` inbox rows (None: all) that committed
 /// transactions left, in this transaction: check each record's seal, place
 /// it in its tenant's chain, remove the rows from the inbox. A record whose

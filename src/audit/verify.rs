@@ -1,7 +1,6 @@
 //! Verification: every chain (or one tenant's) checked for edits,
 //! deletions, insertions and reordering, and digests to check later.
 
-use super::chain::*;
 use super::inbox::*;
 use super::plans::*;
 use crate::error::raise;
@@ -176,8 +175,7 @@ pub(super) fn verify_audit(
     // Granted to tenantguard_admin, who may not read the trail or its
     // heads directly (RLS, privileges): read as the extension's owner.
     spi::as_owner(|| {
-        drain_inbox_for_read();
-        flush_lagging_heads();
+        trail_up_to_date();
         if crate::keys::audit_keyring().is_empty() {
             raise(DomainError::Policy(
                 "no audit keys configured (tenantguard.audit_keys)".into(),
@@ -216,8 +214,7 @@ pub(super) fn audit_digest() -> TableIterator<
     // Granted to tenantguard_admin, who may not read the trail or its
     // heads directly (RLS, privileges): read as the extension's owner.
     spi::as_owner(|| {
-        drain_inbox_for_read();
-        flush_lagging_heads();
+        trail_up_to_date();
         let mut out = Vec::new();
         Spi::connect(|c| {
             for r in c.select(
@@ -259,8 +256,7 @@ pub(super) fn verify_audit_against(
     // Granted to tenantguard_admin, who may not read the trail or its
     // heads directly (RLS, privileges): read as the extension's owner.
     spi::as_owner(|| {
-        drain_inbox_for_read();
-        flush_lagging_heads();
+        trail_up_to_date();
         let items = digest.0.as_array().cloned().unwrap_or_default();
         let mut out = Vec::new();
         for it in items {
