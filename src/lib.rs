@@ -46,6 +46,11 @@ pgrx::extension_sql_file!(
 );
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 pgrx::extension_sql_file!("../sql/guard.sql", name = "guard", requires = ["finalize"]);
+pgrx::extension_sql_file!(
+    "../sql/replication.sql",
+    name = "replication",
+    requires = ["finalize"]
+);
 
 /// Library load: registers GUCs (with the hooks of the modules that own
 /// what they check), hooks and workers; nothing else.

@@ -124,5 +124,11 @@ fn report() -> JsonB {
         "watched_relations": crate::access::watched(),
         "protected_tables": protected,
         "shared_tables": shared,
+        // Subscriptions that copy the trail here: while there is one, the
+        // publisher writes it (docs/operations.md, Logical replication).
+        "trail_replicated_from": crate::audit::replication::trail_sources()
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect::<Vec<_>>(),
     }))
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod keyring;
 pub mod net;
 pub mod policy;
+pub mod replication;
 pub mod token;
 
 pub use error::{DomainError, SqlState};

@@ -90,6 +90,13 @@ pub(super) fn capture(e: Entry, batch: bool) {
     if crate::keys::audit_keyring().primary().is_err() {
         no_audit_keys();
     }
+    // Under logical replication: skip, or name the subscription as actor,
+    // or refuse a local record while the publisher writes the trail.
+    let replicated_actor = match super::replication::recording() {
+        super::replication::Recording::Skip => return,
+        super::replication::Recording::Replicated(a) => Some(a),
+        super::replication::Recording::Local => None,
+    };
     let claims = context::current().ok().flatten();
     let tenant = e
         .tenant
@@ -101,7 +108,7 @@ pub(super) fn capture(e: Entry, batch: bool) {
     if let Err(err) = chain::indexed_fits(&tenant, e.tbl.as_deref(), e.row_key.as_deref()) {
         raise(err);
     }
-    let actor = claims.as_ref().map(|c| c.sub.clone());
+    let actor = replicated_actor.or_else(|| claims.as_ref().map(|c| c.sub.clone()));
     let actor_roles = claims
         .as_ref()
         .and_then(|c| ROLES_OF.with(|r| r.get()).and_then(|f| f(&c.tid, &c.sub)));

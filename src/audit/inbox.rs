@@ -258,6 +258,10 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
     if ring.is_empty() {
         return (0, false);
     }
+    // The publisher chains what its inbox holds; its deletes arrive here.
+    if !super::replication::trail_sources().is_empty() {
+        return (0, false);
+    }
     register_callbacks();
     // SAFETY: assigns the top-level transaction id (the chain state is
     // kept under it) and reads the subtransaction id.
@@ -615,6 +619,11 @@ pub(super) fn audit_inbox_guard<'a>(
 ) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::heap_tuple::PgHeapTupleError> {
     let op = trigger.trigger_data().tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
     if op == pg_sys::TRIGGER_EVENT_DELETE && DRAINING.with(|d| d.get()) {
+        return Ok(None);
+    }
+    // A subscription's worker replays the publisher's writer, whose
+    // deletes this trigger allowed there.
+    if op == pg_sys::TRIGGER_EVENT_DELETE && super::replication::applying_subscription().is_some() {
         return Ok(None);
     }
     let what = match op {

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `tamper` | what the ProcessUtility guard reads: internal DDL, sessions that wrote records |
 //! | `plans` | the statements the trail runs, planned once; datum helpers |
+//! | `replication` | who writes the trail under logical replication: the publisher, or this server |
 //! | `chain` | the transaction's records placed in their tenants' chains; chain locks; commit callbacks |
 //! | `inbox` | sealed records staged for the background writer, and drained into the chains |
 //! | `writer` | the background writer: shared-memory slots, start on demand, its main loop |
@@ -22,6 +23,7 @@ mod chain;
 mod export;
 mod inbox;
 mod plans;
+pub mod replication;
 mod retention;
 pub mod security_log;
 pub mod tamper;
@@ -33,6 +35,7 @@ pub use inbox::inbox_waiting;
 #[cfg(feature = "pg_test")]
 pub use plans::TEST_CLOCK_US;
 pub use writer::report as writer_report;
+pub use writer::sweep as sweep_inbox;
 
 /// At library load: hand the chain stage the work the higher stages do
 /// around commit, and (with preload) register the background writer.

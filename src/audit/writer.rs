@@ -190,6 +190,42 @@ pub fn wake() {
     }
 }
 
+/// At server start and at promotion (from the startup worker): chain what
+/// committed transactions left in `db`'s inbox, without waiting for the next
+/// audited commit. Starts a writer that leaves as soon as the inbox is
+/// empty (at once in a database without the extension) and waits for it.
+pub fn sweep(db: u32) {
+    if !READY.load(Ordering::Relaxed) {
+        return;
+    }
+    {
+        let w = WRITERS.share();
+        if w.slots.iter().any(|s| s.dboid == db && alive(s)) {
+            return;
+        }
+    }
+    let started = BackgroundWorkerBuilder::new("tenantguard audit writer")
+        .set_type("tenantguard audit writer")
+        .set_function("tenantguard_audit_writer")
+        .set_library("pg_tenantguard")
+        .set_argument(Some(pg_sys::Datum::from(db as usize | SWEEP)))
+        // SAFETY: a plain read of this process's pid.
+        .set_notify_pid(unsafe { pg_sys::MyProcPid })
+        .enable_spi_access()
+        .set_restart_time(None)
+        .load_dynamic();
+    match started {
+        Ok(h) => {
+            WRITERS.exclusive().started += 1;
+            let _ = h.wait_for_shutdown();
+        }
+        Err(_) => WRITERS.exclusive().refused += 1,
+    }
+}
+
+/// The argument bit of a writer started by `sweep`.
+const SWEEP: usize = 1 << 40;
+
 /// Take this database's slot. False if another writer holds it.
 fn enter(db: u32) -> bool {
     let mut w = WRITERS.exclusive();
@@ -270,10 +306,35 @@ pub fn report() -> serde_json::Value {
 pub extern "C-unwind" fn tenantguard_audit_writer(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db = arg.value() as u32;
+    let sweeping = arg.value() & SWEEP != 0;
     // SAFETY: registers a callback that gives up the slot however the
     // writer exits (an error included).
     unsafe { pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(db as usize)) };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
+    if sweeping {
+        // A database without the extension (or without anything waiting,
+        // or whose trail a subscription replicates) needs no writer.
+        let waiting = BackgroundWorker::transaction(|| {
+            crate::spi::read_one::<bool>(
+                "SELECT pg_catalog.to_regclass('tenantguard.audit_inbox') IS NOT NULL
+                    AND EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_tenantguard')",
+                &[],
+            )
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+                && crate::spi::read_one::<bool>(
+                    "SELECT EXISTS (SELECT FROM tenantguard.audit_inbox)",
+                    &[],
+                )
+                .ok()
+                .flatten()
+                .unwrap_or(false)
+        });
+        if !waiting {
+            return;
+        }
+    }
     if !enter(db) {
         return;
     }
@@ -327,7 +388,7 @@ pub extern "C-unwind" fn tenantguard_audit_writer(arg: pg_sys::Datum) {
             continue;
         }
         idle += 1;
-        if idle >= IDLE_PASSES || !BackgroundWorker::wait_latch(Some(WAIT)) {
+        if sweeping || idle >= IDLE_PASSES || !BackgroundWorker::wait_latch(Some(WAIT)) {
             break;
         }
     }

@@ -14,6 +14,7 @@
 # logs are where they always were.
 #
 #   cluster.sh start NAME PORT [preload]   (re)create and start
+#   cluster.sh crash NAME / promote NAME     immediate stop / promote a standby
 #   cluster.sh standby NAME PORT PRIMARY   (re)create a streaming hot standby of PRIMARY, start it
 #   cluster.sh stop NAME                   stop (fast) and keep files
 #   cluster.sh restart NAME                restart
@@ -163,5 +164,10 @@ case "$cmd" in
     fi ;;
   stop)
     if [ -f "$dir/data/postmaster.pid" ]; then as_pg "$BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true; fi ;;
+  crash)
+    # As a failing primary: no shutdown checkpoint, nothing flushed.
+    if [ -f "$dir/data/postmaster.pid" ]; then as_pg "$BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true; fi ;;
+  promote)
+    as_pg "$BIN/pg_ctl" -D "$dir/data" -w -t 60 promote >"$dir/pg_ctl.log" 2>&1 || { echo "cluster.sh: promoting '$name' failed: $(first_error "$dir/pg_ctl.log")" >&2; exit 1; } ;;
   *) die "unknown command $cmd" ;;
 esac

@@ -2,7 +2,8 @@
 # A real streaming hot standby (pg_basebackup -R) of a primary full of state
 # (tests/upgrade/state.sh). Read paths assign no transaction id on the
 # primary and work on the standby; what must write refuses on the standby
-# with 25006, naming what needs the primary.
+# with 25006, naming what needs the primary. Then failover: the inbox left by
+# background chaining is chained at promotion.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -61,9 +62,9 @@ out=$(q_err app "BEGIN; SELECT tenantguard.set_context('$(tok '{"tid":"acme","su
 check "standby: a token revoked on the primary is refused" has "$out" "revoked"
 check "standby: status() reports" test "$(q ops "SELECT tenantguard.status()->>'sql_version' IS NOT NULL")" = "t"
 check "standby: audit_digest() lists the chains" test "$(q ops "SELECT count(*) > 0 FROM tenantguard.audit_digest()")" = "t"
-n0=$(q ops "SELECT count(*) FROM tenantguard.audit_verification")
+n0=$(q postgres "SELECT count(*) FROM tenantguard.audit_verification")
 check "standby: verify_audit() verifies every chain" test "$(q ops "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = "t"
-check "standby: ... and records nothing" test "$(q ops "SELECT count(*) FROM tenantguard.audit_verification")" = "$n0"
+check "standby: ... and records nothing" test "$(q postgres "SELECT count(*) FROM tenantguard.audit_verification")" = "$n0"
 out=$(psql -X -q -A -t -h "$SOCK" -p "$PORT" -U ops -d postgres -c "SELECT count(*) FROM tenantguard.export_audit('acme')" 2>&1)
 check "standby: export_audit() exports" test "$(printf '%s\n' "$out" | tail -1 | grep -cE '^[1-9][0-9]*$')" = "1"
 check "standby: ... and says its digest was not recorded" has "$out" "digest was not recorded"
@@ -115,4 +116,41 @@ q_err app "SELECT tenantguard.set_context('not.a.token')" >/dev/null 2>&1
 sleep 2
 check "standby: a refusal leaves its tenantguard-alert line" grep -q 'tenantguard-alert: .*"event":"context_refused"' "$LOG"
 check "standby: no background worker died" bash -c "! grep -qE 'background worker .* exited with exit code [^0]|terminated by signal' '$LOG'"
+
+# Failover. Commits are synchronous (acknowledged only once the standby has
+# them) and chained by the background writer, which is stopped (SIGSTOP)
+# so that committed records wait in the inbox when the primary fails. After
+# promotion, the startup worker chains them: no audited commit, no admin call.
+primary() { SOCK=$PDIR/sock PORT=$PPORT "$@"; }
+primary q postgres "ALTER SYSTEM SET synchronous_standby_names = '*'" >/dev/null
+primary q postgres "ALTER SYSTEM SET tenantguard.audit_background = on" >/dev/null
+primary q postgres "SELECT pg_reload_conf()" >/dev/null
+sleep 0.5
+primary q app "BEGIN; $CTX INSERT INTO orders VALUES (600, 'acme', 1); COMMIT;" >/dev/null
+wpid=""
+for i in $(seq 1 50); do
+  wpid=$(primary q postgres "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenantguard audit writer' LIMIT 1")
+  [ -n "$wpid" ] && break; sleep 0.1
+done
+check "failover: the primary's audit writer is running" test -n "$wpid"
+[ -n "$wpid" ] && kill -STOP "$wpid"
+: >"$SDIR/acked"
+for i in $(seq 1 20); do
+  primary q app "BEGIN; $CTX INSERT INTO orders VALUES (600 + $i, 'acme', $i); COMMIT;" >/dev/null 2>&1 && echo "$i" >>"$SDIR/acked"
+done
+check "failover: 20 synchronous commits acknowledged" test "$(wc -l <"$SDIR/acked")" = "20"
+waiting=$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")
+check "failover: their records wait in the standby's inbox ($waiting rows)" test "$waiting" -gt 0
+tests/lib/cluster.sh crash "rep-primary-$PG"
+[ -n "$wpid" ] && kill -CONT "$wpid" 2>/dev/null
+tests/lib/cluster.sh promote "rep-standby-$PG" || fail "failover: promote"
+for i in $(seq 1 100); do
+  [ "$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = "0" ] && break; sleep 0.1
+done
+check "failover: after promotion the inbox is chained without any audited commit" test "$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = "0"
+check "failover: every acknowledged commit kept its row" test "$(q postgres "SELECT count(*) FROM orders WHERE id BETWEEN 601 AND 620")" = "20"
+check "failover: ... and its audit record" \
+  test "$(q postgres "SELECT count(DISTINCT row_key->>'id') FROM tenantguard.audit_log WHERE tbl = 'public.orders' AND action = 'INSERT' AND (row_key->>'id')::int BETWEEN 600 AND 620")" = "21"
+check "failover: every chain verifies on the promoted server" test "$(q ops "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = "t"
+check "failover: the app works on the promoted server" test "$(q app "BEGIN; $CTX INSERT INTO orders VALUES (700, 'acme', 1); SELECT count(*) FROM orders WHERE id = 700; COMMIT;" | tail -1)" = "1"
 summary
