@@ -24,7 +24,8 @@ for v in $VERSIONS; do
   layer "PG $v: install (release, atomic)" env PG="$v" bash packaging/install.sh
   layer "PG $v: pg_regress + isolation (SQL surface, as the app role)" env PG="$v" bash tests/run_regress.sh
   layer "PG $v: e2e (sessions, logs, hooks, keys, reference)" env PG="$v" bash tests/e2e/run.sh
-  layer "PG $v: hot standby (read paths assign no XID; writes refused with 25006)" env PG="$v" bash tests/replica/standby.sh
+  layer "PG $v: hot standby (read paths assign no XID; writes refused with 25006; failover chains the inbox)" env PG="$v" bash tests/replica/standby.sh
+  layer "PG $v: logical replication (blue/green FOR ALL TABLES with cutover; a publication of some tables)" env PG="$v" bash tests/replica/logical.sh
   if [ "$v" = "$FIRST" ]; then
     layer "PG $v: checkout anywhere (make demo from a 0700 directory; failures say why)" env PG="$v" bash tests/checkout/run.sh
     layer "PG $v: pooler soak (PgBouncer transaction mode, 32 clients x 8 tenants, 50k tx)" env PG="$v" bash tests/soak/run_pooler.sh
@@ -35,7 +36,8 @@ case " $VERSIONS " in *" 15 "*)
   layer "PG 15: ALTER EXTENSION UPDATE from 0.1.0 (built from its commit), every guarantee after" bash tests/upgrade/from_0_1_0.sh
   layer "PG 15: Debian packages on a live server (dpkg -i, quick start, upgrade, make install, dpkg -r)" env PG=15 bash tests/packaging/run.sh
   case " $VERSIONS " in *" 18 "*)
-    layer "pg_upgrade 15 -> 18 (every guarantee after, as the app role)" bash tests/upgrade/pg_upgrade.sh ;;
+    layer "pg_upgrade 15 -> 18 (every guarantee after, as the app role)" bash tests/upgrade/pg_upgrade.sh
+    layer "logical replication 15 -> 18 (a blue/green major-version move)" env PG=15 TG_GREEN_PG=18 bash tests/replica/logical.sh ;;
   esac ;;
 esac
 echo

@@ -23,7 +23,7 @@ cd "$ROOT"
 GPG=${TG_GREEN_PG:-$PG}
 BPORT=${TG_LOGICAL_PORT:-55510}; GPORT=$((BPORT + 1))
 CLUSTER_EXTRA_CONF=$'wal_level = logical\ntenantguard.standby_heartbeat = off' tests/lib/cluster.sh start "lr-blue-$PG" "$BPORT" preload >/dev/null || exit 1
-CLUSTER_EXTRA_CONF=$'tenantguard.standby_heartbeat = off' PG=$GPG tests/lib/cluster.sh start "lr-green-$GPG" "$GPORT" preload >/dev/null || exit 1
+CLUSTER_EXTRA_CONF=$'tenantguard.standby_heartbeat = off\n'"${TG_GREEN_CONF:-}" PG=$GPG tests/lib/cluster.sh start "lr-green-$GPG" "$GPORT" preload >/dev/null || exit 1
 trap 'PG=$GPG tests/lib/cluster.sh stop "lr-green-$GPG"; tests/lib/cluster.sh stop "lr-blue-$PG"' EXIT
 BDIR=$(tests/lib/cluster.sh dir "lr-blue-$PG"); GDIR=$(PG=$GPG tests/lib/cluster.sh dir "lr-green-$GPG")
 echo "# blue: PostgreSQL $PG, green: PostgreSQL $GPG"
@@ -60,13 +60,19 @@ check "green: the schema restored (protected tables, guarded schema)" \
     sleep 0.05
   done >"$GDIR/acked" ) &
 WRITER=$!
-green q postgres "CREATE SUBSCRIPTION bg CONNECTION 'host=$BDIR/sock port=$BPORT dbname=postgres user=postgres' PUBLICATION bg" >/dev/null 2>&1 \
+# 16+ apply as each table's owner unless run_as_owner: protected tables
+# have FORCE ROW LEVEL SECURITY, and Postgres refuses to apply as an owner
+# that RLS applies to ("cannot replicate into relation with row-level
+# security enabled"). The subscription's owner (a superuser) applies instead.
+SUBOPTS=""; [ "$GPG" -ge 16 ] && SUBOPTS=" WITH (run_as_owner = true)"
+green q postgres "CREATE SUBSCRIPTION bg CONNECTION 'host=$BDIR/sock port=$BPORT dbname=postgres user=postgres' PUBLICATION bg$SUBOPTS" >/dev/null 2>&1 \
   || fail "green: CREATE SUBSCRIPTION"
 t0=$SECONDS
-for i in $(seq 1 1200); do
+for i in $(seq 1 ${TG_SYNC_WAIT:-1200}); do
   [ "$(green q postgres "SELECT count(*) FILTER (WHERE srsubstate NOT IN ('r', 's')) = 0 AND count(*) > 0 FROM pg_subscription_rel")" = t ] && break; sleep 0.1
 done
 echo "# initial copy: $((SECONDS - t0)) s for $(green q postgres "SELECT count(*) FROM pg_subscription_rel") tables"
+green q postgres "SELECT srrelid::regclass::text || ':' || srsubstate::text FROM pg_subscription_rel WHERE srsubstate NOT IN ('r', 's')" | sed 's/^/# not ready: /'
 check "green: every table of the publication is synchronized" \
   test "$(green q postgres "SELECT count(*) FILTER (WHERE srsubstate NOT IN ('r', 's')) FROM pg_subscription_rel")" = "0"
 check "green: tenantguard.trail_subscriptions() names the subscription" test "$(green q ops "SELECT string_agg(s, ',') FROM tenantguard.trail_subscriptions() s")" = "bg"
@@ -120,7 +126,7 @@ single q postgres "CREATE EXTENSION pg_tenantguard;
   CREATE TABLE orders (id int PRIMARY KEY, tenant_id text NOT NULL, amount int); SELECT count(*) FROM tenantguard.protect('orders');
   CREATE TABLE secrets (id int PRIMARY KEY, tenant_id text NOT NULL, secret bytea); SELECT count(*) FROM tenantguard.protect('secrets');
   GRANT SELECT, INSERT, UPDATE, DELETE ON orders, secrets TO app;" >/dev/null
-single q postgres "CREATE SUBSCRIPTION orders_sub CONNECTION 'host=$BDIR/sock port=$BPORT dbname=postgres user=postgres' PUBLICATION orders_pub" >/dev/null 2>&1 \
+single q postgres "CREATE SUBSCRIPTION orders_sub CONNECTION 'host=$BDIR/sock port=$BPORT dbname=postgres user=postgres' PUBLICATION orders_pub$SUBOPTS" >/dev/null 2>&1 \
   || fail "single: CREATE SUBSCRIPTION"
 for i in $(seq 1 300); do
   [ "$(single q postgres "SELECT count(*) FILTER (WHERE srsubstate NOT IN ('r', 's')) = 0 AND count(*) = 2 FROM pg_subscription_rel")" = t ] && break; sleep 0.1
