@@ -41,16 +41,7 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION tenantguard.refuse_while_replicated() FROM PUBLIC;
-DO $$
-DECLARE t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['security_log', 'revocation', 'ip_allowlist', 'support_grant', 'authz_role', 'authz_permission',
-                             'authz_assignment', 'authz_principal', 'authz_compiled', 'tenant_key'] LOOP
-        EXECUTE format('CREATE TRIGGER refuse_while_replicated BEFORE INSERT OR UPDATE OR DELETE ON tenantguard.%I
-                        FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.refuse_while_replicated()', t);
-    END LOOP;
-END
-$$;
+-- (Its triggers are created in finalize.sql, once every table exists.)
 
 -- The extension's own sequences, by table and column.
 CREATE FUNCTION tenantguard.own_sequences(OUT seq regclass, OUT tbl regclass, OUT col name) RETURNS SETOF record
@@ -70,7 +61,8 @@ $$;
 -- Everything a server that does not receive the extension's tables by
 -- replication needs to decrypt and enforce as this one does: key salts
 -- (useless without the master key), revocations, allowlists, support
--- grants, the authorization model, and the extension's sequences.
+-- grants, the authorization model, trusted issuers, and the extension's
+-- sequences.
 CREATE FUNCTION tenantguard.export_config() RETURNS jsonb
 LANGUAGE plpgsql STABLE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -89,7 +81,8 @@ BEGIN
                               'extension_version', (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_tenantguard'),
                               'exported_at', now());
     FOREACH t IN ARRAY ARRAY['tenant_key', 'revocation', 'ip_allowlist', 'support_grant', 'authz_role',
-                             'authz_permission', 'authz_assignment', 'authz_principal', 'authz_compiled'] LOOP
+                             'authz_permission', 'authz_assignment', 'authz_principal', 'authz_compiled', 'issuer'] LOOP
+        CONTINUE WHEN to_regclass(format('tenantguard.%I', t)) IS NULL;
         EXECUTE format('SELECT coalesce(jsonb_agg(to_jsonb(x)), ''[]'') FROM tenantguard.%I x', t) INTO rows;
         out := out || jsonb_build_object(t, rows);
     END LOOP;
@@ -136,7 +129,8 @@ BEGIN
       FROM jsonb_populate_recordset(NULL::tenantguard.tenant_key, config->'tenant_key') i
      WHERE k.tenant = i.tenant AND k.version = i.version AND i.salt IS NULL AND k.salt IS NOT NULL;
     FOREACH t IN ARRAY ARRAY['tenant_key', 'revocation', 'support_grant', 'authz_role', 'authz_permission',
-                             'authz_assignment', 'authz_principal', 'authz_compiled'] LOOP
+                             'authz_assignment', 'authz_principal', 'authz_compiled', 'issuer'] LOOP
+        CONTINUE WHEN to_regclass(format('tenantguard.%I', t)) IS NULL OR config->t IS NULL;
         EXECUTE format('INSERT INTO tenantguard.%I SELECT * FROM jsonb_populate_recordset(NULL::tenantguard.%I, $1) ON CONFLICT DO NOTHING', t, t)
             USING coalesce(config->t, '[]');
         GET DIAGNOSTICS n = ROW_COUNT;

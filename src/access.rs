@@ -21,7 +21,8 @@ use tenantguard_core::DomainError;
 
 const TABLES: [&std::ffi::CStr; 3] = [c"revocation", c"ip_allowlist", c"support_grant"];
 /// Every table whose changes invalidate per-backend caches.
-const WATCHED: [&std::ffi::CStr; 8] = [
+const WATCHED: [&std::ffi::CStr; 9] = [
+    c"issuer",
     c"tenant_key",
     c"revocation",
     c"ip_allowlist",

@@ -13,6 +13,7 @@ mod compat;
 mod context;
 mod error;
 mod gucs;
+mod issuers;
 mod keys;
 mod spi;
 // Capabilities, lowest first: each imports only those above it here.
@@ -51,6 +52,7 @@ pgrx::extension_sql_file!(
     name = "replication",
     requires = ["finalize"]
 );
+pgrx::extension_sql_file!("../sql/idp.sql", name = "idp", requires = ["replication"]);
 
 /// Library load: registers GUCs (with the hooks of the modules that own
 /// what they check), hooks and workers; nothing else.
@@ -73,6 +75,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init_limits(preloaded);
     gucs::reserve_prefix();
     access::init();
+    issuers::init();
     context::bypass_state::init_callbacks();
     audit::init(preloaded);
     authz::init();

@@ -45,7 +45,7 @@ pub enum DomainError {
     Malformed(&'static str),
     #[error("tenant context token is too large ({len} bytes, limit {max})")]
     TooLarge { len: usize, max: usize },
-    #[error("tenant context token uses alg \"{0}\"; only HS256 is accepted")]
+    #[error("tenant context token uses alg \"{0}\"; only HS256 is accepted, and the asymmetric algorithms of a trusted issuer")]
     UnsupportedAlg(String),
     #[error("tenant context token names unknown kid \"{0}\"")]
     UnknownKid(String),
@@ -64,6 +64,22 @@ pub enum DomainError {
     Expired { exp: i64, now: i64 },
     #[error("tenant context token is not valid before {nbf} (Unix time)")]
     NotYetValid { nbf: i64, now: i64 },
+
+    // ---- identity providers -------------------------------------------
+    #[error("invalid JWKS: {0}")]
+    BadJwks(String),
+    #[error("invalid issuer configuration: {0}")]
+    BadIssuerConfig(String),
+    #[error("{}", untrusted_text(.0))]
+    UntrustedIssuer(String),
+    #[error("tenant context token refused: {0}")]
+    IssuerRefused(String),
+    #[error(
+        "tenant context token lives {lifetime} s, longer than its issuer's maximum of {max} s"
+    )]
+    LifetimeTooLong { lifetime: i64, max: i64 },
+    #[error("tokens of identity providers are verified against tenantguard.issuer, which needs a transaction")]
+    IssuerNeedsTransaction,
 
     // ---- keyring -----------------------------------------------------
     #[error("no signing keys are configured (set tenantguard.signing_keys in postgresql.conf)")]
@@ -110,6 +126,17 @@ pub enum DomainError {
     AuditKeyTooLarge { len: usize, max: usize },
 }
 
+/// An asymmetric token's issuer is unknown, or it names none.
+fn untrusted_text(iss: &str) -> String {
+    if iss.is_empty() {
+        "tenant context token uses an asymmetric algorithm and names no issuer (iss); only trusted issuers' tokens are accepted (see tenantguard.trust_issuer)".into()
+    } else {
+        format!(
+            "tenant context token's issuer \"{iss}\" is not trusted (see tenantguard.trust_issuer)"
+        )
+    }
+}
+
 /// How far behind a standby is, for the StandbyLagging message (-1: it has
 /// replayed no commit since it started).
 fn standby_lag_text(lag_s: &i64) -> String {
@@ -132,7 +159,12 @@ impl DomainError {
             | MissingKid
             | BadSignature
             | Expired { .. }
-            | NotYetValid { .. } => SqlState::InvalidAuthorization,
+            | NotYetValid { .. }
+            | UntrustedIssuer(_)
+            | IssuerRefused(_)
+            | LifetimeTooLong { .. } => SqlState::InvalidAuthorization,
+            BadJwks(_) | BadIssuerConfig(_) => SqlState::InvalidParameterValue,
+            IssuerNeedsTransaction => SqlState::ObjectNotInPrerequisiteState,
             NoKeys => SqlState::ObjectNotInPrerequisiteState,
             BadKeyring(_) => SqlState::InvalidParameterValue,
             NoContext
@@ -164,6 +196,12 @@ impl DomainError {
             InvalidClaim { .. } => "invalid_claim",
             Expired { .. } => "expired",
             NotYetValid { .. } => "not_yet_valid",
+            BadJwks(_) => "bad_jwks",
+            BadIssuerConfig(_) => "bad_issuer_config",
+            UntrustedIssuer(_) => "untrusted_issuer",
+            IssuerRefused(_) => "issuer_refused",
+            LifetimeTooLong { .. } => "lifetime_too_long",
+            IssuerNeedsTransaction => "issuer_needs_transaction",
             NoKeys => "no_keys",
             BadKeyring(_) => "bad_keyring",
             NoContext => "no_context",

@@ -11,6 +11,8 @@ pub mod compile;
 pub mod cond;
 pub mod crypto;
 pub mod error;
+pub mod idp;
+pub mod jwk;
 pub mod keyring;
 pub mod net;
 pub mod policy;

@@ -45,13 +45,51 @@ pub struct Claims {
     /// `"staff": true` marks an internal staff token (support access windows).
     pub staff: bool,
     pub attrs: Map<String, Value>,
-    /// The key id that verified the token.
+    /// The key id that verified the token (`iss#kid` for an issuer's).
     pub kid: String,
+    /// The trusted issuer whose key verified it; None for HS256 tokens
+    /// (`tenantguard.signing_keys`).
+    pub iss: Option<String>,
     /// The verified payload's JSON text, for [`Claims::payload`].
     payload_json: Box<[u8]>,
 }
 
+/// What an identity provider's token maps to (see `idp::verify`).
+pub struct IssuedParts {
+    pub tid: String,
+    pub read_scope: Vec<String>,
+    pub sub: String,
+    pub exp: i64,
+    pub nbf: Option<i64>,
+    pub iat: Option<i64>,
+    pub jti: Option<String>,
+    pub staff: bool,
+    pub attrs: Map<String, Value>,
+    pub kid: String,
+    pub iss: String,
+    pub payload_json: Box<[u8]>,
+}
+
 impl Claims {
+    pub fn from_issuer(p: IssuedParts) -> Claims {
+        Claims {
+            tid: p.tid,
+            read_scope: p.read_scope,
+            sub: p.sub,
+            exp: p.exp,
+            nbf: p.nbf,
+            iat: p.iat,
+            jti: p.jti,
+            ip: None,
+            ua: None,
+            staff: p.staff,
+            attrs: p.attrs,
+            kid: p.kid,
+            iss: Some(p.iss),
+            payload_json: p.payload_json,
+        }
+    }
+
     /// The verified payload, as `tenantguard.claims()` returns it. Parsed
     /// on demand: verification reads only the claims it checks, and every
     /// member was already parsed as a JSON value then, so this cannot fail.
@@ -88,8 +126,34 @@ fn mac(key: &Key, signing_input: &[u8]) -> HmacSha256 {
 }
 
 /// Verify a token's structure, header and signature and parse its claims.
-/// Does not check time validity: see [`Claims::check_time`].
+/// Does not check time validity: see [`Claims::check_time`]. HS256 only
+/// (`signing_keys`); see [`verify_with`] for issuers' tokens too.
 pub fn verify(token: &str, keys: &Keyring) -> Result<Claims, DomainError> {
+    verify_with(
+        token,
+        keys,
+        &mut || Ok(None),
+        0,
+        &mut crate::idp::Trace::default(),
+    )
+}
+
+/// The trusted issuers, loaded only for a token that needs them (None:
+/// none are configured).
+pub type Issuers<'a> =
+    dyn FnMut() -> Result<Option<std::rc::Rc<crate::idp::IssuerSet>>, DomainError> + 'a;
+
+/// Verify a token of either trust root: HS256 with `keys`, or an
+/// asymmetric algorithm with a trusted issuer's key (`issuers`, called
+/// only then). `now` (Unix seconds) is used for the issuers' `iat` and
+/// lifetime rules; time validity is still [`Claims::check_time`].
+pub fn verify_with(
+    token: &str,
+    keys: &Keyring,
+    issuers: &mut Issuers,
+    now: i64,
+    trace: &mut crate::idp::Trace,
+) -> Result<Claims, DomainError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(DomainError::TooLarge {
             len: token.len(),
@@ -115,7 +179,24 @@ pub fn verify(token: &str, keys: &Keyring) -> Result<Claims, DomainError> {
         return Err(DomainError::Malformed("header is not a JSON object"));
     };
     match header.get("alg") {
-        Some(Value::String(alg)) if alg == "HS256" => {}
+        Some(Value::String(alg)) if alg == "HS256" => {
+            trace.alg = Some("HS256".into());
+        }
+        Some(Value::String(alg)) if crate::jwk::Alg::parse(alg).is_some() => {
+            if header.has("crit") {
+                return Err(DomainError::Malformed(
+                    "header has crit extensions, which are not supported",
+                ));
+            }
+            let full: Map<String, Value> =
+                serde_json::from_slice(&b64(h, "header is not base64url")?)
+                    .map_err(|_| DomainError::Malformed("header is not JSON"))?;
+            let Some(set) = issuers()? else {
+                trace.alg = Some(alg.clone());
+                return Err(DomainError::UntrustedIssuer(String::new()));
+            };
+            return crate::idp::verify(token, &full, &set, now, trace);
+        }
         Some(Value::String(alg)) => return Err(DomainError::UnsupportedAlg(truncate(alg, 32))),
         Some(_) => return Err(DomainError::UnsupportedAlg("<non-string>".into())),
         None => return Err(DomainError::Malformed("header has no alg")),
@@ -130,6 +211,7 @@ pub fn verify(token: &str, keys: &Keyring) -> Result<Claims, DomainError> {
         Some(Value::String(k)) => Some(k.as_str()),
         Some(_) => return Err(DomainError::Malformed("kid is not a string")),
     };
+    trace.kid = kid.map(str::to_string);
     let key = keys.select(kid)?;
 
     if s.is_empty() {
@@ -438,6 +520,7 @@ fn claims_from(
         staff,
         attrs,
         kid,
+        iss: None,
         payload_json,
     })
 }
@@ -643,11 +726,20 @@ mod tests {
             verify(&format!("{h}.{p}."), &ring()).unwrap_err(),
             DomainError::UnsupportedAlg("none".into())
         );
-        for alg in ["HS512", "RS256", "hs256", "ES256"] {
+        for alg in ["HS512", "hs256", "none", "HS384"] {
             let t = sign_raw(&json!({"alg":alg,"kid":"k1"}), &claims(), K1.as_bytes());
             assert!(matches!(
                 verify(&t, &ring()).unwrap_err(),
                 DomainError::UnsupportedAlg(_)
+            ));
+        }
+        // Asymmetric algorithms go to the issuers, never to the HS256 keys:
+        // without a trusted issuer, refused (the HMAC is not even checked).
+        for alg in ["RS256", "ES256", "PS256", "EdDSA"] {
+            let t = sign_raw(&json!({"alg":alg,"kid":"k1"}), &claims(), K1.as_bytes());
+            assert!(matches!(
+                verify(&t, &ring()).unwrap_err(),
+                DomainError::UntrustedIssuer(_)
             ));
         }
     }

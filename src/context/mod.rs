@@ -152,8 +152,23 @@ pub fn to_unix_us(ts: pg_sys::TimestampTz) -> i64 {
     ts + PG_EPOCH_UNIX * 1_000_000
 }
 
+/// What a verification depends on: the HS256 keyring and the trusted
+/// issuers. Both counters only grow, so their sum changes with either.
+pub fn trust_generation() -> u64 {
+    crate::keys::keyring_generation().wrapping_add(crate::issuers::generation())
+}
+
+/// Wall-clock now, Unix seconds.
+fn unix_now() -> i64 {
+    extern "C" {
+        fn GetCurrentTimestamp() -> pg_sys::TimestampTz;
+    }
+    // SAFETY: reads the clock; cannot raise.
+    to_unix(unsafe { GetCurrentTimestamp() })
+}
+
 fn lookup_or_verify(raw: &[u8]) -> Result<Rc<Verified>, DomainError> {
-    let gen = crate::keys::keyring_generation();
+    let gen = trust_generation();
     let h = token_hash(raw);
     let hit = VERIFIED.with(|v| {
         v.borrow()
@@ -165,9 +180,15 @@ fn lookup_or_verify(raw: &[u8]) -> Result<Rc<Verified>, DomainError> {
     if let Some(e) = hit {
         return Ok(e);
     }
-    let (gen, ring) = crate::keys::keyring();
+    let (_, ring) = crate::keys::keyring();
     let s = std::str::from_utf8(raw).map_err(|_| DomainError::Malformed("not UTF-8"))?;
-    let claims = token::verify(s, &ring)?;
+    let claims = token::verify_with(
+        s,
+        &ring,
+        &mut crate::issuers::current,
+        unix_now(),
+        &mut tenantguard_core::idp::Trace::default(),
+    )?;
     let entry = Rc::new(Verified {
         gen,
         exp: claims.exp,
@@ -197,7 +218,12 @@ fn lookup_or_verify(raw: &[u8]) -> Result<Rc<Verified>, DomainError> {
 /// access rules (revocation, allowlist, staff grant) against wall-clock now.
 pub fn verify_for_set(raw: &[u8]) -> Result<(), DomainError> {
     forget_pending();
-    let entry = lookup_or_verify(raw)?;
+    let entry = match lookup_or_verify(raw) {
+        // An issuer's token set where no SQL can run (a startup option):
+        // verified at its first use instead, as every use verifies anyway.
+        Err(DomainError::IssuerNeedsTransaction) => return Ok(()),
+        r => r?,
+    };
     extern "C" {
         fn GetCurrentTimestamp() -> pg_sys::TimestampTz;
     }
@@ -324,7 +350,7 @@ thread_local! {
 /// access rules' generation `access_gen` (the statement key's).
 fn check_current(raw: &[u8], access_gen: u64) -> Result<Rc<Verified>, DomainError> {
     let gen = gucs::context_generation();
-    let kgen = crate::keys::keyring_generation();
+    let kgen = trust_generation();
     let known = GEN_CLAIMS.with(|g| {
         g.borrow()
             .as_ref()
@@ -343,6 +369,11 @@ fn check_current(raw: &[u8], access_gen: u64) -> Result<Rc<Verified>, DomainErro
     v.check_time(to_unix(stmt))
         .map_err(|_| DomainError::ContextExpired)?;
     v.check_access(to_unix_us(stmt), Some(access_gen))?;
+    // The access check took in other sessions' invalidations: an issuer's
+    // token is verified again if its issuer or keys changed meanwhile.
+    if v.claims.iss.is_some() && trust_generation() != kgen {
+        return check_current(raw, access_gen);
+    }
     Ok(v)
 }
 
@@ -528,4 +559,61 @@ fn sign_context(claims: Option<JsonB>, kid: default!(Option<&str>, "NULL")) -> S
     });
     let (_, ring) = crate::keys::keyring();
     token::sign(&claims.0, &ring, kid).or_raise()
+}
+
+/// Why a token would be accepted or refused now, step by step, for an
+/// operator: trust root, algorithm, kid, issuer, key found, signature,
+/// audience, lifetime, the mapped claims, time validity and the access
+/// rules. Never any key material.
+#[pg_extern(stable, parallel_restricted)]
+fn explain_context(token: &str) -> JsonB {
+    use serde_json::json;
+    let (_, ring) = crate::keys::keyring();
+    let mut trace = tenantguard_core::idp::Trace::default();
+    let now = unix_now();
+    let r = token::verify_with(
+        token.trim(),
+        &ring,
+        &mut crate::issuers::current,
+        now,
+        &mut trace,
+    );
+    let issuer_root = trace.iss.is_some() || trace.alg.as_deref().is_some_and(|a| a != "HS256");
+    let mut out = serde_json::to_value(&trace).unwrap_or_else(|_| json!({}));
+    out["trust_root"] = json!(if issuer_root {
+        "issuer (tenantguard.issuer)"
+    } else {
+        "signing_keys (HS256)"
+    });
+    let fail = |out: &mut serde_json::Value, step: &str, e: &DomainError| {
+        out["accepted"] = json!(false);
+        out["refused_at"] = json!(step);
+        out["error"] = json!(e.to_string());
+        out["reason"] = json!(e.reason());
+        out["sqlstate"] = json!(e.sqlstate().code());
+    };
+    match r {
+        Err(e) => fail(&mut out, "verification", &e),
+        Ok(c) => {
+            out["signature_valid"] = json!(true);
+            out["claims"] = json!({
+                "tid": c.tid, "tids": c.read_scope, "sub": c.sub, "staff": c.staff,
+                "attrs": c.attrs, "exp": c.exp, "jti": c.jti,
+            });
+            if let Err(e) = c.check_time(now) {
+                fail(&mut out, "time", &e);
+            } else if let Err(e) = access::check(
+                &c,
+                c.staff,
+                &std::cell::Cell::new(None),
+                now.saturating_mul(1_000_000),
+                None,
+            ) {
+                fail(&mut out, "access rules", &e);
+            } else {
+                out["accepted"] = json!(true);
+            }
+        }
+    }
+    JsonB(out)
 }

@@ -15,7 +15,7 @@ import os, re, sys
 
 MAX_LINES = 1000
 # Foundations import no capability (docs/architecture.md).
-FOUNDATIONS = {'compat', 'error', 'spi', 'gucs', 'keys', 'alerts', 'access', 'context',
+FOUNDATIONS = {'compat', 'error', 'spi', 'gucs', 'keys', 'issuers', 'alerts', 'access', 'context',
                'context::accessors', 'context::bypass_state', 'context::guc'}
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'src')
 
