@@ -63,6 +63,39 @@ async function inTenant(token, fn) {
     try { await inTenant(v.token, async () => null); } catch { ext = 'reject'; }
     check(`node vector ${v.name}: jsonwebtoken=${lib} extension=${ext} expected=${v.expect}`, lib === ext && ext === v.expect);
   }
+  // Identity providers' tokens (tests/vectors/idp.json): jose and the
+  // extension agree (the library judges signature, algorithm, kid, issuer,
+  // audience and expiry; mapping, lifetime and required claims are
+  // tenantguard's own rules).
+  const jose = await import('jose');
+  const idp = JSON.parse(fs.readFileSync(path.join(__dirname, '../../tests/vectors/idp.json'), 'utf8'));
+  const issuers = Object.fromEntries(idp.issuers.map((i) => [i.iss, i]));
+  const LIB = new Set(['unknown_kid', 'bad_signature', 'unknown_kid_or_bad_signature', 'alg', 'alg_mismatch', 'untrusted_issuer', 'audience', 'expired']);
+  const joseVerdict = async (token) => {
+    try {
+      const hdr = jose.decodeProtectedHeader(token);
+      const iss = issuers[jose.decodeJwt(token).iss];
+      const jwk = iss && iss.jwks.keys.find((k) => k.kid === hdr.kid);
+      if (!jwk || hdr.alg !== jwk.alg) return 'reject'; // the algorithm comes from the key
+      const byAud = iss.audience_claim === 'aud';
+      const { payload } = await jose.jwtVerify(token, await jose.importJWK(jwk, jwk.alg), {
+        algorithms: [jwk.alg], issuer: iss.iss, audience: byAud ? iss.audiences : undefined,
+        requiredClaims: ['exp'], clockTolerance: iss.leeway_s,
+      });
+      if (!byAud && !iss.audiences.includes(payload[iss.audience_claim])) return 'reject';
+      return 'accept';
+    } catch { return 'reject'; }
+  };
+  for (const v of idp.vectors) {
+    const lib = (v.expect === 'accept' || LIB.has(v.reason)) ? await joseVerdict(v.token) : null;
+    let ext = null;
+    if (!v.name.includes('revocable') && !v.staff) {
+      ext = 'accept';
+      try { await inTenant(v.token, async () => null); } catch { ext = 'reject'; }
+    }
+    check(`node idp vector ${v.name}: jose=${lib || 'n/a'} extension=${ext || 'n/a'} expected=${v.expect}`,
+      (lib === null || lib === v.expect) && (ext === null || ext === v.expect));
+  }
   await pool.end();
   const passed = results.filter(Boolean).length;
   console.log(`${passed} passed, ${results.length - passed} failed`);

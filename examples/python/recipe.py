@@ -88,6 +88,45 @@ for v in spec["vectors"]:
         ext = "reject"
     check(f"python vector {v['name']}: PyJWT={lib} extension={ext} expected={v['expect']}", lib == ext == v["expect"])
 
+# Identity providers' tokens (tests/vectors/idp.json): PyJWT (with
+# cryptography) and the extension agree. The library judges signature,
+# algorithm, kid, issuer, audience and expiry; the mapping, the maximum
+# lifetime and required claims are tenantguard's own rules.
+idp = json.loads((pathlib.Path(__file__).parents[2] / "tests/vectors/idp.json").read_text())
+issuers = {i["iss"]: i for i in idp["issuers"]}
+LIB = {"unknown_kid", "bad_signature", "unknown_kid_or_bad_signature", "alg", "alg_mismatch", "untrusted_issuer", "audience", "expired"}
+
+
+def pyjwt_verdict(token):
+    try:
+        hdr = jwt.get_unverified_header(token)
+        iss = issuers.get(jwt.decode(token, options={"verify_signature": False}).get("iss"))
+        jwk = {k["kid"]: k for k in iss["jwks"]["keys"]}.get(hdr.get("kid")) if iss else None
+        if not jwk or hdr.get("alg") != jwk.get("alg"):  # the algorithm comes from the key
+            return "reject"
+        by_aud = iss["audience_claim"] == "aud"
+        claims = jwt.decode(token, jwt.PyJWK(jwk).key, algorithms=[jwk["alg"]], issuer=iss["iss"],
+                            audience=iss["audiences"] if by_aud else None, leeway=iss["leeway_s"],
+                            options={"require": ["exp"], "verify_aud": by_aud})
+        if not by_aud and claims.get(iss["audience_claim"]) not in iss["audiences"]:
+            return "reject"
+        return "accept"
+    except Exception:
+        return "reject"
+
+
+for v in idp["vectors"]:
+    lib = pyjwt_verdict(v["token"]) if v["expect"] == "accept" or v["reason"] in LIB else None
+    ext = None
+    if "revocable" not in v["name"] and not v.get("staff"):
+        try:
+            in_tenant(v["token"], lambda c: None)
+            ext = "accept"
+        except psycopg.Error:
+            ext = "reject"
+    check(f"python idp vector {v['name']}: PyJWT={lib or 'n/a'} extension={ext or 'n/a'} expected={v['expect']}",
+          lib in (None, v["expect"]) and ext in (None, v["expect"]))
+
 pool.close()
 print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
 sys.exit(0 if all(results) else 1)

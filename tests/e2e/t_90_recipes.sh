@@ -1,6 +1,9 @@
 # Client recipes (examples/) against this server: each mints tokens with its
 # language's JWT library, sets them per transaction through a pool, reads and
 # writes, calls authorize()/require(), and checks the shared vectors.
+# The identity providers of tests/vectors/idp.json, trusted (again: t_27
+# rotates and distrusts some), for the recipes' asymmetric vectors.
+python3 tests/vectors/issuers_sql.py | psql -X -q -At -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U ops -d postgres >/dev/null
 q postgres "CREATE TABLE notes (id bigserial PRIMARY KEY, tenant_id text NOT NULL, body text);
   SELECT count(*) FROM tenantguard.protect('notes');
   GRANT SELECT, INSERT ON notes TO app; GRANT USAGE ON SEQUENCE notes_id_seq TO app;" >/dev/null
@@ -18,7 +21,7 @@ python3 -c "import psycopg, psycopg_pool, jwt" 2>/dev/null || pip install --quie
 recipe python python3 examples/python/recipe.py
 [ -d examples/node/node_modules ] || (cd examples/node && npm ci --no-audit --no-fund --silent >/dev/null 2>&1 || npm install --no-audit --no-fund --silent >/dev/null 2>&1)
 recipe node node examples/node/recipe.js
-if [ -x target/recipe/release/tenantguard-recipe ] || cargo build -q --release --manifest-path examples/rust/Cargo.toml --target-dir target/recipe 2>/dev/null; then
+if cargo build -q --release --manifest-path examples/rust/Cargo.toml --target-dir target/recipe 2>/dev/null; then
   recipe rust target/recipe/release/tenantguard-recipe
 else
   fail "rust recipe builds"

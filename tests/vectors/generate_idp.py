@@ -116,6 +116,8 @@ v("rs256", sign(rsa_rs, "RS256", "rsa-rs"), "accept", tid="acme", alg="RS256")
 v("ps256", sign(rsa_ps, "PS256", "rsa-ps"), "accept", tid="acme", alg="PS256")
 v("es256", sign(ec_key, "ES256", "ec"), "accept", tid="acme", alg="ES256")
 v("eddsa", sign(ed_key, "EdDSA", "ed"), "accept", tid="acme", alg="EdDSA")
+v("es256_revocable", sign(ec_key, "ES256", "ec", {**claims, "sub": "revoked-later"}), "accept", tid="acme", alg="ES256",
+  note="tests/e2e/t_27_issuers.sh revokes this user after the vector pass")
 v("aud_array", sign(ec_key, "ES256", "ec", {**claims, "aud": ["other", AUD]}), "accept", tid="acme", alg="ES256")
 v("key_confusion_hs256_with_rsa_public_key", key_confusion, "reject", "unknown_kid_or_bad_signature")
 v("alg_swapped_rs256_signature_as_ps256", f"{swapped_header}.{p}.{s}", "reject", "alg_mismatch")

@@ -78,6 +78,61 @@ async fn main() {
         let want = v["expect"].as_str().unwrap();
         c.check(&format!("rust vector {}: jsonwebtoken={lib} extension={ext} expected={want}", v["name"].as_str().unwrap()), lib == ext && ext == want);
     }
+    // Identity providers' tokens (tests/vectors/idp.json): jsonwebtoken and
+    // the extension agree (the library judges signature, algorithm, kid,
+    // issuer, audience and expiry; mapping, lifetime and required claims
+    // are tenantguard's own rules).
+    let idp: Value = serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/idp.json")).unwrap()).unwrap();
+    let lib_checks = ["unknown_kid", "bad_signature", "unknown_kid_or_bad_signature", "alg", "alg_mismatch", "untrusted_issuer", "audience", "expired"];
+    let verdict = |token: &str| -> &'static str {
+        let verify = || -> Option<()> {
+            let hdr = jsonwebtoken::decode_header(token).ok()?;
+            let mut peek = Validation::new(hdr.alg);
+            peek.insecure_disable_signature_validation();
+            peek.validate_exp = false;
+            peek.validate_aud = false;
+            peek.required_spec_claims.clear();
+            let claims = decode::<Value>(token, &DecodingKey::from_secret(b""), &peek).ok()?.claims;
+            let iss = idp["issuers"].as_array()?.iter().find(|i| i["iss"] == claims["iss"])?;
+            let jwk_v = iss["jwks"]["keys"].as_array()?.iter().find(|k| k["kid"].as_str() == hdr.kid.as_deref())?;
+            let alg: Algorithm = jwk_v["alg"].as_str()?.parse().ok()?;
+            if alg != hdr.alg {
+                return None; // the algorithm comes from the key
+            }
+            let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk_v.clone()).ok()?;
+            let key = DecodingKey::from_jwk(&jwk).ok()?;
+            let mut val = Validation::new(alg);
+            val.set_issuer(&[iss["iss"].as_str()?]);
+            val.leeway = iss["leeway_s"].as_u64()?;
+            val.required_spec_claims = ["exp".to_string()].into_iter().collect();
+            let auds: Vec<String> = serde_json::from_value(iss["audiences"].clone()).ok()?;
+            let by_aud = iss["audience_claim"] == "aud";
+            if by_aud {
+                // jsonwebtoken checks aud only when present unless it is required.
+                val.set_audience(&auds);
+                val.required_spec_claims.insert("aud".to_string());
+            } else {
+                val.validate_aud = false
+            }
+            let c = decode::<Value>(token, &key, &val).ok()?.claims;
+            if !by_aud && !auds.iter().any(|a| c[iss["audience_claim"].as_str().unwrap()] == *a) {
+                return None;
+            }
+            Some(())
+        };
+        if verify().is_some() { "accept" } else { "reject" }
+    };
+    for v in idp["vectors"].as_array().unwrap() {
+        let token = v["token"].as_str().unwrap();
+        let name = v["name"].as_str().unwrap();
+        let want = v["expect"].as_str().unwrap();
+        let lib = (want == "accept" || lib_checks.contains(&v["reason"].as_str().unwrap_or(""))).then(|| verdict(token));
+        let ext = if name.contains("revocable") || v.get("staff").is_some() {
+            None
+        } else if in_tenant(&pool, token, "", &[]).await.is_ok() { Some("accept") } else { Some("reject") };
+        c.check(&format!("rust idp vector {name}: jsonwebtoken={} extension={} expected={want}", lib.unwrap_or("n/a"), ext.unwrap_or("n/a")),
+            lib.is_none_or(|l| l == want) && ext.is_none_or(|e| e == want));
+    }
     let passed = c.0.iter().filter(|b| **b).count();
     println!("{passed} passed, {} failed", c.0.len() - passed);
     std::process::exit(if passed == c.0.len() { 0 } else { 1 });
