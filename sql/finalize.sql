@@ -89,7 +89,7 @@ BEGIN
     ELSE
         INSERT INTO tenantguard.ip_allowlist AS a (tenant, allow) VALUES (set_ip_allowlist.tenant, set_ip_allowlist.allow)
         ON CONFLICT ON CONSTRAINT ip_allowlist_pkey
-        DO UPDATE SET allow = EXCLUDED.allow, updated_at = now(), updated_by = session_user;
+        DO UPDATE SET allow = EXCLUDED.allow, updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by;
     END IF;
     INSERT INTO tenantguard.security_log (event, tenant, db_role, detail)
         VALUES ('ip_allowlist_set', set_ip_allowlist.tenant, session_user,

@@ -37,28 +37,31 @@ LANGUAGE plpgsql CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE SECURITY DEFINER 
 DECLARE
     kids text[];
     prev jsonb;
+    set_at timestamptz;
 BEGIN
     IF iss IS NULL OR jwks IS NULL OR audiences IS NULL THEN
         RAISE EXCEPTION 'tenantguard: trust_issuer() needs iss, jwks and audiences' USING ERRCODE = '22023';
     END IF;
-    SELECT CASE WHEN i.jwks = trust_issuer.jwks THEN i.previous_jwks ELSE i.jwks END INTO prev
+    SELECT CASE WHEN i.jwks = trust_issuer.jwks THEN i.previous_jwks ELSE i.jwks END,
+           CASE WHEN i.jwks = trust_issuer.jwks THEN i.keys_set_at ELSE now() END INTO prev, set_at
       FROM tenantguard.issuer i WHERE i.iss = trust_issuer.iss;
     kids := tenantguard.validate_issuer(iss, jwks, prev, audiences, coalesce(audience_claim, 'aud'),
                                         coalesce(algorithms, '{}'), coalesce(mapping, '{}'), coalesce(required_claims, '{}'),
                                         extract(epoch FROM coalesce(max_lifetime, '24 hours'))::bigint,
                                         extract(epoch FROM coalesce(leeway, '60 seconds'))::bigint);
+    -- (Every value computed here: on Citus the table is a reference table,
+    -- whose DO UPDATE SET takes only immutable expressions.)
     INSERT INTO tenantguard.issuer AS i (iss, jwks, previous_jwks, audiences, audience_claim, algorithms, mapping,
-                                        required_claims, max_lifetime, leeway)
+                                        required_claims, max_lifetime, leeway, keys_set_at, updated_at, updated_by)
     VALUES (trust_issuer.iss, trust_issuer.jwks, prev, trust_issuer.audiences, coalesce(trust_issuer.audience_claim, 'aud'),
             coalesce(trust_issuer.algorithms, '{}'), coalesce(trust_issuer.mapping, '{}'),
             coalesce(trust_issuer.required_claims, '{}'), coalesce(trust_issuer.max_lifetime, '24 hours'),
-            coalesce(trust_issuer.leeway, '60 seconds'))
+            coalesce(trust_issuer.leeway, '60 seconds'), coalesce(set_at, now()), now(), session_user)
     ON CONFLICT ON CONSTRAINT issuer_pkey DO UPDATE
        SET jwks = EXCLUDED.jwks, previous_jwks = EXCLUDED.previous_jwks, audiences = EXCLUDED.audiences,
            audience_claim = EXCLUDED.audience_claim, algorithms = EXCLUDED.algorithms, mapping = EXCLUDED.mapping,
            required_claims = EXCLUDED.required_claims, max_lifetime = EXCLUDED.max_lifetime, leeway = EXCLUDED.leeway,
-           keys_set_at = CASE WHEN i.jwks = EXCLUDED.jwks THEN i.keys_set_at ELSE now() END,
-           updated_at = now(), updated_by = session_user;
+           keys_set_at = EXCLUDED.keys_set_at, updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by;
     INSERT INTO tenantguard.security_log (event, db_role, detail)
     VALUES ('issuer_trusted', session_user,
             jsonb_build_object('iss', trust_issuer.iss, 'kids', to_jsonb(kids), 'audiences', to_jsonb(trust_issuer.audiences),

@@ -488,28 +488,31 @@ LANGUAGE plpgsql CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE SECURITY DEFINER 
 DECLARE
     kids text[];
     prev jsonb;
+    set_at timestamptz;
 BEGIN
     IF iss IS NULL OR jwks IS NULL OR audiences IS NULL THEN
         RAISE EXCEPTION 'tenantguard: trust_issuer() needs iss, jwks and audiences' USING ERRCODE = '22023';
     END IF;
-    SELECT CASE WHEN i.jwks = trust_issuer.jwks THEN i.previous_jwks ELSE i.jwks END INTO prev
+    SELECT CASE WHEN i.jwks = trust_issuer.jwks THEN i.previous_jwks ELSE i.jwks END,
+           CASE WHEN i.jwks = trust_issuer.jwks THEN i.keys_set_at ELSE now() END INTO prev, set_at
       FROM tenantguard.issuer i WHERE i.iss = trust_issuer.iss;
     kids := tenantguard.validate_issuer(iss, jwks, prev, audiences, coalesce(audience_claim, 'aud'),
                                         coalesce(algorithms, '{}'), coalesce(mapping, '{}'), coalesce(required_claims, '{}'),
                                         extract(epoch FROM coalesce(max_lifetime, '24 hours'))::bigint,
                                         extract(epoch FROM coalesce(leeway, '60 seconds'))::bigint);
+    -- (Every value computed here: on Citus the table is a reference table,
+    -- whose DO UPDATE SET takes only immutable expressions.)
     INSERT INTO tenantguard.issuer AS i (iss, jwks, previous_jwks, audiences, audience_claim, algorithms, mapping,
-                                        required_claims, max_lifetime, leeway)
+                                        required_claims, max_lifetime, leeway, keys_set_at, updated_at, updated_by)
     VALUES (trust_issuer.iss, trust_issuer.jwks, prev, trust_issuer.audiences, coalesce(trust_issuer.audience_claim, 'aud'),
             coalesce(trust_issuer.algorithms, '{}'), coalesce(trust_issuer.mapping, '{}'),
             coalesce(trust_issuer.required_claims, '{}'), coalesce(trust_issuer.max_lifetime, '24 hours'),
-            coalesce(trust_issuer.leeway, '60 seconds'))
+            coalesce(trust_issuer.leeway, '60 seconds'), coalesce(set_at, now()), now(), session_user)
     ON CONFLICT ON CONSTRAINT issuer_pkey DO UPDATE
        SET jwks = EXCLUDED.jwks, previous_jwks = EXCLUDED.previous_jwks, audiences = EXCLUDED.audiences,
            audience_claim = EXCLUDED.audience_claim, algorithms = EXCLUDED.algorithms, mapping = EXCLUDED.mapping,
            required_claims = EXCLUDED.required_claims, max_lifetime = EXCLUDED.max_lifetime, leeway = EXCLUDED.leeway,
-           keys_set_at = CASE WHEN i.jwks = EXCLUDED.jwks THEN i.keys_set_at ELSE now() END,
-           updated_at = now(), updated_by = session_user;
+           keys_set_at = EXCLUDED.keys_set_at, updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by;
     INSERT INTO tenantguard.security_log (event, db_role, detail)
     VALUES ('issuer_trusted', session_user,
             jsonb_build_object('iss', trust_issuer.iss, 'kids', to_jsonb(kids), 'audiences', to_jsonb(trust_issuer.audiences),
@@ -606,3 +609,67 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- ---------------------------------------------------------------------------
+-- set_ip_allowlist(): the upsert takes its values from EXCLUDED (Citus
+-- takes only immutable expressions in the DO UPDATE SET of a reference
+-- table). The same as in sql/finalize.sql.
+CREATE OR REPLACE FUNCTION tenantguard.set_ip_allowlist(tenant text, allow cidr[]) RETURNS void
+LANGUAGE plpgsql CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tenant IS NULL OR tenant = '' THEN
+        RAISE EXCEPTION 'tenant must not be empty' USING ERRCODE = '22023';
+    END IF;
+    IF allow IS NULL OR cardinality(allow) = 0 THEN
+        DELETE FROM tenantguard.ip_allowlist a WHERE a.tenant = set_ip_allowlist.tenant;
+    ELSE
+        INSERT INTO tenantguard.ip_allowlist AS a (tenant, allow) VALUES (set_ip_allowlist.tenant, set_ip_allowlist.allow)
+        ON CONFLICT ON CONSTRAINT ip_allowlist_pkey
+        DO UPDATE SET allow = EXCLUDED.allow, updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by;
+    END IF;
+    INSERT INTO tenantguard.security_log (event, tenant, db_role, detail)
+        VALUES ('ip_allowlist_set', set_ip_allowlist.tenant, session_user,
+                jsonb_build_object('allow', to_jsonb(set_ip_allowlist.allow)));
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- The same as sql/citus.sql.
+-- pg_tenantguard on Citus (docs/operations.md, "Citus"). Run once, on the
+-- coordinator, after the workers are added and the extension exists on
+-- every node: the access rules, the authorization model, the key salts and
+-- the trusted issuers become reference tables, so every node checks a
+-- context against the same rules (a user revoked through the coordinator
+-- is refused on a direct worker connection at its next statement), and
+-- authorize() and decrypt() answer inside distributed queries as on one
+-- node. Their triggers come along to every copy (citus.enable_unsafe_triggers
+-- for this call only): each node's caches are told of a change.
+CREATE FUNCTION tenantguard.citus_setup() RETURNS jsonb
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t text;
+    made jsonb := '[]';
+BEGIN
+    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+        RAISE EXCEPTION 'tenantguard: citus_setup() is for superusers' USING ERRCODE = '42501';
+    END IF;
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RAISE EXCEPTION 'tenantguard: Citus is not installed in this database' USING ERRCODE = '55000';
+    END IF;
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    FOREACH t IN ARRAY ARRAY['revocation', 'ip_allowlist', 'support_grant', 'authz_role', 'authz_permission',
+                             'authz_assignment', 'authz_principal', 'authz_compiled', 'tenant_key', 'issuer'] LOOP
+        CONTINUE WHEN pg_catalog.to_regclass(format('tenantguard.%I', t)) IS NULL;
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p
+                        WHERE p.logicalrelid = pg_catalog.to_regclass(format('tenantguard.%I', t))) THEN
+            EXECUTE 'SELECT pg_catalog.create_reference_table($1)' USING pg_catalog.to_regclass(format('tenantguard.%I', t));
+            made := made || pg_catalog.to_jsonb(t);
+        END IF;
+    END LOOP;
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'off', true);
+    INSERT INTO tenantguard.security_log (event, db_role, detail)
+        VALUES ('citus_setup', session_user, jsonb_build_object('reference_tables', made));
+    RETURN jsonb_build_object('reference_tables', made);
+END
+$$;
+REVOKE ALL ON FUNCTION tenantguard.citus_setup() FROM PUBLIC;

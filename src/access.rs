@@ -82,9 +82,9 @@ fn load_rules() -> Rules {
     let mut rules = Rules::default();
     spi::as_owner(|| {
         Spi::connect(|_client| {
-            spi::select_latest("SELECT r.kind, r.tenant, r.user_id, r.jti,
+            spi::select_latest(&format!("SELECT r.kind, r.tenant, r.user_id, r.jti,
                         pg_catalog.floor(pg_catalog.date_part('epoch', pg_catalog.max(r.revoked_at)))::pg_catalog.int8
-                   FROM tenantguard.revocation r GROUP BY 1, 2, 3, 4", &[], |row| {
+                   FROM {} r GROUP BY 1, 2, 3, 4", crate::spi::local_table("revocation")), &[], |row| {
                 let kind: String = row.get(1)?.unwrap_or_default();
                 let tenant: Option<String> = row.get(2)?;
                 let user: Option<String> = row.get(3)?;
@@ -104,7 +104,7 @@ fn load_rules() -> Rules {
                 }
                 Ok(())
             })?;
-            spi::select_latest("SELECT a.tenant, a.allow::pg_catalog.text[] FROM tenantguard.ip_allowlist a", &[], |row| {
+            spi::select_latest(&format!("SELECT a.tenant, a.allow::pg_catalog.text[] FROM {} a", crate::spi::local_table("ip_allowlist")), &[], |row| {
                 let tenant: String = row.get(1)?.unwrap_or_default();
                 let allow: Vec<String> = row.get(2)?.unwrap_or_default();
                 // A list entry we cannot parse must not widen access: keep
@@ -118,12 +118,12 @@ fn load_rules() -> Rules {
                 rules.allowlists.insert(tenant, cidrs);
                 Ok(())
             })?;
-            spi::select_latest("SELECT g.tenant, g.staff_user, g.id,
+            spi::select_latest(&format!("SELECT g.tenant, g.staff_user, g.id,
                         (pg_catalog.date_part('epoch', g.valid_from) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
                         (pg_catalog.date_part('epoch', g.valid_until) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
                         g.reason
-                   FROM tenantguard.support_grant g
-                  WHERE g.revoked_at IS NULL AND g.valid_until OPERATOR(pg_catalog.>) pg_catalog.now()", &[], |row| {
+                   FROM {} g
+                  WHERE g.revoked_at IS NULL AND g.valid_until OPERATOR(pg_catalog.>) pg_catalog.now()", crate::spi::local_table("support_grant")), &[], |row| {
                 let key = (row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default());
                 rules.grants.entry(key).or_default().push(Grant {
                     id: row.get(3)?.unwrap_or(0),
@@ -295,7 +295,30 @@ fn access_changed<'a>(
         // SAFETY: queues a transactional invalidation, sent at commit.
         unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
     }
+    // On Citus the access tables are reference tables, and on every node
+    // the trigger fires on the table's shard (`revocation_102008`): tell
+    // the caches, which watch the table itself.
+    if let Ok(name) = trigger.table_name() {
+        if let Some(base) = shard_base(&name) {
+            if let Some(oid) = std::ffi::CString::new(base)
+                .ok()
+                .and_then(|c| spi::relation_oid(&c))
+            {
+                // SAFETY: as above.
+                unsafe { pg_sys::CacheInvalidateRelcacheByRelid(oid) };
+            }
+        }
+    }
     Ok(None)
+}
+
+/// The watched table a Citus shard name (`<table>_<shard id>`) belongs to.
+fn shard_base(name: &str) -> Option<&str> {
+    let (base, id) = name.rsplit_once('_')?;
+    (!id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && WATCHED.iter().any(|w| w.to_bytes() == base.as_bytes()))
+    .then_some(base)
 }
 
 /// The relations whose changes invalidate caches (for status()).

@@ -48,7 +48,7 @@ fn master() -> Vec<u8> {
 fn salt(tenant: &str, version: u32) -> Option<Vec<u8>> {
     spi::as_owner(|| {
         spi::read_one::<Vec<u8>>(
-            "SELECT salt FROM tenantguard.tenant_key WHERE tenant OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
+            &format!("SELECT salt FROM {} WHERE tenant OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2", crate::spi::local_table("tenant_key")),
             &[tenant.into(), (version as i32).into()],
         )
     })
@@ -101,8 +101,8 @@ fn load_current_version(tenant: &str) -> u32 {
     // encrypt() works on a standby and on a primary assigns nothing.
     let current = spi::as_owner(|| {
         spi::read_two::<i32, i64>(
-            "SELECT pg_catalog.max(version) FILTER (WHERE salt IS NOT NULL), pg_catalog.count(*)
-               FROM tenantguard.tenant_key WHERE tenant OPERATOR(pg_catalog.=) $1",
+            &format!("SELECT pg_catalog.max(version) FILTER (WHERE salt IS NOT NULL), pg_catalog.count(*)
+               FROM {} WHERE tenant OPERATOR(pg_catalog.=) $1", crate::spi::local_table("tenant_key")),
             &[tenant.into()],
         )
     });

@@ -66,10 +66,10 @@ pub fn current() -> Result<Option<Rc<IssuerSet>>, DomainError> {
     spi::as_owner(|| {
         Spi::connect(|_c| {
             spi::select_latest(
-                "SELECT i.iss, i.jwks, i.previous_jwks, i.audiences, i.audience_claim, i.algorithms, i.mapping,
+                &format!("SELECT i.iss, i.jwks, i.previous_jwks, i.audiences, i.audience_claim, i.algorithms, i.mapping,
                         i.required_claims, pg_catalog.date_part('epoch', i.max_lifetime)::pg_catalog.int8,
                         pg_catalog.date_part('epoch', i.leeway)::pg_catalog.int8
-                   FROM tenantguard.issuer i",
+                   FROM {} i", crate::spi::local_table("issuer")),
                 &[],
                 |row| {
                     let iss: String = row.get(1)?.unwrap_or_default();

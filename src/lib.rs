@@ -53,6 +53,7 @@ pgrx::extension_sql_file!(
     requires = ["finalize"]
 );
 pgrx::extension_sql_file!("../sql/idp.sql", name = "idp", requires = ["replication"]);
+pgrx::extension_sql_file!("../sql/citus.sql", name = "citus", requires = ["idp"]);
 
 /// Library load: registers GUCs (with the hooks of the modules that own
 /// what they check), hooks and workers; nothing else.

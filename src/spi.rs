@@ -98,6 +98,38 @@ pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// The relation to read the extension's table `name` from, on this node:
+/// on Citus, once `citus_setup()` made it a reference table, its copy on
+/// this node (the shard `<name>_<shardid>`, which every node holds).
+/// Reading the table itself from a query that already runs on a shard (an
+/// RLS accessor on a worker) would be a nested distributed query, which
+/// Citus refuses. Elsewhere, the table itself. Schema-qualified and quoted
+/// (names come from the catalogs, never from a caller).
+pub fn local_table(name: &str) -> String {
+    let plain = format!("tenantguard.{}", pgrx::spi::quote_identifier(name));
+    // SAFETY: a catalog lookup with missing_ok semantics.
+    let citus = unsafe {
+        pg_sys::get_relname_relid(
+            c"pg_dist_shard".as_ptr(),
+            pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE),
+        ) != pg_sys::Oid::INVALID
+    };
+    if !citus {
+        return plain;
+    }
+    read_one::<String>(
+        "SELECT pg_catalog.format('tenantguard.%I', c.relname OPERATOR(pg_catalog.||) '_' OPERATOR(pg_catalog.||) s.shardid)
+           FROM pg_catalog.pg_dist_shard s JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.logicalrelid
+          WHERE s.logicalrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(pg_catalog.format('tenantguard.%I', $1::pg_catalog.text))
+            AND pg_catalog.to_regclass(pg_catalog.format('tenantguard.%I', c.relname OPERATOR(pg_catalog.||) '_' OPERATOR(pg_catalog.||) s.shardid)) IS NOT NULL
+          LIMIT 1",
+        &[name.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(plain)
+}
+
 /// Whether the extension's schema exists in this database (the library can
 /// be preloaded into databases that never ran CREATE EXTENSION).
 pub fn relation_oid(name: &CStr) -> Option<pg_sys::Oid> {

@@ -91,6 +91,35 @@ pub struct TableFacts {
     pub has_tenant_index: bool,
     /// The audit triggers are attached (audit issue).
     pub audited: bool,
+    /// What Citus makes of the table, if Citus is installed.
+    pub citus: Citus,
+}
+
+/// A table as Citus sees it (docs/operations.md, Citus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Citus {
+    /// Citus is not installed in this database.
+    #[default]
+    Absent,
+    /// Installed; the table is a plain (or Citus-local) table, which may
+    /// be distributed later.
+    Local,
+    /// Distributed; `by_tenant`: the tenant column is its distribution column.
+    Distributed { by_tenant: bool },
+    /// A reference table (a copy on every node).
+    Reference,
+}
+
+impl Citus {
+    fn present(self) -> bool {
+        self != Citus::Absent
+    }
+    /// Citus refuses row triggers on distributed and reference tables
+    /// (without citus.enable_unsafe_triggers, which would record on the
+    /// workers, under the shards' names).
+    pub fn refuses_triggers(self) -> bool {
+        matches!(self, Citus::Distributed { .. } | Citus::Reference)
+    }
 }
 
 /// The policy statements, keyed by policy name.
@@ -126,7 +155,14 @@ pub fn policy_ddl(f: &TableFacts) -> Vec<(&'static str, String)> {
             // Only members of tenantguard_bypass see this policy at all, so the
             // application role's plans keep the pure, indexable tenant qual.
             POLICY_BYPASS,
-            format!("CREATE POLICY {POLICY_BYPASS} ON {t} AS PERMISSIVE FOR ALL TO {BYPASS_ROLE} USING ((SELECT tenantguard.bypassing())) WITH CHECK ((SELECT tenantguard.bypassing()))"),
+            if f.citus.present() {
+                // Citus refuses sub-selects in the policies of distributed
+                // tables: the accessor directly (STABLE: evaluated per row,
+                // for members of tenantguard_bypass only).
+                format!("CREATE POLICY {POLICY_BYPASS} ON {t} AS PERMISSIVE FOR ALL TO {BYPASS_ROLE} USING (tenantguard.bypassing()) WITH CHECK (tenantguard.bypassing())")
+            } else {
+                format!("CREATE POLICY {POLICY_BYPASS} ON {t} AS PERMISSIVE FOR ALL TO {BYPASS_ROLE} USING ((SELECT tenantguard.bypassing())) WITH CHECK ((SELECT tenantguard.bypassing()))")
+            },
         ),
     ]
 }
@@ -149,15 +185,29 @@ pub fn plan_protect(f: &TableFacts, with_audit: bool) -> Vec<String> {
     }
     let want_default = f.column_type.active_fn();
     if f.column_default.as_deref() != Some(want_default.as_str()) {
-        out.push(format!(
+        let ddl = format!(
             "ALTER TABLE {t} ALTER COLUMN {} SET DEFAULT {want_default}",
             f.column
-        ));
+        );
+        if f.citus == (Citus::Distributed { by_tenant: true }) {
+            // Citus refuses ALTER TABLE on the distribution column: the
+            // default lives on the coordinator's table, where INSERTs are
+            // planned (their defaults are evaluated there).
+            out.push(
+                "SELECT pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true)".into(),
+            );
+            out.push(ddl);
+            out.push(
+                "SELECT pg_catalog.set_config('citus.enable_ddl_propagation', 'on', true)".into(),
+            );
+        } else {
+            out.push(ddl);
+        }
     }
     if !f.has_tenant_index {
         out.push(format!("CREATE INDEX ON {t} ({})", f.column));
     }
-    if with_audit && !f.audited {
+    if with_audit && !f.audited && !f.citus.refuses_triggers() {
         out.push(format!(
             "SELECT tenantguard.audit('{}'::regclass)",
             t.replace('\'', "''")
@@ -206,6 +256,7 @@ mod tests {
             column_default: None,
             has_tenant_index: false,
             audited: false,
+            citus: Citus::Absent,
         }
     }
 
@@ -219,6 +270,41 @@ mod tests {
             audited: true,
             ..bare()
         }
+    }
+
+    #[test]
+    fn citus_plans() {
+        let dist = TableFacts {
+            citus: Citus::Distributed { by_tenant: true },
+            ..bare()
+        };
+        let p = plan_protect(&dist, true);
+        assert!(p
+            .iter()
+            .any(|s| s
+                .contains("USING (tenantguard.bypassing()) WITH CHECK (tenantguard.bypassing())")));
+        assert!(
+            !p.iter()
+                .any(|s| s.contains("SELECT tenantguard.bypassing()")),
+            "no sub-select: {p:#?}"
+        );
+        let i = p.iter().position(|s| s.contains("SET DEFAULT")).unwrap();
+        assert!(p[i - 1].contains("'citus.enable_ddl_propagation', 'off'"));
+        assert!(p[i + 1].contains("'citus.enable_ddl_propagation', 'on'"));
+        assert!(
+            !p.iter().any(|s| s.contains("tenantguard.audit(")),
+            "Citus refuses the triggers"
+        );
+        let local = TableFacts {
+            citus: Citus::Local,
+            ..bare()
+        };
+        let p = plan_protect(&local, true);
+        assert!(p
+            .iter()
+            .any(|s| s.contains("USING (tenantguard.bypassing())")));
+        assert!(p.iter().any(|s| s.contains("tenantguard.audit(")));
+        assert!(!p.iter().any(|s| s.contains("enable_ddl_propagation")));
     }
 
     #[test]

@@ -36,7 +36,7 @@ fn plan_for(action: &str, id: &str) -> Rc<Plan> {
     }
     let spec = spi::as_owner(|| {
         spi::read_one::<String>(
-            "SELECT spec FROM tenantguard.authz_compiled WHERE spec_id OPERATOR(pg_catalog.=) $1 AND action OPERATOR(pg_catalog.=) $2",
+            &format!("SELECT spec FROM {} WHERE spec_id OPERATOR(pg_catalog.=) $1 AND action OPERATOR(pg_catalog.=) $2", crate::spi::local_table("authz_compiled")),
             &[id.into(), action.into()],
         )
     })
@@ -248,11 +248,16 @@ fn authorize_policy(
             Spi::connect(|c| {
                 let mut out = Vec::new();
                 for r in c.select(
-                    "SELECT DISTINCT action, condition FROM tenantguard.authz_permission WHERE condition IS NOT NULL",
+                    &format!(
+                        "SELECT DISTINCT action, condition FROM {} WHERE condition IS NOT NULL",
+                        crate::spi::local_table("authz_permission")
+                    ),
                     None,
                     &[],
                 )? {
-                    let (Some(a), Some(cnd)) = (r.get::<String>(1)?, r.get::<String>(2)?) else { continue };
+                    let (Some(a), Some(cnd)) = (r.get::<String>(1)?, r.get::<String>(2)?) else {
+                        continue;
+                    };
                     if tenantguard_core::authz::action_matches(&a, action) {
                         out.push(cnd);
                     }

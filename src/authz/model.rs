@@ -35,40 +35,60 @@ pub(super) fn load_policy(tenant: &str) -> Policy {
     let mut perms: Vec<(bool, Perm)> = Vec::new();
     spi::as_owner(|| {
         Spi::connect(|_c| {
-            spi::select_latest("SELECT tenant OPERATOR(pg_catalog.<>) '*', role, inherits FROM tenantguard.authz_role
-                  WHERE tenant OPERATOR(pg_catalog.=) ANY (ARRAY['*', $1])", &[tenant], |r| {
-                let own: bool = r.get(1)?.unwrap_or(false);
-                let role: String = r.get(2)?.unwrap_or_default();
-                let inh: Vec<String> = r.get(3)?.unwrap_or_default();
-                // A tenant's own definition overrides the global template.
-                if own || !roles.get(&role).is_some_and(|(o, _)| *o) {
-                    roles.insert(role, (own, inh));
-                }
-                Ok(())
-            })?;
-            spi::select_latest("SELECT tenant OPERATOR(pg_catalog.<>) '*', id, role, action, condition, effect
-                   FROM tenantguard.authz_permission WHERE tenant OPERATOR(pg_catalog.=) ANY (ARRAY['*', $1]) ORDER BY id", &[tenant], |r| {
-                let src: Option<String> = r.get(5)?;
-                let parsed = src.as_ref().map(|s| (s.clone(), cond::parse(s)));
-                let condition = match parsed {
-                    None => None,
-                    Some((s, Ok(e))) => Some((s, e)),
-                    // Stored conditions were checked at grant time; one that
-                    // no longer parses can never be satisfied.
-                    Some((s, Err(_))) => Some((s, cond::parse("false").expect("literal false parses"))),
-                };
-                perms.push((
-                    r.get(1)?.unwrap_or(false),
-                    Perm {
-                        id: r.get(2)?.unwrap_or(0),
-                        role: r.get(3)?.unwrap_or_default(),
-                        action: r.get(4)?.unwrap_or_default(),
-                        condition,
-                        effect: if r.get::<String>(6)?.as_deref() == Some("forbid") { Effect::Forbid } else { Effect::Permit },
-                    },
-                ));
-                Ok(())
-            })?;
+            spi::select_latest(
+                &format!(
+                    "SELECT tenant OPERATOR(pg_catalog.<>) '*', role, inherits FROM {}
+                  WHERE tenant OPERATOR(pg_catalog.=) ANY (ARRAY['*', $1])",
+                    crate::spi::local_table("authz_role")
+                ),
+                &[tenant],
+                |r| {
+                    let own: bool = r.get(1)?.unwrap_or(false);
+                    let role: String = r.get(2)?.unwrap_or_default();
+                    let inh: Vec<String> = r.get(3)?.unwrap_or_default();
+                    // A tenant's own definition overrides the global template.
+                    if own || !roles.get(&role).is_some_and(|(o, _)| *o) {
+                        roles.insert(role, (own, inh));
+                    }
+                    Ok(())
+                },
+            )?;
+            spi::select_latest(
+                &format!(
+                    "SELECT tenant OPERATOR(pg_catalog.<>) '*', id, role, action, condition, effect
+                   FROM {} WHERE tenant OPERATOR(pg_catalog.=) ANY (ARRAY['*', $1]) ORDER BY id",
+                    crate::spi::local_table("authz_permission")
+                ),
+                &[tenant],
+                |r| {
+                    let src: Option<String> = r.get(5)?;
+                    let parsed = src.as_ref().map(|s| (s.clone(), cond::parse(s)));
+                    let condition = match parsed {
+                        None => None,
+                        Some((s, Ok(e))) => Some((s, e)),
+                        // Stored conditions were checked at grant time; one that
+                        // no longer parses can never be satisfied.
+                        Some((s, Err(_))) => {
+                            Some((s, cond::parse("false").expect("literal false parses")))
+                        }
+                    };
+                    perms.push((
+                        r.get(1)?.unwrap_or(false),
+                        Perm {
+                            id: r.get(2)?.unwrap_or(0),
+                            role: r.get(3)?.unwrap_or_default(),
+                            action: r.get(4)?.unwrap_or_default(),
+                            condition,
+                            effect: if r.get::<String>(6)?.as_deref() == Some("forbid") {
+                                Effect::Forbid
+                            } else {
+                                Effect::Permit
+                            },
+                        },
+                    ));
+                    Ok(())
+                },
+            )?;
             Ok::<_, pgrx::spi::Error>(())
         })
         .unwrap_or_else(|e| spi_fail(e))
@@ -92,10 +112,10 @@ pub(super) fn load_principal(tenant: &str, user: &str) -> Principal {
     spi::as_owner(|| {
         Spi::connect(|_c| {
             let mut a = Vec::new();
-            spi::select_latest("SELECT role, (EXTRACT(EPOCH FROM valid_from) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
+            spi::select_latest(&format!("SELECT role, (EXTRACT(EPOCH FROM valid_from) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
                         (EXTRACT(EPOCH FROM valid_until) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8
-                   FROM tenantguard.authz_assignment
-                  WHERE tenant OPERATOR(pg_catalog.=) $1 AND user_id OPERATOR(pg_catalog.=) $2", &[tenant, user], |r| {
+                   FROM {}
+                  WHERE tenant OPERATOR(pg_catalog.=) $1 AND user_id OPERATOR(pg_catalog.=) $2", crate::spi::local_table("authz_assignment")), &[tenant, user], |r| {
                 a.push(Assignment {
                     role: r.get(1)?.unwrap_or_default(),
                     valid_from_us: r.get(2)?.unwrap_or(i64::MAX),
@@ -104,7 +124,7 @@ pub(super) fn load_principal(tenant: &str, user: &str) -> Principal {
                 Ok(())
             })?;
             let mut attrs = Value::Null;
-            spi::select_latest("SELECT attrs FROM tenantguard.authz_principal WHERE tenant OPERATOR(pg_catalog.=) $1 AND user_id OPERATOR(pg_catalog.=) $2", &[tenant, user], |r| {
+            spi::select_latest(&format!("SELECT attrs FROM {} WHERE tenant OPERATOR(pg_catalog.=) $1 AND user_id OPERATOR(pg_catalog.=) $2", crate::spi::local_table("authz_principal")), &[tenant, user], |r| {
                 attrs = r.get::<JsonB>(1)?.map(|j| j.0).unwrap_or(Value::Null);
                 Ok(())
             })?;

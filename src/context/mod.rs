@@ -459,6 +459,27 @@ fn set_context(token: &str, is_local: default!(bool, true)) {
             "tenant context token contains a NUL byte",
         )
     });
+    if is_local && citus_loaded() {
+        // Citus forwards to its workers the SET LOCAL statements it sees in
+        // a transaction block (citus.propagate_set_commands = 'local'), not
+        // set_config(): so on Citus the context is set by that statement,
+        // which the check hook verifies as any other. The token is quoted
+        // as a literal (SET takes no parameters); it is base64url and dots.
+        let run = |sql: &str| {
+            Spi::run(sql).unwrap_or_else(|e| {
+                crate::error::raise_msg(
+                    PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                    format!("tenantguard: {e}"),
+                )
+            })
+        };
+        run("SET LOCAL citus.propagate_set_commands = 'local'");
+        run(&format!(
+            "SET LOCAL tenantguard.context = {}",
+            pgrx::spi::quote_literal(token)
+        ));
+        return;
+    }
     let action = if is_local {
         pg_sys::GucAction::GUC_ACTION_LOCAL
     } else {
@@ -477,6 +498,14 @@ fn set_context(token: &str, is_local: default!(bool, true)) {
             0,
             false,
         );
+    }
+}
+
+/// Whether Citus is loaded in this backend (its GUCs exist).
+fn citus_loaded() -> bool {
+    // SAFETY: a GUC lookup with missing_ok; NULL when Citus is not loaded.
+    unsafe {
+        !pg_sys::GetConfigOption(c"citus.propagate_set_commands".as_ptr(), true, false).is_null()
     }
 }
 

@@ -7,7 +7,7 @@ use crate::spi;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use pgrx::PgRelation;
-use tenantguard_core::policy::{plan_protect, plan_unprotect, TableFacts, TenantType};
+use tenantguard_core::policy::{plan_protect, plan_unprotect, Citus, TableFacts, TenantType};
 
 struct Rel {
     oid: pg_sys::Oid,
@@ -105,7 +105,38 @@ fn facts(rel: &Rel, column: &str) -> Option<TableFacts> {
         column_default: default,
         has_tenant_index,
         audited: crate::audit::is_audited(rel.oid),
+        citus: citus_facts(rel.oid, column),
     })
+}
+
+/// What Citus makes of the table (pg_dist_partition), if Citus is
+/// installed in this database.
+fn citus_facts(rel: pg_sys::Oid, column: &str) -> Citus {
+    let installed = crate::spi::read_one::<bool>(
+        "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
+        &[],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if !installed {
+        return Citus::Absent;
+    }
+    let (kind, dist) = crate::spi::read_two::<String, String>(
+        "SELECT CASE WHEN p.partkey IS NOT NULL THEN 'distributed' WHEN p.repmodel OPERATOR(pg_catalog.=) 't' THEN 'reference'
+                     ELSE 'local' END,
+                CASE WHEN p.partkey IS NOT NULL THEN pg_catalog.column_to_column_name(p.logicalrelid, p.partkey) END
+           FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1",
+        &[rel.into()],
+    )
+    .unwrap_or((None, None));
+    match kind.as_deref() {
+        Some("distributed") => Citus::Distributed {
+            by_tenant: dist.as_deref() == Some(column),
+        },
+        Some("reference") => Citus::Reference,
+        _ => Citus::Local,
+    }
 }
 
 /// Whether PUBLIC holds TRUNCATE on `rel`, and the other roles (not the

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# A real Citus 13.2.2 cluster (a coordinator and 2 workers, PG 15, as the
+# postgres OS user on private ports), tenant-distributed tables, and every
+# guarantee checked as the application role, through the coordinator and
+# on direct worker connections. (tests/lib/install_citus.sh builds Citus.)
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+export PG=15
+. tests/e2e/lib.sh
+. tests/upgrade/state.sh
+bash tests/lib/install_citus.sh || { echo "not ok - Citus builds and installs"; exit 1; }
+CPORT=${TG_CITUS_PORT:-55530}; W1=$((CPORT + 1)); W2=$((CPORT + 2))
+CONF=$'shared_preload_libraries = \'citus,pg_tenantguard\'\nmax_prepared_transactions = 20\ntenantguard.standby_heartbeat = off\ntenantguard.alert_notify = off'
+for n in coord:$CPORT w1:$W1 w2:$W2; do
+  CLUSTER_EXTRA_CONF=$CONF tests/lib/cluster.sh start "citus-${n%%:*}" "${n##*:}" preload >/dev/null || exit 1
+done
+[ -n "${TG_KEEP:-}" ] || trap 'for n in w2 w1 coord; do tests/lib/cluster.sh stop "citus-$n"; done' EXIT
+CDIR=$(tests/lib/cluster.sh dir citus-coord); W1DIR=$(tests/lib/cluster.sh dir citus-w1); W2DIR=$(tests/lib/cluster.sh dir citus-w2)
+coord() { SOCK=$CDIR/sock PORT=$CPORT "$@"; }
+w1() { SOCK=$W1DIR/sock PORT=$W1 "$@"; }
+w2() { SOCK=$W2DIR/sock PORT=$W2 "$@"; }
+SOCK=$CDIR/sock; PORT=$CPORT
+for f in coord w1 w2; do $f q postgres "CREATE EXTENSION citus" >/dev/null || exit 1; done
+coord q postgres "SELECT citus_set_coordinator_host('127.0.0.1', $CPORT);
+  SELECT citus_add_node('127.0.0.1', $W1); SELECT citus_add_node('127.0.0.1', $W2);" >/dev/null
+coord q postgres "CREATE EXTENSION pg_tenantguard" >/dev/null
+check "citus: CREATE EXTENSION on the coordinator reaches both workers" \
+  test "$(w1 q postgres "SELECT count(*) FROM pg_extension WHERE extname = 'pg_tenantguard'")$(w2 q postgres "SELECT count(*) FROM pg_extension WHERE extname = 'pg_tenantguard'")" = "11"
+coord q postgres "CREATE ROLE app LOGIN NOSUPERUSER NOBYPASSRLS; CREATE ROLE ops LOGIN IN ROLE tenantguard_admin" >/dev/null
+out=$(coord q postgres "SELECT tenantguard.citus_setup()" 2>&1)
+check "citus: citus_setup() makes the access rules, model, key salts and issuers reference tables ($out)" \
+  test "$(coord q postgres "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text LIKE 'tenantguard.%' AND repmodel = 't'")" = "10"
+
+# A table distributed by tenant, then protected in one call.
+coord q postgres "CREATE TABLE docs (id bigint NOT NULL, tenant_id text NOT NULL, body text, secret bytea, PRIMARY KEY (tenant_id, id));
+  SELECT create_distributed_table('docs', 'tenant_id');
+  INSERT INTO docs SELECT g, CASE WHEN g % 2 = 0 THEN 'acme' ELSE 'globex' END, 'doc ' || g FROM generate_series(1, 200) g;" >/dev/null
+out=$(coord q postgres "SELECT count(*) FROM tenantguard.protect('docs')" 2>&1)
+check "protect(): a distributed table is protected after distribution, in one call ($out)" \
+  test "$(coord q postgres "SELECT count(*) FROM pg_policies WHERE tablename = 'docs'")" = "5"
+check "protect(): the policies reach the shards on the workers" \
+  test "$(w1 q postgres "SET citus.show_shards_for_app_name_prefixes TO '*'; SELECT count(DISTINCT tablename) > 0 FROM pg_policies WHERE tablename LIKE 'docs_%'")" = "t"
+check "protect(): the bypass policy has no sub-select (Citus refuses them)" \
+  test "$(coord q postgres "SELECT qual FROM pg_policies WHERE tablename = 'docs' AND policyname = 'tenantguard_bypass'")" = "tenantguard.bypassing()"
+check "protect(): the tenant default is on the coordinator's table" \
+  test "$(coord q postgres "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'docs'::regclass")" = "tenantguard.tenant_id()"
+coord q postgres "GRANT SELECT, INSERT, UPDATE, DELETE ON docs TO app" >/dev/null
+ACME=$(tok '{"tid":"acme","sub":"alice","exp":4000000000,"iat":1700000000}')
+MALLORY=$(tok '{"tid":"acme","sub":"mallory","exp":4000000000,"iat":1700000000}')
+CTX="SELECT tenantguard.set_context('$ACME') IS NULL;"
+
+# The context reaches every worker.
+check "context: a multi-shard query through the coordinator sees exactly its tenant" \
+  test "$(coord q app "BEGIN; $CTX SELECT string_agg(DISTINCT tenant_id, ',') || ':' || count(*) FROM docs; COMMIT;" | tail -1)" = "acme:100"
+check "context: a router query (tenant named) sees its rows" \
+  test "$(coord q app "BEGIN; $CTX SELECT count(*) FROM docs WHERE tenant_id = 'acme'; COMMIT;" | tail -1)" = "100"
+check "context: naming another tenant returns nothing" \
+  test "$(coord q app "BEGIN; $CTX SELECT count(*) FROM docs WHERE tenant_id = 'globex'; COMMIT;" | tail -1)" = "0"
+out=$(coord q_err app "SELECT count(*) FROM docs" 2>&1)
+check "context: without one, a distributed query fails closed (42501)" has "$out" "no tenant context"
+out=$(coord q_err app "BEGIN; SELECT set_config('tenantguard.context', '$ACME', true) IS NULL; SELECT count(*) FROM docs; COMMIT;" 2>&1)
+check "context: set_config() does not reach the workers, which fail closed (use set_context())" has "$out" "no tenant context"
+check "writes: INSERT with the tenant from the context's default" \
+  test "$(coord q app "BEGIN; $CTX INSERT INTO docs (id, body) VALUES (1001, 'new'); SELECT tenant_id FROM docs WHERE id = 1001; COMMIT;" | tail -1)" = "acme"
+out=$(coord q_err app "BEGIN; $CTX INSERT INTO docs VALUES (1002, 'globex', 'x'); COMMIT;" 2>&1)
+check "writes: inserting another tenant's row is refused" has "$out" "row-level security"
+check "writes: UPDATE and DELETE touch only its tenant" \
+  test "$(coord q app "BEGIN; $CTX UPDATE docs SET body = 'u' WHERE id < 10; DELETE FROM docs WHERE id = 1001; COMMIT;" >/dev/null; coord q postgres "SELECT count(*) FROM docs WHERE body = 'u'")" = "4"
+
+# One source of truth for the access rules: a direct worker connection.
+check "worker: the app role connected straight to a worker, with a good token, sees only its tenant" \
+  test "$(w1 q app "BEGIN; $CTX SELECT string_agg(DISTINCT tenant_id, ',') FROM docs; COMMIT;" | tail -1)" = "acme"
+check "worker: mallory's token works there before" \
+  test "$(w1 q app "BEGIN; SELECT tenantguard.set_context('$MALLORY') IS NULL; SELECT count(*) > 0 FROM docs; COMMIT;" | tail -1)" = "t"
+coord q ops "SELECT tenantguard.revoke_user('acme', 'mallory')" >/dev/null
+out=$(w1 q_err app "BEGIN; SELECT tenantguard.set_context('$MALLORY') IS NULL; SELECT count(*) FROM docs; COMMIT;" 2>&1)
+check "worker: a user revoked through the coordinator is refused on a direct worker connection" has "$out" "revoked"
+out=$(w2 q_err app "BEGIN; SELECT tenantguard.set_context('$MALLORY') IS NULL; INSERT INTO docs VALUES (3000, 'acme', 'x'); COMMIT;" 2>&1)
+check "worker: ... and cannot write there either" has "$out" "revoked"
+# At the next statement of an open worker session.
+fifo=$W1DIR/open.fifo; rm -f "$fifo"; mkfifo "$fifo"
+BOB=$(tok '{"tid":"acme","sub":"bob","exp":4000000000,"iat":1700000000}')
+( psql -X -q -At -h "$W1DIR/sock" -p "$W1" -U app -d postgres <"$fifo" >"$W1DIR/open.out" 2>&1 ) &
+exec 7>"$fifo"
+echo "BEGIN; SELECT tenantguard.set_context('$BOB') IS NULL; SELECT 'before:' || (count(*) > 0) FROM docs;" >&7
+sleep 0.5
+coord q ops "SELECT tenantguard.revoke_user('acme', 'bob')" >/dev/null
+echo "SELECT 'after:' || count(*) FROM docs;" >&7; echo "COMMIT;" >&7
+exec 7>&-; wait
+check "worker: an open worker session read before the revocation" grep -q "before:t" "$W1DIR/open.out"
+check "worker: ... and is refused at its next statement" grep -q "revoked" "$W1DIR/open.out"
+# The other rules, each made on the coordinator and enforced on a worker.
+GUS=$(tok '{"tid":"globex","sub":"gus","exp":4000000000,"iat":1700000000}')
+check "worker: globex reads there before" test "$(w2 q app "BEGIN; SELECT tenantguard.set_context('$GUS') IS NULL; SELECT count(*) > 0 FROM docs; COMMIT;" | tail -1)" = "t"
+coord q ops "SELECT tenantguard.set_ip_allowlist('globex', ARRAY['10.9.9.0/24']::cidr[])" >/dev/null
+out=$(w2 q_err app "BEGIN; SELECT tenantguard.set_context('$GUS') IS NULL; SELECT count(*) FROM docs; COMMIT;" 2>&1)
+check "worker: an IP allowlist set on the coordinator applies on a worker" has "$out" "allowlist"
+coord q ops "SELECT tenantguard.set_ip_allowlist('globex', NULL)" >/dev/null
+coord q ops "SELECT tenantguard.revoke_tenant('globex')" >/dev/null
+out=$(w2 q_err app "BEGIN; SELECT tenantguard.set_context('$GUS') IS NULL; SELECT count(*) FROM docs; COMMIT;" 2>&1)
+check "worker: a tenant revoked on the coordinator is refused on a worker" has "$out" "revoked"
+STAFF=$(tok '{"tid":"acme","sub":"staff-joe","staff":true,"exp":4000000000,"iat":1700000000}')
+out=$(w1 q_err app "BEGIN; SELECT tenantguard.set_context('$STAFF') IS NULL; SELECT count(*) FROM docs; COMMIT;" 2>&1)
+check "worker: a staff token without a window is refused on a worker" has "$out" "support access grant"
+coord q ops "SELECT tenantguard.grant_support_access('acme', 'staff-joe', 'ticket 9', now() + interval '1 hour')" >/dev/null
+check "worker: a support window granted on the coordinator admits it there" \
+  test "$(w1 q app "BEGIN; SELECT tenantguard.set_context('$STAFF') IS NULL; SELECT count(*) > 0 FROM docs; COMMIT;" | tail -1)" = "t"
+
+# authorize() and decrypt() inside distributed queries (run on the workers).
+coord q ops "SELECT tenantguard.create_role('acme', 'reader');
+  SELECT tenantguard.grant_permission('acme', 'reader', 'doc:read', 'resource.id < 50');
+  SELECT tenantguard.grant_permission('acme', 'reader', 'doc:read', 'resource.id == 10', 'forbid');
+  SELECT tenantguard.assign_role('acme', 'alice', 'reader');" >/dev/null
+check "authorize(): inside a distributed query, the same answers as on one node (ids < 50, 10 forbidden)" \
+  test "$(coord q app "BEGIN; $CTX SELECT count(*) FROM docs WHERE tenantguard.authorize('doc:read', jsonb_build_object('id', id)); COMMIT;" | tail -1)" = "23"
+# encrypt() is VOLATILE (a fresh nonce), which Citus refuses in an UPDATE
+# of a distributed table: the value is computed first, then written.
+for id in 2 4; do
+  c=$(coord q app "BEGIN; $CTX SELECT encode(tenantguard.encrypt('s$id', 'docs.$id'), 'hex'); COMMIT;" | tail -1)
+  coord q app "BEGIN; $CTX UPDATE docs SET secret = decode('$c', 'hex') WHERE id = $id; COMMIT;" >/dev/null
+done
+check "decrypt(): inside a distributed query, values decrypt on the workers" \
+  test "$(coord q app "BEGIN; $CTX SELECT string_agg(tenantguard.decrypt_text(secret, 'docs.' || id), ',' ORDER BY id) FROM docs WHERE secret IS NOT NULL; COMMIT;" | tail -1)" = "s2,s4"
+coord q ops "SELECT tenantguard.shred_tenant('acme')" >/dev/null
+out=$(w1 q_err app "BEGIN; $CTX SELECT count(tenantguard.decrypt_text(secret, 'docs.' || id)) FROM docs WHERE secret IS NOT NULL; COMMIT;" 2>&1)
+check "decrypt(): a tenant shredded on the coordinator no longer decrypts on a worker" has "$out" "22000\|shredded\|decryption failed"
+
+# Bypass fails closed, with a clear error (the secret cannot travel).
+coord q postgres "CREATE ROLE maint LOGIN IN ROLE tenantguard_bypass; GRANT SELECT ON docs TO maint" >/dev/null
+out=$(coord q_err maint "SELECT tenantguard.begin_bypass(tenantguard.bypass_secret(), 'reindex', '1 minute')" 2>&1)
+check "bypass: refused on Citus (0A000), never silently one tenant" has "$out" "not supported on a Citus cluster"
+# COPY: Citus refuses COPY into a table with RLS; multi-row INSERT is the route.
+out=$(coord q_err app "BEGIN; $CTX COPY docs (id, body) FROM PROGRAM 'true'; COMMIT;" 2>&1)
+check "copy: COPY into a protected distributed table is refused" has "$out" "ERROR"
+check "copy: the route, a multi-row INSERT, writes its tenant's rows" \
+  test "$(coord q app "BEGIN; $CTX INSERT INTO docs (id, body) VALUES (2001, 'a'), (2002, 'b'), (2003, 'c'); SELECT count(*) FROM docs WHERE id > 2000; COMMIT;" | tail -1)" = "3"
+summary
