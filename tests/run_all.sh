@@ -30,6 +30,7 @@ for v in $VERSIONS; do
     layer "PG $v: checkout anywhere (make demo from a 0700 directory; failures say why)" env PG="$v" bash tests/checkout/run.sh
     layer "PG $v: pooler soak (PgBouncer transaction mode, 32 clients x 8 tenants, 50k tx)" env PG="$v" bash tests/soak/run_pooler.sh
     layer "PG $v: crash safety (immediate stop / kill -9 under audited writes, 4 seeds)" env PG="$v" bash tests/soak/crash.sh
+    layer "PG $v: Citus 13.2.2 cluster (coordinator + 2 workers; build cached under target/citus)" bash tests/citus/cluster.sh
   fi
 done
 case " $VERSIONS " in *" 15 "*)

@@ -473,7 +473,14 @@ fn set_context(token: &str, is_local: default!(bool, true)) {
                 )
             })
         };
-        run("SET LOCAL citus.propagate_set_commands = 'local'");
+        // SAFETY: a GUC lookup; Citus is loaded, so it exists.
+        let mode = unsafe {
+            let p = pg_sys::GetConfigOption(c"citus.propagate_set_commands".as_ptr(), true, false);
+            (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_bytes() == b"local")
+        };
+        if mode != Some(true) {
+            run("SET LOCAL citus.propagate_set_commands = 'local'");
+        }
         run(&format!(
             "SET LOCAL tenantguard.context = {}",
             pgrx::spi::quote_literal(token)

@@ -261,6 +261,43 @@ const OWNER_CHECKS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// On a Citus cluster (run only where Citus's metadata exists).
+const CITUS_CHECKS: &[(&str, &str, &str)] = &[
+    (
+        "TG020",
+        "error",
+        r#"
+        SELECT format('%I.%I', n.nspname, c.relname),
+               format('distributed by %s, not by its tenant column %s: a query naming the tenant fans out to every shard, and a tenant''s rows cannot move together', column_to_column_name(p.logicalrelid, p.partkey), c.tenant_column),
+               format('SELECT alter_distributed_table(%L, distribution_column := %L);', format('%I.%I', n.nspname, c.relname), c.tenant_column)
+          FROM tg_tables c JOIN pg_namespace n ON n.oid = c.relnamespace
+          JOIN pg_dist_partition p ON p.logicalrelid = c.oid
+         WHERE c.protected AND p.partkey IS NOT NULL
+           AND column_to_column_name(p.logicalrelid, p.partkey) <> c.tenant_column"#,
+    ),
+    (
+        "TG021",
+        "error",
+        r#"
+        SELECT 'tenantguard.revocation', 'the access rules are node-local: a user revoked through the coordinator can still read on a direct worker connection',
+               'SELECT tenantguard.citus_setup();'
+         WHERE EXISTS (SELECT 1 FROM pg_dist_partition p WHERE p.partkey IS NOT NULL)
+           AND NOT EXISTS (SELECT 1 FROM pg_dist_partition p WHERE p.logicalrelid = 'tenantguard.revocation'::regclass)
+           AND EXISTS (SELECT 1 FROM tg_tables LIMIT 1)"#,
+    ),
+    (
+        "TG022",
+        "warning",
+        r#"
+        SELECT format('%I.%I', n.nspname, c.relname),
+               'distributed table without audit triggers (Citus refuses row triggers there): its writes are not in the audit trail',
+               '-- docs/operations.md, Citus: audit'
+          FROM tg_tables c JOIN pg_namespace n ON n.oid = c.relnamespace
+          JOIN pg_dist_partition p ON p.logicalrelid = c.oid
+         WHERE c.protected AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'tenantguard_audit')"#,
+    ),
+];
+
 /// The tables in scope, with what every check needs to know about them.
 const TABLES_CTE: &str = r#"
 WITH tg_tables AS (
@@ -308,6 +345,17 @@ fn run_checks(
     })
 }
 
+/// Whether Citus's metadata exists in this database.
+fn citus_metadata() -> bool {
+    // SAFETY: a catalog lookup with missing_ok semantics.
+    unsafe {
+        pg_sys::get_relname_relid(
+            c"pg_dist_partition".as_ptr(),
+            pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE),
+        ) != pg_sys::Oid::INVALID
+    }
+}
+
 #[pg_extern(volatile, parallel_unsafe)]
 fn lint(
     schema: default!(Option<&str>, "NULL"),
@@ -325,6 +373,13 @@ fn lint(
     crate::spi::with_pinned_search_path(|| {
         run_checks(CHECKS, schema, &mut out)
             .and_then(|()| crate::spi::as_owner(|| run_checks(OWNER_CHECKS, schema, &mut out)))
+            .and_then(|()| {
+                if citus_metadata() {
+                    run_checks(CITUS_CHECKS, schema, &mut out)
+                } else {
+                    Ok(())
+                }
+            })
             .unwrap_or_else(|e| {
                 crate::error::raise_msg(
                     PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,

@@ -9,28 +9,26 @@ cd "$ROOT"
 export PG=15
 . tests/e2e/lib.sh
 . tests/upgrade/state.sh
-bash tests/lib/install_citus.sh || { echo "not ok - Citus builds and installs"; exit 1; }
-CPORT=${TG_CITUS_PORT:-55530}; W1=$((CPORT + 1)); W2=$((CPORT + 2))
-CONF=$'shared_preload_libraries = \'citus,pg_tenantguard\'\nmax_prepared_transactions = 20\ntenantguard.standby_heartbeat = off\ntenantguard.alert_notify = off'
-for n in coord:$CPORT w1:$W1 w2:$W2; do
-  CLUSTER_EXTRA_CONF=$CONF tests/lib/cluster.sh start "citus-${n%%:*}" "${n##*:}" preload >/dev/null || exit 1
-done
-[ -n "${TG_KEEP:-}" ] || trap 'for n in w2 w1 coord; do tests/lib/cluster.sh stop "citus-$n"; done' EXIT
-CDIR=$(tests/lib/cluster.sh dir citus-coord); W1DIR=$(tests/lib/cluster.sh dir citus-w1); W2DIR=$(tests/lib/cluster.sh dir citus-w2)
-coord() { SOCK=$CDIR/sock PORT=$CPORT "$@"; }
-w1() { SOCK=$W1DIR/sock PORT=$W1 "$@"; }
-w2() { SOCK=$W2DIR/sock PORT=$W2 "$@"; }
+. tests/citus/lib.sh
+citus_start "${TG_CITUS_PORT:-55530}" || { citus_stop; exit 1; }
+[ -n "${TG_KEEP:-}" ] || trap citus_stop EXIT
 SOCK=$CDIR/sock; PORT=$CPORT
-for f in coord w1 w2; do $f q postgres "CREATE EXTENSION citus" >/dev/null || exit 1; done
-coord q postgres "SELECT citus_set_coordinator_host('127.0.0.1', $CPORT);
-  SELECT citus_add_node('127.0.0.1', $W1); SELECT citus_add_node('127.0.0.1', $W2);" >/dev/null
-coord q postgres "CREATE EXTENSION pg_tenantguard" >/dev/null
 check "citus: CREATE EXTENSION on the coordinator reaches both workers" \
   test "$(w1 q postgres "SELECT count(*) FROM pg_extension WHERE extname = 'pg_tenantguard'")$(w2 q postgres "SELECT count(*) FROM pg_extension WHERE extname = 'pg_tenantguard'")" = "11"
 coord q postgres "CREATE ROLE app LOGIN NOSUPERUSER NOBYPASSRLS; CREATE ROLE ops LOGIN IN ROLE tenantguard_admin" >/dev/null
+coord q postgres "CREATE TABLE pre (id int, tenant_id text NOT NULL, PRIMARY KEY (tenant_id, id)); SELECT create_distributed_table('pre', 'tenant_id');
+  CREATE TABLE wrong (id int PRIMARY KEY, tenant_id text NOT NULL); SELECT create_distributed_table('wrong', 'id');
+  SELECT count(*) FROM tenantguard.protect('pre'); SELECT count(*) FROM tenantguard.protect('wrong');" >/dev/null
+check "lint(): TG021 before citus_setup(): the access rules are node-local" \
+  test "$(coord q postgres "SELECT count(*) FROM tenantguard.lint() WHERE code = 'TG021'")" = "1"
+check "lint(): TG020, a protected table distributed by another column than its tenant's" \
+  test "$(coord q postgres "SELECT string_agg(object, ',') FROM tenantguard.lint() WHERE code = 'TG020'")" = "public.wrong"
+check "lint(): TG022, a distributed table's writes are not audited (Citus refuses the triggers)" \
+  test "$(coord q postgres "SELECT count(*) >= 1 FROM tenantguard.lint() WHERE code = 'TG022' AND object = 'public.pre'")" = "t"
 out=$(coord q postgres "SELECT tenantguard.citus_setup()" 2>&1)
 check "citus: citus_setup() makes the access rules, model, key salts and issuers reference tables ($out)" \
   test "$(coord q postgres "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text LIKE 'tenantguard.%' AND repmodel = 't'")" = "10"
+check "lint(): TG021 gone after citus_setup()" test "$(coord q postgres "SELECT count(*) FROM tenantguard.lint() WHERE code = 'TG021'")" = "0"
 
 # A table distributed by tenant, then protected in one call.
 coord q postgres "CREATE TABLE docs (id bigint NOT NULL, tenant_id text NOT NULL, body text, secret bytea, PRIMARY KEY (tenant_id, id));
@@ -55,6 +53,8 @@ check "context: a multi-shard query through the coordinator sees exactly its ten
   test "$(coord q app "BEGIN; $CTX SELECT string_agg(DISTINCT tenant_id, ',') || ':' || count(*) FROM docs; COMMIT;" | tail -1)" = "acme:100"
 check "context: a router query (tenant named) sees its rows" \
   test "$(coord q app "BEGIN; $CTX SELECT count(*) FROM docs WHERE tenant_id = 'acme'; COMMIT;" | tail -1)" = "100"
+check "context: a query naming the tenant is routed to one shard (Task Count: 1)" \
+  bash -c "psql -X -At -h '$CDIR/sock' -p '$CPORT' -U app -d postgres -c \"BEGIN\" -c \"SELECT tenantguard.set_context('$ACME') IS NULL\" -c \"EXPLAIN SELECT count(*) FROM docs WHERE tenant_id = 'acme'\" -c COMMIT | grep -q 'Task Count: 1'"
 check "context: naming another tenant returns nothing" \
   test "$(coord q app "BEGIN; $CTX SELECT count(*) FROM docs WHERE tenant_id = 'globex'; COMMIT;" | tail -1)" = "0"
 out=$(coord q_err app "SELECT count(*) FROM docs" 2>&1)

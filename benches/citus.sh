@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Issue 23: a point select through a Citus coordinator. The same transaction
+# shape on both sides (a token looked up and set, one select naming the
+# tenant, so that Citus routes it to one shard): with tenantguard's context
+# on a protected distributed table, against an explicit WHERE on the same
+# table distributed without RLS (the token set into a plain GUC). Alternating,
+# medians of 3, and the coordinator's CPU per transaction (the workers'
+# run in other processes; pgbench's figure is the coordinator's).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd); cd "$ROOT"
+export PG=15
+. benches/lib.sh
+. tests/e2e/lib.sh
+. tests/citus/lib.sh
+# As docs/operations.md recommends: propagation on in the configuration, so
+# set_context() needs one SET LOCAL per transaction, not two.
+export CITUS_EXTRA_CONF="citus.propagate_set_commands = 'local'"
+citus_start "${BENCH_CITUS_PORT:-55560}"
+trap citus_stop EXIT
+SOCK=$CDIR/sock; PORT=$CPORT
+coord q postgres "CREATE DATABASE bench" >/dev/null 2>&1 || true
+# Citus works per database: the bench uses postgres (where it is set up).
+psqlb() { psql -X -q -At -h "$SOCK" -p "$PORT" -U postgres -d postgres "$@"; }
+psqlb <<'SQL' >/dev/null
+CREATE ROLE bench LOGIN NOSUPERUSER NOBYPASSRLS;
+SELECT tenantguard.citus_setup();
+CREATE TABLE bench_plain (id bigint NOT NULL, tenant_id text NOT NULL, payload text NOT NULL, PRIMARY KEY (tenant_id, id));
+SELECT create_distributed_table('bench_plain', 'tenant_id');
+INSERT INTO bench_plain SELECT g, 't' || ((g - 1) / 1000 + 1), md5(g::text) FROM generate_series(1, 100000) g;
+CREATE TABLE bench_tg (id bigint NOT NULL, tenant_id text NOT NULL, payload text NOT NULL, PRIMARY KEY (tenant_id, id));
+SELECT create_distributed_table('bench_tg', 'tenant_id');
+INSERT INTO bench_tg SELECT * FROM bench_plain;
+SELECT count(*) FROM tenantguard.protect('bench_tg');
+CREATE TABLE bench_tokens (tid int PRIMARY KEY, token text NOT NULL);
+INSERT INTO bench_tokens SELECT i, tenantguard.sign_context(jsonb_build_object('tid', 't' || i, 'sub', 'user' || i,
+  'exp', 4000000000, 'iat', 1700000000)) FROM generate_series(1, 100) i;
+GRANT SELECT ON bench_plain, bench_tg, bench_tokens TO bench;
+SQL
+cat >"$CDIR/plain.sql" <<'SQL'
+\set t random(1, 100)
+\set k random(1, 1000)
+BEGIN;
+SELECT set_config('app.token', token, true) IS NOT NULL FROM bench_tokens WHERE tid = :t;
+SELECT payload FROM bench_plain WHERE tenant_id = 't' || :t AND id = (:t - 1) * 1000 + :k;
+COMMIT;
+SQL
+cat >"$CDIR/tg.sql" <<'SQL'
+\set t random(1, 100)
+\set k random(1, 1000)
+BEGIN;
+SELECT tenantguard.set_context(token) IS NULL FROM bench_tokens WHERE tid = :t;
+SELECT payload FROM bench_tg WHERE tenant_id = 't' || :t AND id = (:t - 1) * 1000 + :k;
+COMMIT;
+SQL
+pgbc() { # VARIANT SCRIPT
+  local tps
+  tps=$("$BIN/pgbench" -n -M prepared -c "$CLIENTS" -j 2 -T "$SECS" -h "$SOCK" -p "$PORT" -U bench -f "$2" postgres 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | tail -1)
+  TPS[$1]="${TPS[$1]:-} $tps"
+  printf '   round %s  %-34s %10.1f tps\n' "$ROUND" "$1" "${tps:-0}"
+}
+echo "== citus: point select through the coordinator, $CLIENTS clients, ${SECS}s x $ROUNDS rounds (alternating), 100k rows, 100 tenants, 32 shards"
+for ROUND in $(seq 1 "$ROUNDS"); do
+  if [ $((ROUND % 2)) = 1 ]; then pgbc "explicit WHERE, no RLS (baseline)" "$CDIR/plain.sql"; pgbc "tenantguard context" "$CDIR/tg.sql"
+  else pgbc "tenantguard context" "$CDIR/tg.sql"; pgbc "explicit WHERE, no RLS (baseline)" "$CDIR/plain.sql"; fi
+done
+a=$(median ${TPS["explicit WHERE, no RLS (baseline)"]}); b=$(median ${TPS["tenantguard context"]})
+echo
+echo "| variant | median tps | ratio |"
+echo "|---|---|---|"
+echo "| explicit WHERE, no RLS (baseline) | $a | 1.000 |"
+echo "| tenantguard context (the query names the tenant) | $b | $(ratio "$b" "$a") |"
+echo
+echo "tenantguard / explicit WHERE = $(ratio "$b" "$a")  (target >= 0.9)"
