@@ -188,3 +188,30 @@ echo "| PL/pgSQL trigger, same record, trail-shaped table (unchained) | $(us "$d
 echo "| tenantguard audit (Rust, HMAC chain) | $(us "$b") | $(ratio "$b" "$a") |"
 echo "| tenantguard audit, background chaining (until chained) | $(us "$e") | $(ratio "$e" "$a") |"
 echo "chains verify after the run: $(psqlb -c "SELECT bool_and(ok) FROM tenantguard.verify_audit()")"
+
+# Data subjects (issue 27): the same audited transaction with the record's
+# one personal value sealed under the subject's key (here the subject is
+# the tenant, one key per tenant, looked up and locked once per
+# transaction), against tenantguard audit without. Server CPU per
+# transaction, 1 client (steadier), alternating.
+psqlb <<'SQL' >/dev/null
+CREATE TABLE a_subj (LIKE a_none INCLUDING ALL); INSERT INTO a_subj SELECT * FROM a_none;
+CREATE SEQUENCE a_subj_id_seq START 10001; ALTER TABLE a_subj ALTER id SET DEFAULT nextval('a_subj_id_seq');
+SELECT count(*) FROM tenantguard.protect('a_subj');
+SELECT tenantguard.mark_subject('a_subj', 'tenant_id', ARRAY['payload']);
+GRANT SELECT, INSERT, UPDATE ON a_subj TO bench;
+GRANT USAGE ON SEQUENCE a_subj_id_seq TO bench;
+SQL
+SUBJ=$(mktemp -d)/audit_subj.sql
+sed 's/a_tg/a_subj/g' benches/pgbench/audit_tg.sql > "$SUBJ"
+echo
+echo "== audit: sealed personal values (data subjects), INSERT + UPDATE per transaction, 1 client, ${SECS}s x $ROUNDS rounds"
+TPS=(); CPU=(); CLIENTS=1; MEASURE_CPU=1
+rounds "tenantguard audit" benches/pgbench/audit_tg.sql "audit, one value sealed per record" "$SUBJ"
+a=$(median ${TPS["tenantguard audit"]}); b=$(median ${TPS["audit, one value sealed per record"]})
+echo "sealed / plain = $(ratio "$b" "$a") (tps)"
+if [ -n "${CPU["tenantguard audit"]:-}" ] && [ -n "${CPU["audit, one value sealed per record"]:-}" ]; then
+  ca=$(median ${CPU["tenantguard audit"]}); cb=$(median ${CPU["audit, one value sealed per record"]})
+  echo "server CPU per transaction (2 records): plain $ca us, sealed $cb us: $(awk -v a="$ca" -v b="$cb" 'BEGIN {printf "%+.1f", (b - a) / 2}') us per record"
+fi
+CLIENTS=${BENCH_CLIENTS:-4}; MEASURE_CPU=

@@ -185,3 +185,7 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Data subjects (subjects.sql, src/subjects.rs).
+REVOKE ALL ON FUNCTION tenantguard.mark_subject(regclass, text, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantguard.mark_subject(regclass, text, text[]) TO tenantguard_admin;

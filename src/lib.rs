@@ -23,6 +23,7 @@ mod bypass;
 mod crypto;
 mod heartbeat;
 mod protect;
+mod subjects;
 // The ProcessUtility guard, and the report that reads everyone.
 mod guard_hook;
 mod status;
@@ -54,6 +55,11 @@ pgrx::extension_sql_file!(
 );
 pgrx::extension_sql_file!("../sql/idp.sql", name = "idp", requires = ["replication"]);
 pgrx::extension_sql_file!("../sql/citus.sql", name = "citus", requires = ["idp"]);
+pgrx::extension_sql_file!(
+    "../sql/subjects.sql",
+    name = "subjects",
+    requires = ["bootstrap"]
+);
 
 /// Library load: registers GUCs (with the hooks of the modules that own
 /// what they check), hooks and workers; nothing else.
@@ -80,6 +86,7 @@ pub extern "C-unwind" fn _PG_init() {
     context::bypass_state::init_callbacks();
     audit::init(preloaded);
     authz::init();
+    subjects::init();
     if preloaded {
         guard_hook::init();
         alerts::init();

@@ -124,6 +124,17 @@ fn report() -> JsonB {
         "watched_relations": crate::access::watched(),
         "protected_tables": protected,
         "shared_tables": shared,
+        // Data subjects and retention (docs/operations.md, Data-subject requests).
+        // (Not before ALTER EXTENSION ... UPDATE has created their tables.)
+        "data_subjects": (crate::spi::relation_oid(c"subject_key").is_some() && crate::spi::relation_oid(c"retention").is_some()).then(|| crate::spi::as_owner(|| crate::spi::read_one::<JsonB>(
+            "SELECT pg_catalog.jsonb_build_object(
+                 'declared_tables', (SELECT pg_catalog.count(*) FROM tenantguard.subject_table),
+                 'erased_subjects', (SELECT pg_catalog.count(*) FROM tenantguard.subject_key WHERE erased_at IS NOT NULL),
+                 'retention', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('table', r.relid::text, 'keep', r.keep,
+                     'last_run_at', r.last_run_at, 'last_run_deleted', r.last_run_deleted, 'total_deleted', r.total_deleted,
+                     'running_since', r.running_since) ORDER BY r.relid::text), '[]') FROM tenantguard.retention r))",
+            &[],
+        )).ok().flatten().map(|j| j.0)).flatten(),
         // Subscriptions that copy the trail here: while there is one, the
         // publisher writes it (docs/operations.md, Logical replication).
         "trail_replicated_from": crate::audit::replication::trail_sources()

@@ -28,6 +28,49 @@ thread_local! {
         RefCell::new(std::collections::HashMap::new());
     /// Who acted, as the authorization model sees them (see `set_roles_of`).
     static ROLES_OF: std::cell::Cell<Option<RolesOf>> = const { std::cell::Cell::new(None) };
+    /// How personal values are sealed (see `set_sealer`).
+    static SEALER: std::cell::Cell<Option<Sealer>> = const { std::cell::Cell::new(None) };
+}
+
+/// Seal one personal value of (tenant, subject) for the trail: the data
+/// subjects capability (a higher one) implements it with a per-subject key
+/// and hands it in at load. Err: the subject was erased (nothing personal
+/// of it may be recorded again).
+pub type Sealer = fn(&str, &str, &str) -> Result<String, String>;
+
+pub fn set_sealer(f: Sealer) {
+    SEALER.with(|c| c.set(Some(f)));
+}
+
+/// Replace the personal columns' values of one row image with sealed ones.
+fn seal_row(
+    row: &mut [(String, Option<String>)],
+    cfg: &Config,
+    tenant: Option<&str>,
+    subject: Option<&str>,
+) {
+    let (Some(tenant), Some(subject)) = (tenant, subject) else {
+        return;
+    };
+    let Some(seal) = SEALER.with(|s| s.get()) else {
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "tenantguard audit: personal columns declared but no sealer loaded",
+        )
+    };
+    for (name, v) in row.iter_mut() {
+        if let Some(val) = v.as_deref() {
+            if cfg.personal.iter().any(|p| p == name) {
+                match seal(tenant, subject, val) {
+                    Ok(sealed) => *v = Some(sealed),
+                    Err(why) => raise_msg(
+                        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                        why,
+                    ),
+                }
+            }
+        }
+    }
 }
 
 /// The roles of (tenant, user) as a comma-separated list, or None. The
@@ -48,6 +91,12 @@ pub(super) struct Config {
     exclude: Vec<String>,
     #[serde(default)]
     redact: Vec<String>,
+    /// Data subjects (`mark_subject`): the column naming the subject, and
+    /// the personal columns whose values the trail stores sealed.
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    personal: Vec<String>,
 }
 
 /// What the caller knows about one event; the rest is filled in here.
@@ -316,6 +365,24 @@ pub(super) fn audit_capture<'a>(
             .and_then(|(_, v)| v.clone())
     };
     let tenant = cfg.tenant.as_deref().and_then(lookup);
+    let (mut old, mut new) = (old, new);
+    if let Some(col) = cfg.subject.as_deref() {
+        // Each image is sealed under the subject it names (an UPDATE may
+        // change the subject column).
+        let subject_of = |row: &Vec<(String, Option<String>)>| {
+            row.iter()
+                .find(|(n, _)| n == col)
+                .and_then(|(_, v)| v.clone())
+        };
+        if let Some(o) = old.as_mut() {
+            let sub = subject_of(o);
+            seal_row(o, &cfg, tenant.as_deref(), sub.as_deref());
+        }
+        if let Some(n) = new.as_mut() {
+            let sub = subject_of(n);
+            seal_row(n, &cfg, tenant.as_deref(), sub.as_deref());
+        }
+    }
     let row_key = if cfg.pk.is_empty() {
         None
     } else {
@@ -409,9 +476,25 @@ pub(super) fn audit(
         .ok()
         .flatten()
         .unwrap_or_default();
-        let cfg =
-            serde_json::json!({"tenant": tenant, "pk": pk, "exclude": exclude, "redact": redact})
-                .to_string();
+        // Data subjects: the declaration, if the table has one.
+        // (Absent until ALTER EXTENSION ... UPDATE to 0.2.0.)
+        let (subject, personal) = if spi::relation_oid(c"subject_table").is_some() {
+            spi::read_two::<String, Vec<String>>(
+                "SELECT s.subject_column::text, s.personal_columns::text[] FROM tenantguard.subject_table s
+                  WHERE s.relid::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
+                &[oid.into()],
+            )
+            .unwrap_or((None, None))
+        } else {
+            (None, None)
+        };
+        let mut cfg =
+            serde_json::json!({"tenant": tenant, "pk": pk, "exclude": exclude, "redact": redact});
+        if subject.is_some() {
+            cfg["subject"] = serde_json::json!(subject);
+            cfg["personal"] = serde_json::json!(personal.unwrap_or_default());
+        }
+        let cfg = cfg.to_string();
         let cfg = quote_literal(cfg);
         let mut stmts = Vec::new();
         if is_audited(oid) {
@@ -430,6 +513,27 @@ pub(super) fn audit(
             super::tamper::allow_internal(|| Spi::run(&stmt)).unwrap_or_else(|e| spi_fail(e));
         }
     });
+}
+
+/// Re-create a table's audit triggers with its current options (after its
+/// data-subject declaration changed). Nothing if it is not audited.
+pub fn reattach(oid: pg_sys::Oid) {
+    if !is_audited(oid) {
+        return;
+    }
+    let args = spi::read_one::<Vec<u8>>(
+        "SELECT tgargs FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1
+            AND tgname OPERATOR(pg_catalog.=) 'tenantguard_audit'",
+        &[oid.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    let first = args.split(|b| *b == 0).next().unwrap_or_default();
+    let cfg: Config = serde_json::from_slice(first).unwrap_or_default();
+    // SAFETY: the relation exists (it has a trigger); opened to hand to audit().
+    let rel = unsafe { PgRelation::with_lock(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+    audit(rel, cfg.exclude, cfg.redact);
 }
 
 /// Write this transaction's pending records now (they are written before

@@ -30,7 +30,9 @@ pub mod tamper;
 mod verify;
 mod writer;
 
-pub use capture::{append_deferred, attach_on_protect, is_audited, set_roles_of, Entry};
+pub use capture::{
+    append_deferred, attach_on_protect, is_audited, reattach, set_roles_of, set_sealer, Entry,
+};
 pub use inbox::inbox_waiting;
 #[cfg(feature = "pg_test")]
 pub use plans::TEST_CLOCK_US;

@@ -217,6 +217,7 @@ const OWNER_CHECKS: &[(&str, &str, &str)] = &[
         SELECT format('%I.%I', n.nspname, c.relname),
                CASE WHEN c.relrowsecurity AND c.relforcerowsecurity
                  THEN 'readable by PUBLIC under row-level security: a tenant context sees its own tenant''s records only'
+                 WHEN c.relname = 'subject_table' THEN 'readable by PUBLIC by design: which columns of which tables hold personal data (column names only), read by lint() and by export_subject()/erase_subject() as their caller. No tenant data'
                  ELSE 'readable by PUBLIC by design: table names, tenant columns, shared-table reasons, guarded schemas; the application role''s lint() and the guard''s event triggers (which run as the DDL''s author) read it. No tenant data' END,
                format('-- none needed; to hide it: REVOKE SELECT ON %I.%I FROM PUBLIC; (lint() then needs tenantguard_admin)', n.nspname, c.relname)
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -260,6 +261,28 @@ const OWNER_CHECKS: &[(&str, &str, &str)] = &[
          WHERE c.protected AND g.grantee <> c.relowner AND g.privilege_type IN ('TRUNCATE', 'TRIGGER', 'REFERENCES')"#,
     ),
 ];
+
+/// Data subjects (once their table exists: 0.2.0's SQL).
+const SUBJECT_CHECKS: &[(&str, &str, &str)] = &[(
+    "TG023",
+    "warning",
+    r#"
+        SELECT format('%I.%I', n.nspname, c.relname),
+               format('protected table with columns that look personal (%s) and no data-subject declaration: they enter the audit trail in clear, and no request can export or erase them', string_agg(a.attname, ', ' ORDER BY a.attnum)),
+               format('SELECT tenantguard.mark_subject(%L, %L, %L);', format('%I.%I', n.nspname, c.relname),
+                      coalesce((SELECT s.attname FROM pg_attribute s WHERE s.attrelid = c.oid AND NOT s.attisdropped
+                                   AND s.attname IN ('user_id', 'customer_id', 'subject_id', 'person_id', 'account_id', 'user_ref', 'email')
+                                 ORDER BY array_position(ARRAY['user_id', 'customer_id', 'subject_id', 'person_id', 'account_id', 'user_ref', 'email']::name[], s.attname) LIMIT 1),
+                               min(a.attname)),
+                      array_agg(a.attname::text ORDER BY a.attnum))
+          FROM tg_tables c JOIN pg_namespace n ON n.oid = c.relnamespace
+          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE c.protected
+           AND a.attname ~* '(^|_)(e?mail|phone|mobile|name|firstname|lastname|surname|address|street|city|zip|postcode|postal_code|ip|ip_address|birth|birthday|birthdate|dob|ssn|iban)($|_)'
+           AND a.attname <> c.tenant_column
+           AND NOT EXISTS (SELECT 1 FROM tenantguard.subject_table st WHERE st.relid = c.oid)
+         GROUP BY n.nspname, c.relname, c.oid"#,
+)];
 
 /// On a Citus cluster (run only where Citus's metadata exists).
 const CITUS_CHECKS: &[(&str, &str, &str)] = &[
@@ -373,6 +396,13 @@ fn lint(
     crate::spi::with_pinned_search_path(|| {
         run_checks(CHECKS, schema, &mut out)
             .and_then(|()| crate::spi::as_owner(|| run_checks(OWNER_CHECKS, schema, &mut out)))
+            .and_then(|()| {
+                if crate::spi::relation_oid(c"subject_table").is_some() {
+                    run_checks(SUBJECT_CHECKS, schema, &mut out)
+                } else {
+                    Ok(())
+                }
+            })
             .and_then(|()| {
                 if citus_metadata() {
                     run_checks(CITUS_CHECKS, schema, &mut out)
