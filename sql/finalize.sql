@@ -7,7 +7,7 @@ DO $$
 DECLARE t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['revocation', 'ip_allowlist', 'support_grant', 'authz_role', 'authz_permission',
-                             'authz_assignment', 'authz_principal', 'tenant_key', 'issuer'] LOOP
+                             'authz_assignment', 'authz_principal', 'tenant_key', 'issuer', 'subject_key'] LOOP
         EXECUTE format('CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.%I
                         FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed()', t);
         EXECUTE format('ALTER TABLE tenantguard.%I ENABLE ALWAYS TRIGGER access_changed', t);
@@ -179,7 +179,7 @@ DO $$
 DECLARE t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['security_log', 'revocation', 'ip_allowlist', 'support_grant', 'authz_role', 'authz_permission',
-                             'authz_assignment', 'authz_principal', 'authz_compiled', 'tenant_key', 'issuer'] LOOP
+                             'authz_assignment', 'authz_principal', 'authz_compiled', 'tenant_key', 'issuer', 'subject_key'] LOOP
         EXECUTE format('CREATE TRIGGER refuse_while_replicated BEFORE INSERT OR UPDATE OR DELETE ON tenantguard.%I
                         FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.refuse_while_replicated()', t);
     END LOOP;

@@ -824,3 +824,8 @@ REVOKE ALL ON PROCEDURE tenantguard.purge_retention(integer) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION tenantguard.mark_subject(regclass, text, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenantguard.mark_subject(regclass, text, text[]) TO tenantguard_admin;
+CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantguard.subject_key
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.access_changed();
+ALTER TABLE tenantguard.subject_key ENABLE ALWAYS TRIGGER access_changed;
+CREATE TRIGGER refuse_while_replicated BEFORE INSERT OR UPDATE OR DELETE ON tenantguard.subject_key
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.refuse_while_replicated();

@@ -21,8 +21,9 @@ use tenantguard_core::DomainError;
 
 const TABLES: [&std::ffi::CStr; 3] = [c"revocation", c"ip_allowlist", c"support_grant"];
 /// Every table whose changes invalidate per-backend caches.
-const WATCHED: [&std::ffi::CStr; 9] = [
+const WATCHED: [&std::ffi::CStr; 10] = [
     c"issuer",
+    c"subject_key",
     c"tenant_key",
     c"revocation",
     c"ip_allowlist",

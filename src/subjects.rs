@@ -72,22 +72,69 @@ fn key_label(tenant: &str, sid: &str) -> String {
     format!("{tenant}\u{0}subject\u{0}{sid}")
 }
 
+/// The advisory lock of (tenant, subject): the same tag as
+/// `pg_advisory_xact_lock(bigint)` of the subject id's first 8 bytes.
+fn lock_key(sid: &str) -> i64 {
+    i64::from_str_radix(&sid[..16], 16).unwrap_or(0)
+}
+
+/// Take the subject's advisory lock for this transaction: shared by the
+/// transactions that seal its values, exclusive for its erasure. (The lock
+/// manager's memory only: no write, unlike a row lock.)
+fn lock_subject(sid: &str, exclusive: bool) {
+    let k = lock_key(sid) as u64;
+    let tag = pg_sys::LOCKTAG {
+        // SAFETY: a plain read of this backend's database.
+        locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        locktag_field2: (k >> 32) as u32,
+        locktag_field3: (k & 0xffff_ffff) as u32,
+        locktag_field4: 1,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+    };
+    let mode = if exclusive {
+        pg_sys::ExclusiveLock
+    } else {
+        pg_sys::ShareLock
+    };
+    // SAFETY: a transaction-scoped advisory lock with a valid tag; waits
+    // like any lock (deadlocks are detected), released at the end of the
+    // transaction.
+    unsafe { pg_sys::LockAcquire(&tag, mode as pg_sys::LOCKMODE, false, false) };
+}
+
+thread_local! {
+    /// Derived subject keys, with the access-rules generation they were
+    /// read under (a change of tenantguard.subject_key bumps it, in every
+    /// backend, at its next statement or lock).
+    static KEYS: std::cell::RefCell<DerivedSubjectKeys> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// The subject's key. `create`: make its salt if it has none yet. Err:
-/// erased. Locks the key row (FOR SHARE), so an erasure waits for the
-/// transactions that sealed with the key, and they for it.
+/// erased. The caller holds the subject's advisory lock when it matters.
 fn key(tenant: &str, sid: &str, create: bool) -> Result<Option<[u8; 32]>, String> {
+    let gen = crate::access::current_generation();
+    if let Some(k) = KEYS.with(|c| {
+        c.borrow()
+            .get(&(tenant.to_string(), sid.to_string()))
+            .filter(|(g, _)| *g == gen)
+            .map(|(_, k)| *k)
+    }) {
+        return Ok(Some(k));
+    }
+    // (salt, erased) of the row; (None, None) without one.
     let read = || {
         spi::as_owner(|| {
-            Spi::connect_mut(|c| {
-                let t = c.update(
+            Spi::connect(|c| {
+                let mut out = (None, None);
+                for r in c.select(
                     "SELECT salt, erased_at IS NOT NULL FROM tenantguard.subject_key
-                      WHERE tenant OPERATOR(pg_catalog.=) $1 AND subject_id OPERATOR(pg_catalog.=) $2 FOR SHARE",
+                      WHERE tenant OPERATOR(pg_catalog.=) $1 AND subject_id OPERATOR(pg_catalog.=) $2",
                     Some(1),
                     &[tenant.into(), sid.into()],
-                )?;
-                let mut out = None;
-                for r in t {
-                    out = Some((r.get::<Vec<u8>>(1)?, r.get::<bool>(2)?.unwrap_or(false)));
+                )? {
+                    out = (r.get::<Vec<u8>>(1)?, r.get::<bool>(2)?);
                 }
                 Ok::<_, pgrx::spi::Error>(out)
             })
@@ -95,7 +142,7 @@ fn key(tenant: &str, sid: &str, create: bool) -> Result<Option<[u8; 32]>, String
         .unwrap_or_else(|e| raise_msg(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("tenantguard: {e}")))
     };
     let mut row = read();
-    if row.is_none() && create {
+    if row.1.is_none() && create {
         let mut salt = [0u8; 32];
         getrandom::getrandom(&mut salt).unwrap_or_else(|e| {
             raise_msg(
@@ -119,20 +166,26 @@ fn key(tenant: &str, sid: &str, create: bool) -> Result<Option<[u8; 32]>, String
         row = read();
     }
     match row {
-        None => Ok(None),
-        Some((_, true)) | Some((None, _)) => Err(format!(
+        (_, None) => Ok(None),
+        (_, Some(true)) | (None, _) => Err(format!(
             "tenantguard: data subject {sid} of tenant \"{tenant}\" was erased: no personal data of it is recorded again"
         )),
-        Some((Some(salt), false)) => Ok(Some(crypto::derive_key(&master(), &salt, &key_label(tenant, sid), 1))),
+        (Some(salt), Some(false)) => {
+            let k = crypto::derive_key(&master(), &salt, &key_label(tenant, sid), 1);
+            KEYS.with(|c| c.borrow_mut().insert((tenant.to_string(), sid.to_string()), (gen, k)));
+            Ok(Some(k))
+        }
     }
 }
 
 /// (tenant, subject) -> (subject_id, key).
 type SubjectKeys = std::collections::HashMap<(String, String), (String, [u8; 32])>;
+/// (tenant, subject_id) -> (access generation, key).
+type DerivedSubjectKeys = std::collections::HashMap<(String, String), (u64, [u8; 32])>;
 
 thread_local! {
-    /// Subject keys this transaction has locked (FOR SHARE, until it ends)
-    /// and derived: the transaction's id, and the keys.
+    /// Subjects this transaction has locked (shared, until it ends), with
+    /// their ids and keys: the transaction's id, and the map.
     static TX_KEYS: std::cell::RefCell<(u32, SubjectKeys)> =
         std::cell::RefCell::new((0, std::collections::HashMap::new()));
 }
@@ -153,6 +206,7 @@ fn seal(tenant: &str, subject: &str, value: &str) -> Result<String, String> {
         Some(x) => x,
         None => {
             let sid = subject_id(tenant, subject);
+            lock_subject(&sid, false);
             let k = key(tenant, &sid, true)?.expect("created");
             if xid != 0 {
                 TX_KEYS.with(|c| {
@@ -380,22 +434,11 @@ fn erase_subject(subject: &str, mode: default!(&str, "'delete'")) -> JsonB {
         );
     }
     let sid = subject_id(&tenant, subject);
-    // The key row exists (made if the subject never had one) and is locked
-    // until commit: writers of this subject wait, then see it erased.
+    // Exclusive until commit: writers of this subject (which hold it
+    // shared while they seal) finish first, later ones wait and then find
+    // the subject erased. The key row exists afterwards either way.
+    lock_subject(&sid, true);
     let _ = key(&tenant, &sid, true);
-    spi::as_owner(|| {
-        Spi::run_with_args(
-            "SELECT 1 FROM tenantguard.subject_key WHERE tenant OPERATOR(pg_catalog.=) $1
-                AND subject_id OPERATOR(pg_catalog.=) $2 FOR UPDATE",
-            &[tenant.as_str().into(), sid.as_str().into()],
-        )
-    })
-    .unwrap_or_else(|e| {
-        raise_msg(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("tenantguard: {e}"),
-        )
-    });
     let pseud = pseudonym(&tenant, subject);
     let mut affected = serde_json::Map::new();
     for (tbl, col, personal, text_cols) in declared() {
@@ -448,6 +491,7 @@ fn erase_subject(subject: &str, mode: default!(&str, "'delete'")) -> JsonB {
     });
     // Nothing later in this transaction seals with the destroyed key.
     TX_KEYS.with(|c| c.borrow_mut().1.retain(|_, (s, _)| *s != sid));
+    KEYS.with(|c| c.borrow_mut().retain(|(_, s), _| *s != sid));
     crate::audit::security_log::record(
         "subject_erased",
         Some(&tenant),
