@@ -6,13 +6,19 @@
 # unless the build changed.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-VENDOR=${TG_VENDOR:-$ROOT/../shared/vendor}
+# The vendored source: TG_VENDOR, else ../shared/vendor next to the
+# checkout (or next to its parent: a clone in a subfolder), else the
+# workspace's /work/shared/vendor.
+VENDOR=""
+for d in ${TG_VENDOR:-} "$ROOT/../shared/vendor" "$ROOT/../../shared/vendor" /work/shared/vendor; do
+  if [ -f "$d/citus-13.2.2.tar.gz" ]; then VENDOR=$d; break; fi
+done
+[ -n "$VENDOR" ] || { echo "install_citus: citus-13.2.2.tar.gz not found in \$TG_VENDOR, ../shared/vendor or /work/shared/vendor (set TG_VENDOR to its folder)" >&2; exit 1; }
 SRC_TGZ=$VENDOR/citus-13.2.2.tar.gz
 PATCH=$VENDOR/citus-13.2.2-pg15.patch
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 CACHE=$ROOT/target/citus
 BUILD=$CACHE/citus-13.2.2
-[ -f "$SRC_TGZ" ] || { echo "install_citus: $SRC_TGZ not found (set TG_VENDOR)" >&2; exit 1; }
 need=""
 for p in libcurl4-openssl-dev liblz4-dev libzstd-dev libkrb5-dev libssl-dev libselinux1-dev libpam0g-dev libxslt1-dev libreadline-dev; do
   dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
