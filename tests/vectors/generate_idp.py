@@ -49,8 +49,13 @@ ed_key = ed25519.Ed25519PrivateKey.generate()
 other_key = ec.generate_private_key(ec.SECP256R1())
 attacker = ec.generate_private_key(ec.SECP256R1())
 
+rsa_more = {alg: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            for alg in ["RS384", "RS512", "PS384", "PS512"]}
+ec384 = ec.generate_private_key(ec.SECP384R1())
 main_jwks = {"keys": [jwk_of(rsa_rs, "rsa-rs", "RS256"), jwk_of(rsa_ps, "rsa-ps", "PS256"),
-                      jwk_of(ec_key, "ec", "ES256"), jwk_of(ed_key, "ed", "EdDSA")]}
+                      jwk_of(ec_key, "ec", "ES256"), jwk_of(ed_key, "ed", "EdDSA")]
+                     + [jwk_of(k, "rsa-" + a.lower(), a) for a, k in rsa_more.items()]
+                     + [jwk_of(ec384, "ec384", "ES384")]}
 other_jwks = {"keys": [jwk_of(other_key, "other-ec", "ES256")]}
 # The main RSA key with one bit of its modulus flipped.
 flipped = dict(jwk_of(rsa_rs, "rsa-rs", "RS256"))
@@ -118,6 +123,9 @@ v("es256", sign(ec_key, "ES256", "ec"), "accept", tid="acme", alg="ES256")
 v("eddsa", sign(ed_key, "EdDSA", "ed"), "accept", tid="acme", alg="EdDSA")
 v("es256_revocable", sign(ec_key, "ES256", "ec", {**claims, "sub": "revoked-later"}), "accept", tid="acme", alg="ES256",
   note="tests/e2e/t_27_issuers.sh revokes this user after the vector pass")
+for a, k in rsa_more.items():
+    v(a.lower(), sign(k, a, "rsa-" + a.lower()), "accept", tid="acme", alg=a)
+v("es384", sign(ec384, "ES384", "ec384"), "accept", tid="acme", alg="ES384")
 v("aud_array", sign(ec_key, "ES256", "ec", {**claims, "aud": ["other", AUD]}), "accept", tid="acme", alg="ES256")
 v("key_confusion_hs256_with_rsa_public_key", key_confusion, "reject", "unknown_kid_or_bad_signature")
 v("alg_swapped_rs256_signature_as_ps256", f"{swapped_header}.{p}.{s}", "reject", "alg_mismatch")
