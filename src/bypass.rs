@@ -78,19 +78,6 @@ fn bypass_secret() -> String {
     s
 }
 
-/// Whether this database is part of a Citus cluster (Citus loaded, and
-/// its metadata present).
-fn citus_cluster() -> bool {
-    // SAFETY: a GUC lookup with missing_ok, and a catalog lookup.
-    unsafe {
-        !pg_sys::GetConfigOption(c"citus.propagate_set_commands".as_ptr(), true, false).is_null()
-            && pg_sys::get_relname_relid(
-                c"pg_dist_partition".as_ptr(),
-                pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE),
-            ) != pg_sys::Oid::INVALID
-    }
-}
-
 /// Turn bypass on for the current transaction, at most for `ttl`.
 #[pg_extern(volatile, parallel_unsafe)]
 fn begin_bypass(
@@ -108,7 +95,7 @@ fn begin_bypass(
     if reason_s.is_empty() {
         refuse("a non-empty reason is required", reason_s);
     }
-    if citus_cluster() {
+    if crate::spi::citus_loaded() && crate::spi::citus_metadata() {
         // The per-backend secret cannot reach Citus's workers: there the
         // bypass policy would be false, and a query would silently return
         // one tenant's rows (with a context) or none. Refused, not wrong.

@@ -34,7 +34,7 @@ fn crypto_err(e: CryptoError) -> ! {
     raise_msg(code, format!("tenantguard: {e}"))
 }
 
-fn master() -> Vec<u8> {
+pub fn master() -> Vec<u8> {
     match crate::keys::master_keyring().primary() {
         Ok(k) => k.material.clone(),
         Err(_) => raise_msg(

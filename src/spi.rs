@@ -98,6 +98,25 @@ pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Whether Citus is loaded in this backend (its GUCs exist).
+pub fn citus_loaded() -> bool {
+    // SAFETY: a GUC lookup with missing_ok; NULL when Citus is not loaded.
+    unsafe {
+        !pg_sys::GetConfigOption(c"citus.propagate_set_commands".as_ptr(), true, false).is_null()
+    }
+}
+
+/// Whether Citus's metadata exists in this database (CREATE EXTENSION citus).
+pub fn citus_metadata() -> bool {
+    // SAFETY: a catalog lookup with missing_ok semantics.
+    unsafe {
+        pg_sys::get_relname_relid(
+            c"pg_dist_partition".as_ptr(),
+            pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE),
+        ) != pg_sys::Oid::INVALID
+    }
+}
+
 /// The relation to read the extension's table `name` from, on this node:
 /// on Citus, once `citus_setup()` made it a reference table, its copy on
 /// this node (the shard `<name>_<shardid>`, which every node holds).
@@ -107,14 +126,7 @@ pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
 /// (names come from the catalogs, never from a caller).
 pub fn local_table(name: &str) -> String {
     let plain = format!("tenantguard.{}", pgrx::spi::quote_identifier(name));
-    // SAFETY: a catalog lookup with missing_ok semantics.
-    let citus = unsafe {
-        pg_sys::get_relname_relid(
-            c"pg_dist_shard".as_ptr(),
-            pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE),
-        ) != pg_sys::Oid::INVALID
-    };
-    if !citus {
+    if !citus_metadata() {
         return plain;
     }
     read_one::<String>(

@@ -30,41 +30,39 @@ pub fn init() {
     crate::audit::set_sealer(seal);
 }
 
-fn master() -> Vec<u8> {
-    match crate::keys::master_keyring().primary() {
-        Ok(k) => k.material.clone(),
-        Err(_) => raise_msg(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "tenantguard: no master key configured (set tenantguard.master_key): personal values cannot be sealed",
-        ),
-    }
+use crate::crypto::master;
+
+/// HMAC-SHA256 under the master key of (label, tenant, subject).
+fn keyed(label: &[u8], tenant: &str, subject: &str) -> Vec<u8> {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&master()).expect("any key length");
+    m.update(label);
+    m.update(tenant.as_bytes());
+    m.update(b"\0");
+    m.update(subject.as_bytes());
+    m.finalize().into_bytes().to_vec()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The keyed hash that stands for (tenant, subject) everywhere.
 fn subject_id(tenant: &str, subject: &str) -> String {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&master()).expect("any key length");
-    m.update(b"tenantguard:subject-id:v1\0");
-    m.update(tenant.as_bytes());
-    m.update(b"\0");
-    m.update(subject.as_bytes());
-    let d = m.finalize().into_bytes();
-    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&keyed(b"tenantguard:subject-id:v1\0", tenant, subject)[..16])
 }
 
 /// A stable keyed pseudonym of (tenant, subject), for `pseudonymize`.
 fn pseudonym(tenant: &str, subject: &str) -> String {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&master()).expect("any key length");
-    m.update(b"tenantguard:pseudonym:v1\0");
-    m.update(tenant.as_bytes());
-    m.update(b"\0");
-    m.update(subject.as_bytes());
-    let d = m.finalize().into_bytes();
     format!(
         "pseudonym-{}",
-        d[..10]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
+        hex(&keyed(b"tenantguard:pseudonym:v1\0", tenant, subject)[..10])
+    )
+}
+
+fn spi_err(e: pgrx::spi::Error) -> ! {
+    raise_msg(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("tenantguard: {e}"),
     )
 }
 
@@ -139,7 +137,7 @@ fn key(tenant: &str, sid: &str, create: bool) -> Result<Option<[u8; 32]>, String
                 Ok::<_, pgrx::spi::Error>(out)
             })
         })
-        .unwrap_or_else(|e| raise_msg(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("tenantguard: {e}")))
+        .unwrap_or_else(|e| spi_err(e))
     };
     let mut row = read();
     if row.1.is_none() && create {
@@ -157,12 +155,7 @@ fn key(tenant: &str, sid: &str, create: bool) -> Result<Option<[u8; 32]>, String
                 &[tenant.into(), sid.into(), salt.to_vec().into()],
             )
         })
-        .unwrap_or_else(|e| {
-            raise_msg(
-                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                format!("tenantguard: {e}"),
-            )
-        });
+        .unwrap_or_else(|e| spi_err(e));
         row = read();
     }
     match row {
@@ -296,12 +289,7 @@ fn mark_subject(tbl: pgrx::PgRelation, subject_column: &str, personal_columns: V
             ],
         )
     })
-    .unwrap_or_else(|e| {
-        raise_msg(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("tenantguard: {e}"),
-        )
-    });
+    .unwrap_or_else(|e| spi_err(e));
     // The audit triggers carry the declaration: re-created (their DDL as
     // the extension's owner; mark_subject is for tenantguard_admin only).
     spi::as_owner(|| crate::audit::reattach(tbl));
@@ -335,7 +323,7 @@ fn declared() -> Vec<(String, String, Vec<String>, Vec<String>)> {
         }
         Ok::<_, pgrx::spi::Error>(())
     })
-    .unwrap_or_else(|e| raise_msg(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("tenantguard: {e}")));
+    .unwrap_or_else(|e| spi_err(e));
     out
 }
 
@@ -378,12 +366,7 @@ fn export_subject(subject: &str) -> JsonB {
             pgrx::spi::quote_identifier(&col)
         );
         let v = spi::read_one::<JsonB>(&q, &[subject.into()])
-            .unwrap_or_else(|e| {
-                raise_msg(
-                    PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                    format!("tenantguard: {e}"),
-                )
-            })
+            .unwrap_or_else(|e| spi_err(e))
             .map(|j| j.0)
             .unwrap_or(Value::Array(vec![]));
         rows += v.as_array().map_or(0, Vec::len);
@@ -400,7 +383,7 @@ fn export_subject(subject: &str) -> JsonB {
             AND (l.old_values::pg_catalog.text OPERATOR(pg_catalog.~~) $2 OR l.new_values::pg_catalog.text OPERATOR(pg_catalog.~~) $2)",
         &[tenant.as_str().into(), pattern.as_str().into()],
     )
-    .unwrap_or_else(|e| raise_msg(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("tenantguard: {e}")))
+    .unwrap_or_else(|e| spi_err(e))
     .map(|j| j.0)
     .unwrap_or(Value::Array(vec![]));
     open_all(&tenant, &mut records);
@@ -467,12 +450,7 @@ fn erase_subject(subject: &str, mode: default!(&str, "'delete'")) -> JsonB {
                 .first()
                 .get_one::<i64>()
         })
-        .unwrap_or_else(|e| {
-            raise_msg(
-                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                format!("tenantguard: {e}"),
-            )
-        })
+        .unwrap_or_else(|e| spi_err(e))
         .unwrap_or(0);
         affected.insert(tbl, serde_json::json!(n));
     }
@@ -483,12 +461,7 @@ fn erase_subject(subject: &str, mode: default!(&str, "'delete'")) -> JsonB {
             &[tenant.as_str().into(), sid.as_str().into()],
         )
     })
-    .unwrap_or_else(|e| {
-        raise_msg(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("tenantguard: {e}"),
-        )
-    });
+    .unwrap_or_else(|e| spi_err(e));
     // Nothing later in this transaction seals with the destroyed key.
     TX_KEYS.with(|c| c.borrow_mut().1.retain(|_, (s, _)| *s != sid));
     KEYS.with(|c| c.borrow_mut().retain(|(_, s), _| *s != sid));

@@ -459,7 +459,7 @@ fn set_context(token: &str, is_local: default!(bool, true)) {
             "tenant context token contains a NUL byte",
         )
     });
-    if is_local && citus_loaded() {
+    if is_local && crate::spi::citus_loaded() {
         // Citus forwards to its workers the SET LOCAL statements it sees in
         // a transaction block (citus.propagate_set_commands = 'local'), not
         // set_config(): so on Citus the context is set by that statement,
@@ -505,14 +505,6 @@ fn set_context(token: &str, is_local: default!(bool, true)) {
             0,
             false,
         );
-    }
-}
-
-/// Whether Citus is loaded in this backend (its GUCs exist).
-fn citus_loaded() -> bool {
-    // SAFETY: a GUC lookup with missing_ok; NULL when Citus is not loaded.
-    unsafe {
-        !pg_sys::GetConfigOption(c"citus.propagate_set_commands".as_ptr(), true, false).is_null()
     }
 }
 

@@ -368,17 +368,6 @@ fn run_checks(
     })
 }
 
-/// Whether Citus's metadata exists in this database.
-fn citus_metadata() -> bool {
-    // SAFETY: a catalog lookup with missing_ok semantics.
-    unsafe {
-        pg_sys::get_relname_relid(
-            c"pg_dist_partition".as_ptr(),
-            pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE),
-        ) != pg_sys::Oid::INVALID
-    }
-}
-
 #[pg_extern(volatile, parallel_unsafe)]
 fn lint(
     schema: default!(Option<&str>, "NULL"),
@@ -404,7 +393,7 @@ fn lint(
                 }
             })
             .and_then(|()| {
-                if citus_metadata() {
+                if crate::spi::citus_metadata() {
                     run_checks(CITUS_CHECKS, schema, &mut out)
                 } else {
                     Ok(())

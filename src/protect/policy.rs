@@ -112,13 +112,7 @@ fn facts(rel: &Rel, column: &str) -> Option<TableFacts> {
 /// What Citus makes of the table (pg_dist_partition), if Citus is
 /// installed in this database.
 fn citus_facts(rel: pg_sys::Oid, column: &str) -> Citus {
-    let installed = crate::spi::read_one::<bool>(
-        "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
-        &[],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false);
+    let installed = crate::spi::citus_metadata();
     if !installed {
         return Citus::Absent;
     }

@@ -25,6 +25,8 @@ check "lint(): TG020, a protected table distributed by another column than its t
   test "$(coord q postgres "SELECT string_agg(object, ',') FROM tenantguard.lint() WHERE code = 'TG020'")" = "public.wrong"
 check "lint(): TG022, a distributed table's writes are not audited (Citus refuses the triggers)" \
   test "$(coord q postgres "SELECT count(*) >= 1 FROM tenantguard.lint() WHERE code = 'TG022' AND object = 'public.pre'")" = "t"
+out=$(coord q_err app "SELECT tenantguard.citus_setup()" 2>&1)
+check "citus: the app role cannot run citus_setup()" has "$out" "permission denied"
 out=$(coord q postgres "SELECT tenantguard.citus_setup()" 2>&1)
 check "citus: citus_setup() makes the access rules, model, key salts and issuers reference tables ($out)" \
   test "$(coord q postgres "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text LIKE 'tenantguard.%' AND repmodel = 't'")" = "10"

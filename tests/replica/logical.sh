@@ -102,6 +102,10 @@ same "the orders" "SELECT count(*) || ':' || sum(amount) FROM orders"
 same "the audit records (applied rows were not audited again)" "SELECT count(*) FROM tenantguard.audit_log"
 same "the chain heads" "SELECT string_agg(tenant || ':' || seq || ':' || encode(hash, 'hex'), ',' ORDER BY tenant) FROM tenantguard.audit_head"
 same "the security trail" "SELECT count(*) FROM tenantguard.security_log"
+out=$(green q_err app "SELECT tenantguard.complete_cutover()" 2>&1)
+check "green: the app role cannot complete a cutover" has "$out" "permission denied"
+out=$(green q_err app "SELECT tenantguard.import_config('{}')" 2>&1)
+check "green: the app role cannot import a configuration" has "$out" "permission denied"
 out=$(green q postgres "SELECT tenantguard.complete_cutover()")
 check "green: complete_cutover() moved the extension's and the app's sequences" \
   test "$(green q postgres "SELECT ('$out'::jsonb->'sequences') ? 'tenantguard.audit_log_id_seq'")" = "t"

@@ -34,6 +34,11 @@ no_xid app "authorize_action()" "SELECT tenantguard.authorize_action('order:appr
 no_xid app "explain_authorize()" "SELECT tenantguard.explain_authorize('order:approve', '{\"amount\": 20}')"
 no_xid app "claims() and user_id()" "SELECT tenantguard.claims(), tenantguard.user_id()"
 no_xid ops "status()" "SELECT tenantguard.status()"
+# An identity provider's token (tests/vectors/idp.json): its issuer is read
+# from a table, read-only.
+python3 tests/vectors/issuers_sql.py | psql -X -q -At -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U ops -d postgres >/dev/null
+IDP=$(python3 -c "import json; print([v for v in json.load(open('tests/vectors/idp.json'))['vectors'] if v['name'] == 'es256'][0]['token'])")
+no_xid app "an identity provider's token (ES256, trusted issuer)" "SELECT tenantguard.set_context('$IDP') IS NULL; SELECT count(*) FROM orders"
 no_xid ops "audit_digest()" "SELECT count(*) FROM tenantguard.audit_digest()"
 
 # 2. A hot standby of it.
@@ -54,6 +59,8 @@ check "standby: the primary's heartbeat arrives within a second or two" test "$(
 check "standby: the app sees exactly its rows" test "$(q app "BEGIN; $CTX SELECT string_agg(id::text, ',' ORDER BY id) FROM orders; COMMIT;" | tail -1)" = "1,2,3"
 out=$(q_err app "SELECT count(*) FROM orders" 2>&1)
 check "standby: without a context, protected tables fail closed" has "$out" "no tenant context"
+check "standby: an identity provider's token reads exactly its tenant's rows" \
+  test "$(q app "BEGIN; SELECT tenantguard.set_context('$IDP') IS NULL; SELECT string_agg(DISTINCT tenant_id, ',') FROM orders; COMMIT;" | tail -1)" = "acme"
 check "standby: decrypt_text() of values encrypted on the primary" test "$(q app "BEGIN; $CTX SELECT tenantguard.decrypt_text(secret, 'secrets.' || id) FROM secrets WHERE id = 2; COMMIT;" | tail -1)" = "acme secret 2"
 check "standby: encrypt() for a tenant that has a key, round trip" test "$(q app "BEGIN; $CTX SELECT tenantguard.decrypt_text(tenantguard.encrypt('round', 'a'), 'a'); COMMIT;" | tail -1)" = "round"
 check "standby: authorize() decides (20 yes, 30 no)" test "$(q app "BEGIN; $CTX SELECT tenantguard.authorize('order:approve', '{\"amount\": 20}')::text || tenantguard.authorize('order:approve', '{\"amount\": 30}')::text; COMMIT;" | tail -1)" = "truefalse"
