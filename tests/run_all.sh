@@ -3,18 +3,76 @@
 # closing "N passed, N failed" line.
 #   TG_VERSIONS="15 16 18" (default): every layer on 15 (the first listed);
 #   on the others pg_test, regress + isolation and e2e.
+# Bounded, so that CI always reaches the summary line:
+#   TG_NEED_GIB (default 10): free disk needed under target/ and the runtime
+#     directory; with less, the suite stops at once and names what fills the disk.
+#   TG_LAYER_LIMIT (default 1200 s): a layer that runs longer is stopped,
+#     its clusters too, and counted as failed.
+#   TG_SUITE_LIMIT (default 4500 s): no layer starts after it; each is
+#     counted as failed ("not run").
+# A run that passes stops and removes its clusters (TG_KEEP=1 keeps them);
+# a failed run keeps them, with their logs, for a look.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+TG_ROOT=$ROOT; . tests/lib/pg.sh
 VERSIONS=${TG_VERSIONS:-15 16 18}
 FIRST=${VERSIONS%% *}
+NEED_GIB=${TG_NEED_GIB:-10}
+LAYER_LIMIT=${TG_LAYER_LIMIT:-1200}
+SUITE_LIMIT=${TG_SUITE_LIMIT:-4500}
 passed=0; failed=0; failures=""
+summary() {
+  echo
+  echo "whole suite: $SECONDS s (versions: $VERSIONS)"
+  echo "layers:$passed passed, $failed failed${failures:+ (failed:$failures)}"
+  echo "$passed passed, $failed failed"
+}
+free_gib() { # free GiB on the filesystem holding $1 (or its nearest existing parent)
+  local d=$1
+  while [ ! -e "$d" ]; do d=$(dirname "$d"); done
+  df -Pk "$d" | awk 'NR==2 {printf "%d", $4 / 1048576}'
+}
+space_ok() {
+  local d f
+  for d in "$ROOT/target" "$(tg_runtime_base)"; do
+    f=$(free_gib "$d")
+    if [ "$f" -lt "$NEED_GIB" ]; then
+      echo "not enough disk: $f GiB free where $d lives; the suite needs about $NEED_GIB GiB (TG_NEED_GIB)."
+      echo "the largest folders there that earlier runs leave (other checkouts' clusters, clones):"
+      du -xsh /var/tmp/tenantguard-* /tmp/* "$ROOT/target" 2>/dev/null | sort -h | tail -n 8 | sed 's/^/  /'
+      echo "'make clean' in a checkout removes its clusters; removing a clone's target/ frees its builds."
+      return 1
+    fi
+  done
+}
 layer() {
   local name=$1; shift
   echo "=== $name ==="
-  local t0=$SECONDS
-  if "$@"; then passed=$((passed+1)); echo "=== $name: ok ($((SECONDS - t0)) s)"; else failed=$((failed+1)); failures="$failures [$name]"; echo "=== $name: FAILED ($((SECONDS - t0)) s)"; fi
+  local left=$((SUITE_LIMIT - SECONDS))
+  if [ "$left" -le 60 ]; then
+    failed=$((failed+1)); failures="$failures [$name]"
+    echo "=== $name: FAILED (not run: the suite's limit of $SUITE_LIMIT s is spent)"; return
+  fi
+  local limit=$LAYER_LIMIT t0=$SECONDS rc
+  [ "$left" -lt "$limit" ] && limit=$left
+  # timeout runs the layer in its own process group and signals all of it.
+  timeout -k 30 "$limit" "$@"; rc=$?
+  if [ "$rc" -eq 0 ]; then
+    passed=$((passed+1)); echo "=== $name: ok ($((SECONDS - t0)) s)"
+  else
+    failed=$((failed+1)); failures="$failures [$name]"
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+      echo "=== $name: FAILED (stopped after its limit of $limit s)"
+      bash tests/lib/cluster.sh stopall
+    else
+      echo "=== $name: FAILED ($((SECONDS - t0)) s)"
+    fi
+  fi
 }
+if ! space_ok; then
+  failed=1; failures=" [disk space]"; summary; exit 1
+fi
 layer "architecture (src/ module graph: no cycles, foundations import no capability, files <= 1000 lines)" python3 tests/arch/check_layers.py
 layer "unit (tenantguard-core, no Postgres)" cargo test -p tenantguard-core
 for v in $VERSIONS; do
@@ -41,8 +99,8 @@ case " $VERSIONS " in *" 15 "*)
     layer "logical replication 15 -> 18 (a blue/green major-version move)" env PG=15 TG_GREEN_PG=18 bash tests/replica/logical.sh ;;
   esac ;;
 esac
-echo
-echo "whole suite: $SECONDS s (versions: $VERSIONS)"
-echo "layers:$passed passed, $failed failed${failures:+ (failed:$failures)}"
-echo "$passed passed, $failed failed"
+summary
+if [ "$failed" -eq 0 ] && [ -z "${TG_KEEP:-}" ]; then
+  bash tests/lib/cluster.sh clean
+fi
 [ "$failed" -eq 0 ]

@@ -22,6 +22,7 @@
 #   cluster.sh runtime NAME                create NAME's folder (owned by postgres), print it
 #   cluster.sh why NAME                    print why NAME did not start (log tails)
 #   cluster.sh clean                       stop all and remove every runtime folder
+#   cluster.sh stopall                     stop every cluster of this checkout now, keep files
 #
 # PG=15|16|18 picks the server (tests/lib/pg.sh); PG_BIN overrides its bindir.
 set -euo pipefail
@@ -90,7 +91,19 @@ first_error() {
   echo "no reason in the logs"
 }
 
-cmd=${1:?usage: cluster.sh start|stop|restart|dir|runtime|why|clean NAME}
+cmd=${1:?usage: cluster.sh start|stop|restart|dir|runtime|why|clean|stopall NAME}
+if [ "$cmd" = stopall ]; then
+  # After a layer ran out of time: its servers detached from its process
+  # group, so stop them by their pid (SIGQUIT = immediate), whatever the
+  # major version that started them.
+  for pidf in "$BASE"/*/data/postmaster.pid; do
+    [ -f "$pidf" ] || continue
+    pid=$(head -n 1 "$pidf")
+    case "$pid" in ''|*[!0-9]*) continue ;; esac
+    kill -QUIT "$pid" 2>/dev/null && echo "cluster.sh: stopped $(basename "$(dirname "$(dirname "$pidf")")") (pid $pid)"
+  done
+  exit 0
+fi
 if [ "$cmd" = clean ]; then
   if [ -d "$BASE" ] && [ ! -L "$BASE" ]; then
     for d in "$BASE"/*/; do
