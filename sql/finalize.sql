@@ -143,12 +143,13 @@ CREATE POLICY owner_all ON tenantguard.audit_log FOR ALL TO CURRENT_USER USING (
 REVOKE ALL ON FUNCTION tenantguard.audit(regclass, text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.verify_audit(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.verify_audit_against(jsonb) FROM PUBLIC;
-REVOKE ALL ON FUNCTION tenantguard.export_audit(text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.export_audit(text, timestamptz, timestamptz, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.audit_digest() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.drop_audit_partition(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.audit_add_partitions(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenantguard.verify_audit(text), tenantguard.verify_audit_against(jsonb),
-    tenantguard.export_audit(text, timestamptz, timestamptz), tenantguard.audit_digest() TO tenantguard_admin;
+    tenantguard.export_audit(text, timestamptz, timestamptz, boolean), tenantguard.audit_digest()
+    TO tenantguard_admin, tenantguard_auditor;
 CREATE TRIGGER tenantguard_audit_security AFTER INSERT ON tenantguard.security_log
     FOR EACH ROW EXECUTE FUNCTION tenantguard.security_chain();
 ALTER TABLE tenantguard.security_log ENABLE ALWAYS TRIGGER tenantguard_audit_security;

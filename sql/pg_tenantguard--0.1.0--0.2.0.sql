@@ -18,6 +18,7 @@
 --   complete_cutover(), export_config()/import_config().
 -- * Trusted identity providers (sql/idp.sql): two new C functions,
 --   validate_issuer() and explain_context(), below.
+-- * Auditors: the role tenantguard_auditor; export_audit() gains `decrypt`.
 \echo Use "ALTER EXTENSION pg_tenantguard UPDATE TO '0.2.0'" to load this file. \quit
 
 -- Refuse UPDATE/DELETE/TRUNCATE on append-only tables, for every role.
@@ -829,3 +830,29 @@ CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON te
 ALTER TABLE tenantguard.subject_key ENABLE ALWAYS TRIGGER access_changed;
 CREATE TRIGGER refuse_while_replicated BEFORE INSERT OR UPDATE OR DELETE ON tenantguard.subject_key
     FOR EACH STATEMENT EXECUTE FUNCTION tenantguard.refuse_while_replicated();
+
+-- ---------------------------------------------------------------------------
+-- Auditors (issue 27): export_audit(..., decrypt) opens the values sealed
+-- under data subjects' keys for members of tenantguard_auditor.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'tenantguard_auditor') THEN
+        CREATE ROLE tenantguard_auditor NOLOGIN;
+    END IF;
+END
+$$;
+COMMENT ON ROLE tenantguard_auditor IS 'Members may verify and export the audit trail, and export it with data subjects'' sealed values opened.';
+DROP FUNCTION tenantguard.export_audit(text, timestamptz, timestamptz);
+CREATE FUNCTION tenantguard."export_audit"(
+	"tenant" TEXT,
+	"since" timestamp with time zone DEFAULT '-infinity',
+	"until" timestamp with time zone DEFAULT 'infinity',
+	"decrypt" bool DEFAULT false
+) RETURNS SETOF jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'export_audit_wrapper';
+REVOKE ALL ON FUNCTION tenantguard.export_audit(text, timestamptz, timestamptz, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantguard.verify_audit(text), tenantguard.verify_audit_against(jsonb),
+    tenantguard.export_audit(text, timestamptz, timestamptz, boolean), tenantguard.audit_digest()
+    TO tenantguard_admin, tenantguard_auditor;

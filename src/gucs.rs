@@ -220,6 +220,11 @@ pub static AUDIT_HOOK: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// background writer place them in their chains (needs preload).
 pub static AUDIT_BACKGROUND: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+/// Seal each record's actor, client_ip and user_agent under the key of the
+/// data subject the actor is (issue 27): erasing that subject makes them
+/// unreadable, as its personal values are.
+pub static AUDIT_SEAL_ACTOR: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 /// Revocation / allowlist / staff-grant checks. Only postgresql.conf can
 /// turn them off (benchmarking, emergencies); status() reports it.
 pub static ACCESS_CHECKS: GucSetting<bool> = GucSetting::<bool>::new(true);
@@ -287,6 +292,14 @@ pub fn init_limits(preloaded: bool) {
         c"Chain audit records in a background writer instead of in the committing transaction (needs shared_preload_libraries).",
         c"Superuser-only (ALTER ROLE/DATABASE ... SET works). Records are written, sealed, with the transaction and appear in audit_log once the writer has chained them.",
         &AUDIT_BACKGROUND,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"tenantguard.audit_seal_actor",
+        c"Seal each audit record's actor, client_ip and user_agent under the per-subject key of the actor (the token's sub).",
+        c"Superuser-only (ALTER DATABASE ... SET works). erase_subject(sub) then makes them unreadable; export_audit(..., decrypt => true) opens them for tenantguard_auditor.",
+        &AUDIT_SEAL_ACTOR,
         GucContext::Suset,
         GucFlags::default(),
     );

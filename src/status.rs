@@ -130,6 +130,7 @@ fn report() -> JsonB {
             "SELECT pg_catalog.jsonb_build_object(
                  'declared_tables', (SELECT pg_catalog.count(*) FROM tenantguard.subject_table),
                  'erased_subjects', (SELECT pg_catalog.count(*) FROM tenantguard.subject_key WHERE erased_at IS NOT NULL),
+                 'seal_actor', pg_catalog.current_setting('tenantguard.audit_seal_actor')::pg_catalog.bool,
                  'retention', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('table', r.relid::text, 'keep', r.keep,
                      'last_run_at', r.last_run_at, 'last_run_deleted', r.last_run_deleted, 'total_deleted', r.total_deleted,
                      'running_since', r.running_since) ORDER BY r.relid::text), '[]') FROM tenantguard.retention r))",

@@ -28,6 +28,7 @@ const PREFIX: &str = "tgs1.";
 
 pub fn init() {
     crate::audit::set_sealer(seal);
+    crate::audit::set_opener(open_all);
 }
 
 use crate::crypto::master;
@@ -372,16 +373,19 @@ fn export_subject(subject: &str) -> JsonB {
         rows += v.as_array().map_or(0, Vec::len);
         tables.insert(tbl, v);
     }
-    // The records that hold the subject's sealed values (found by its id).
+    // The records that hold the subject's sealed values (found by its id):
+    // its personal values, or the subject as the actor
+    // (tenantguard.audit_seal_actor).
     let pattern = format!("%{PREFIX}{sid}.%");
     let mut records = spi::read_one::<JsonB>(
         "SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('seq', l.seq, 'at', l.at, 'action', l.action,
                     'table', l.tbl, 'row_key', l.row_key, 'old_values', l.old_values, 'new_values', l.new_values,
-                    'actor', l.actor) ORDER BY l.seq), '[]')
+                    'actor', l.actor, 'client_ip', l.client_ip, 'user_agent', l.user_agent) ORDER BY l.seq), '[]')
            FROM tenantguard.audit_log l
           WHERE l.tenant OPERATOR(pg_catalog.=) $1
-            AND (l.old_values::pg_catalog.text OPERATOR(pg_catalog.~~) $2 OR l.new_values::pg_catalog.text OPERATOR(pg_catalog.~~) $2)",
-        &[tenant.as_str().into(), pattern.as_str().into()],
+            AND (l.old_values::pg_catalog.text OPERATOR(pg_catalog.~~) $2 OR l.new_values::pg_catalog.text OPERATOR(pg_catalog.~~) $2
+                 OR l.actor OPERATOR(pg_catalog.~~) $3)",
+        &[tenant.as_str().into(), pattern.as_str().into(), pattern[1..].into()],
     )
     .unwrap_or_else(|e| spi_err(e))
     .map(|j| j.0)

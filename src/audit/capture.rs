@@ -30,6 +30,8 @@ thread_local! {
     static ROLES_OF: std::cell::Cell<Option<RolesOf>> = const { std::cell::Cell::new(None) };
     /// How personal values are sealed (see `set_sealer`).
     static SEALER: std::cell::Cell<Option<Sealer>> = const { std::cell::Cell::new(None) };
+    /// How sealed values are opened (see `set_opener`).
+    static OPENER: std::cell::Cell<Option<Opener>> = const { std::cell::Cell::new(None) };
 }
 
 /// Seal one personal value of (tenant, subject) for the trail: the data
@@ -42,6 +44,39 @@ pub fn set_sealer(f: Sealer) {
     SEALER.with(|c| c.set(Some(f)));
 }
 
+/// Open every sealed string inside a JSON value of a tenant's record (those
+/// whose subject was erased stay sealed). Implemented with the sealer.
+pub type Opener = fn(&str, &mut serde_json::Value);
+
+pub fn set_opener(f: Opener) {
+    OPENER.with(|c| c.set(Some(f)));
+}
+
+pub(super) fn opener() -> Option<Opener> {
+    OPENER.with(|c| c.get())
+}
+
+/// Seal one value of (tenant, subject); None if the subject was erased.
+pub(super) fn try_seal(tenant: &str, subject: &str, value: &str) -> Option<String> {
+    SEALER.with(|s| s.get())?(tenant, subject, value).ok()
+}
+
+/// Seal one value of (tenant, subject), or fail the statement.
+fn sealed(tenant: &str, subject: &str, value: &str) -> String {
+    let Some(seal) = SEALER.with(|s| s.get()) else {
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "tenantguard audit: values to seal but no sealer loaded",
+        )
+    };
+    seal(tenant, subject, value).unwrap_or_else(|why| {
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            why,
+        )
+    })
+}
+
 /// Replace the personal columns' values of one row image with sealed ones.
 fn seal_row(
     row: &mut [(String, Option<String>)],
@@ -52,22 +87,10 @@ fn seal_row(
     let (Some(tenant), Some(subject)) = (tenant, subject) else {
         return;
     };
-    let Some(seal) = SEALER.with(|s| s.get()) else {
-        raise_msg(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            "tenantguard audit: personal columns declared but no sealer loaded",
-        )
-    };
     for (name, v) in row.iter_mut() {
         if let Some(val) = v.as_deref() {
             if cfg.personal.iter().any(|p| p == name) {
-                match seal(tenant, subject, val) {
-                    Ok(sealed) => *v = Some(sealed),
-                    Err(why) => raise_msg(
-                        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                        why,
-                    ),
-                }
+                *v = Some(sealed(tenant, subject, val));
             }
         }
     }
@@ -180,6 +203,19 @@ pub(super) fn capture(e: Entry, batch: bool) {
         let app = pg_sys::GetConfigOption(c"application_name".as_ptr(), false, false);
         let app = (!app.is_null()).then(|| CStr::from_ptr(app).to_string_lossy().into_owned());
         (fxid, subid, app)
+    };
+    // The actor is a data subject too (tenantguard.audit_seal_actor): who
+    // acted, from where and with what, sealed under the key of the subject
+    // the token's `sub` names, in the record's tenant. (Not a replicated
+    // record's actor, the subscription, nor a record without a tenant.)
+    let (actor, client_ip, user_agent) = match (&claims, &actor) {
+        (Some(c), Some(a))
+            if crate::gucs::AUDIT_SEAL_ACTOR.get() && *a == c.sub && tenant != "*" =>
+        {
+            let seal = |v: Option<String>| v.map(|v| sealed(&tenant, &c.sub, &v));
+            (seal(actor.clone()), seal(client_ip), seal(user_agent))
+        }
+        _ => (actor, client_ip, user_agent),
     };
     // Chained in this transaction: in jsonb's normal form now (an invalid
     // value fails the statement that wrote it). Left to the background

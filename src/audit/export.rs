@@ -8,14 +8,24 @@ use pgrx::JsonB;
 use tenantguard_core::chain::{self};
 
 /// Regulator-ready export: one JSON object per record, with its hashes.
+/// `decrypt`: the values sealed under data subjects' keys opened (those of
+/// erased subjects stay sealed), for members of `tenantguard_auditor`
+/// only; such an export is recorded on the security trail, not as an
+/// export digest (its lines are not what the hashes cover).
 #[pg_extern(volatile, parallel_unsafe)]
 pub(super) fn export_audit(
     tenant: Option<&str>,
     since: default!(Option<pgrx::datum::TimestampWithTimeZone>, "'-infinity'"),
     until: default!(Option<pgrx::datum::TimestampWithTimeZone>, "'infinity'"),
+    decrypt: default!(Option<bool>, false),
 ) -> SetOfIterator<'static, JsonB> {
-    // Granted to tenantguard_admin, who may not read the trail or its
-    // heads directly (RLS, privileges): read as the extension's owner.
+    let decrypt = decrypt.unwrap_or(false);
+    if decrypt {
+        require_auditor();
+    }
+    // Granted to tenantguard_admin and tenantguard_auditor, who may not
+    // read the trail or its heads directly (RLS, privileges): read as the
+    // extension's owner.
     spi::as_owner(|| {
         trail_up_to_date();
         let tenant = tenant.unwrap_or_else(|| {
@@ -52,6 +62,17 @@ pub(super) fn export_audit(
             Ok::<_, pgrx::spi::Error>(())
         })
         .unwrap_or_else(|e| spi_fail(e));
+        if decrypt {
+            let records = out.len();
+            let out = opened(tenant, out);
+            super::security_log::record(
+                "audit_exported_decrypted",
+                Some(tenant),
+                serde_json::json!({"records": records, "since": since.map(|t| t.to_iso_string()),
+                                   "until": until.map(|t| t.to_iso_string())}),
+            );
+            return SetOfIterator::new(out);
+        }
         let head = out
             .last()
             .map(|j| j.0["hash"].as_str().unwrap_or("").to_string());
@@ -79,4 +100,56 @@ pub(super) fn export_audit(
         }
         SetOfIterator::new(out)
     })
+}
+
+/// Only superusers and members of tenantguard_auditor read the trail's
+/// sealed values in the clear.
+fn require_auditor() {
+    // SAFETY: a plain lookup of the current user's attributes.
+    let ok = unsafe { pg_sys::superuser() }
+        || spi::read_one::<bool>(
+            "SELECT pg_catalog.pg_has_role('tenantguard_auditor', 'USAGE')
+               FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'tenantguard_auditor'",
+            &[],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    if !ok {
+        crate::error::raise_msg(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "tenantguard: only members of tenantguard_auditor may export the trail decrypted",
+        );
+    }
+}
+
+/// The records with their sealed values opened: the identity columns, and
+/// every string inside the recorded JSON values.
+fn opened(tenant: &str, records: Vec<JsonB>) -> Vec<JsonB> {
+    let Some(open) = super::capture::opener() else {
+        crate::error::raise_msg(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "tenantguard: no data subjects capability loaded to open sealed values",
+        )
+    };
+    records
+        .into_iter()
+        .map(|JsonB(mut rec)| {
+            for f in ["actor", "client_ip", "user_agent"] {
+                if let Some(v) = rec.get_mut(f) {
+                    open(tenant, v);
+                }
+            }
+            for f in ["row_key", "old_values", "new_values", "payload"] {
+                if let Some(serde_json::Value::String(text)) = rec.get(f) {
+                    if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(text) {
+                        open(tenant, &mut v);
+                        rec[f] = serde_json::Value::String(v.to_string());
+                    }
+                }
+            }
+            rec["decrypted"] = serde_json::Value::Bool(true);
+            JsonB(rec)
+        })
+        .collect()
 }

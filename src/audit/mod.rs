@@ -31,7 +31,8 @@ mod verify;
 mod writer;
 
 pub use capture::{
-    append_deferred, attach_on_protect, is_audited, reattach, set_roles_of, set_sealer, Entry,
+    append_deferred, attach_on_protect, is_audited, reattach, set_opener, set_roles_of, set_sealer,
+    Entry,
 };
 pub use inbox::inbox_waiting;
 #[cfg(feature = "pg_test")]

@@ -11,10 +11,18 @@ use pgrx::JsonB;
 /// `context::alert`).
 pub fn record(event: &str, tenant: Option<&str>, detail: serde_json::Value) {
     spi::require_primary(&format!("recording {event} on the security trail"));
-    let actor = crate::context::current()
-        .ok()
-        .flatten()
-        .map(|c| c.sub.clone());
+    let claims = crate::context::current().ok().flatten();
+    let mut actor = claims.as_ref().map(|c| c.sub.clone());
+    let mut client_addr = spi::client_addr();
+    // Sealed as the trail's records are (tenantguard.audit_seal_actor); an
+    // erased actor is recorded as nobody.
+    if let (Some(c), Some(t)) = (claims.as_ref(), tenant) {
+        if crate::gucs::AUDIT_SEAL_ACTOR.get() && c.tid == t {
+            let seal = |v: Option<String>| v.and_then(|v| super::capture::try_seal(t, &c.sub, &v));
+            actor = seal(actor);
+            client_addr = seal(client_addr);
+        }
+    }
     let db_role = spi::current_role_name();
     let res = spi::as_owner(|| {
         Spi::run_with_args(
@@ -25,7 +33,7 @@ pub fn record(event: &str, tenant: Option<&str>, detail: serde_json::Value) {
                 tenant.into(),
                 actor.into(),
                 db_role.into(),
-                spi::client_addr().into(),
+                client_addr.into(),
                 JsonB(detail).into(),
             ],
         )

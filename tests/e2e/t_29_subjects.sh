@@ -103,3 +103,48 @@ check "retention: progress in status()" \
   test "$(q ops "SELECT tenantguard.status()->'data_subjects'->'retention'->0->>'total_deleted'")" = "2471"
 check "retention: each purged row is audited, the run is on the security trail" \
   test "$(q postgres "SELECT tenantguard.audit_flush() >= 0; SELECT count(*) FROM tenantguard.audit_log WHERE tbl = 'public.events' AND action = 'DELETE'" | tail -1):$(q postgres "SELECT count(*) FROM tenantguard.security_log WHERE event = 'retention_purged'")" = "2471:1"
+
+# The actor is a data subject too (tenantguard.audit_seal_actor): who acted,
+# from where and with what, sealed under the actor's key; an auditor (only)
+# exports the trail decrypted; erasing the actor makes it unreadable.
+q postgres "ALTER ROLE app SET tenantguard.audit_seal_actor = on;
+  CREATE ROLE auditor LOGIN IN ROLE tenantguard_auditor;
+  GRANT SELECT, INSERT, UPDATE, DELETE ON contacts TO app;" >/dev/null
+ERIN=$(tok '{"tid":"acme","sub":"u5","exp":4000000000,"iat":1700000000,"ip":"203.0.113.7","ua":"Erin-Browser/1.0"}')
+q app "BEGIN; SELECT tenantguard.set_context('$ERIN') IS NULL;
+  INSERT INTO customers VALUES (5, 'acme', 'u5', 'erin@acme.test', 'Erin Moe', NULL); COMMIT;" >/dev/null
+q postgres "SELECT tenantguard.audit_flush()" >/dev/null
+check "actor: actor, client_ip and user_agent enter the trail sealed" \
+  test "$(q postgres "SELECT count(*) FROM tenantguard.audit_log WHERE row_key->>'id' = '5' AND actor LIKE 'tgs1.%' AND client_ip LIKE 'tgs1.%' AND user_agent LIKE 'tgs1.%'")" = "1"
+check "actor: the app role reads its tenant's records with the actor sealed" \
+  test "$(q app "BEGIN; SELECT tenantguard.set_context('$ACME') IS NULL; SELECT count(*) FROM tenantguard.audit_log WHERE row_key->>'id' = '5' AND actor LIKE 'tgs1.%'; COMMIT;" | tail -1)" = "1"
+out=$(q_err app "SELECT count(*) FROM tenantguard.export_audit('acme', decrypt => true)" 2>&1)
+check "auditor: the app role cannot export the trail decrypted" has "$out" "permission denied"
+out=$(q_err ops "SELECT count(*) FROM tenantguard.export_audit('acme', decrypt => true)" 2>&1)
+check "auditor: tenantguard_admin alone cannot either (42501)" has "$out" "only members of tenantguard_auditor"
+check "auditor: tenantguard_auditor reads the actor, address and agent in the clear" \
+  test "$(q auditor "SELECT count(*) FROM tenantguard.export_audit('acme', decrypt => true) e
+                      WHERE e->>'actor' = 'u5' AND e->>'client_ip' = '203.0.113.7' AND e->>'user_agent' = 'Erin-Browser/1.0'
+                        AND e->>'new_values' LIKE '%erin@acme.test%'")" = "1"
+check "auditor: ... but an erased subject's values stay sealed" \
+  test "$(q auditor "SELECT count(*) FROM tenantguard.export_audit('acme', decrypt => true) e WHERE e::text LIKE '%alice@acme.test%'")" = "0"
+check "auditor: the decrypted export is on the security trail" \
+  test "$(q postgres "SELECT count(*) > 0 FROM tenantguard.security_log WHERE event = 'audit_exported_decrypted' AND tenant = 'acme'")" = "t"
+ex=$(q app "BEGIN; SELECT tenantguard.set_context('$DANA') IS NULL; SELECT tenantguard.export_subject('u5'); COMMIT;" | tail -1)
+check "actor: export_subject() includes the records the subject made, opened" \
+  test "$(q postgres "SELECT count(*) FROM jsonb_array_elements('$ex'::jsonb->'audit_records') r WHERE r->>'actor' = 'u5' AND r->>'client_ip' = '203.0.113.7'")" = "1"
+q app "BEGIN; SELECT tenantguard.set_context('$DANA') IS NULL; SELECT tenantguard.erase_subject('u5'); COMMIT;" >/dev/null
+q postgres "SELECT tenantguard.audit_flush()" >/dev/null
+for needle in 203.0.113.7 Erin-Browser erin@acme.test; do
+  n=$(q auditor "SELECT (SELECT count(*) FROM tenantguard.export_audit('acme', decrypt => true) e WHERE e::text LIKE '%$needle%')")
+  n2=$(q postgres "SELECT (SELECT count(*) FROM tenantguard.audit_log l WHERE l::text LIKE '%$needle%') + (SELECT count(*) FROM tenantguard.security_log s WHERE s::text LIKE '%$needle%')")
+  check "actor: after erasure \"$needle\" is found nowhere, not even in the auditor's decrypted export" test "$n:$n2" = "0:0"
+done
+check "actor: ... and no record names u5 as its actor in the clear" \
+  test "$(q auditor "SELECT count(*) FROM tenantguard.export_audit('acme', decrypt => true) e WHERE e->>'actor' = 'u5'")" = "0"
+check "actor: the security trail's actor is sealed too" \
+  test "$(q postgres "SELECT count(*) FROM tenantguard.security_log WHERE event = 'subject_erased' AND tenant = 'acme' AND actor LIKE 'tgs1.%'")" = "1"
+check "actor: every chain still verifies" test "$(q ops "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = "t"
+out=$(q_err app "BEGIN; SELECT tenantguard.set_context('$ERIN') IS NULL; UPDATE customers SET name = 'x' WHERE id = 3; COMMIT;" 2>&1)
+check "actor: the erased actor's next write is refused (nothing of it is recorded again)" has "$out" "was erased"
+q postgres "ALTER ROLE app RESET tenantguard.audit_seal_actor" >/dev/null
