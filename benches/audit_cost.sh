@@ -20,13 +20,17 @@
 # divided by the records it had to chain. Then: the backlog of a 60 s
 # background run at 4 clients, at its start and end, and bulk statements
 # (1,000 rows each).
-#   BENCH_SECONDS (default 10), BENCH_ROUNDS (3), BACKLOG_SECONDS (60)
+#   BENCH_SECONDS (default 10), BENCH_ROUNDS (3), BACKLOG_SECONDS (60);
+#   COST_VARIANTS (a subset of the variants, "none" always among them),
+#   COST_PARTS (default "single bulk backlog")
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd); cd "$ROOT"
 . benches/setup_cluster.sh
 BACKLOG_SECONDS=${BACKLOG_SECONDS:-60}
 DATA=$(tests/lib/cluster.sh dir bench)/data
-VARIANTS="none noop emit jsonb transition tg tg_bg"
+VARIANTS=${COST_VARIANTS:-none noop emit jsonb transition tg tg_bg}
+PARTS=${COST_PARTS:-single bulk backlog}
+part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 psqlb <<'SQL' >/dev/null
 CREATE TABLE bench_tokens (tid int PRIMARY KEY, tenant text NOT NULL, token text NOT NULL);
 INSERT INTO bench_tokens SELECT i, 't' || i,
@@ -90,6 +94,18 @@ ticks() { # utime+stime (clock ticks) of the given pids
   done
   echo "$t"
 }
+# Per-pid ticks as "pid:ticks" words, and the ticks spent between two such
+# readings: a process alive at both counts its difference, one started in
+# between counts whole, one that ended in between counts what it had spent
+# by the first reading as nothing more (its last ticks are lost, never
+# negative).
+snap() { local p f; for p in "$@"; do f=$(cut -d')' -f2 "/proc/$p/stat" 2>/dev/null) || continue; set -- $f; echo "$p:$((${12} + ${13}))"; done; }
+spent() { # spent "BEFORE" "AFTER"
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    n = split(a, x, /[ \n]+/); for (i = 1; i <= n; i++) if (split(x[i], kv, ":") == 2) before[kv[1]] = kv[2]
+    n = split(b, y, /[ \n]+/); for (i = 1; i <= n; i++) if (split(y[i], kv, ":") == 2) t += kv[2] - ((kv[1] in before) ? before[kv[1]] : 0)
+    print t + 0 }'
+}
 inbox() { psqlb -c "SELECT coalesce(sum(cardinality(tenant)), 0) FROM tenantguard.audit_inbox"; }
 lastid() { psqlb -c "SELECT last_value FROM c_${1}_id_seq"; }
 HZ=$(getconf CLK_TCK)
@@ -107,7 +123,7 @@ run() {
   local backends others b1 o1 x1 x2 b2 backlog t_end t_done o2 n tps
   backends=$(psqlb -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' AND backend_type = 'client backend'")
   others=$(pgrep -P "$postmaster" | grep -vxF "$backends" || true)
-  b1=$(ticks $backends); o1=$(ticks $others); x1=$(lastid "$v"); backlog=$(inbox)
+  b1=$(ticks $backends); o1=$(snap $others); x1=$(lastid "$v"); backlog=$(inbox)
   sleep $((s - 3))
   b2=$(ticks $backends); x2=$(lastid "$v")
   wait $pg || { echo "pgbench failed for $v:"; tail -5 "$log"; exit 1; }
@@ -115,14 +131,14 @@ run() {
   while [ "$(inbox)" != 0 ]; do sleep 0.05; done
   t_done=$(date +%s.%N)
   others=$(pgrep -P "$postmaster" | grep -vxF "$backends" || true)
-  o2=$(ticks $others)
+  o2=$(spent "$o1" "$(snap $others)")
   n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$log")
   tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$log")
   local last; last=$(lastid "$v")
   # Rows written after the first read: the other processes' work covers
   # them and the backlog there was then.
   awk -v tps="$tps" -v s="$s" -v te="$t_end" -v td="$t_done" -v b="$((b2 - b1))" -v xb="$((x2 - x1))" \
-      -v o="$((o2 - o1))" -v after="$((last - x1))" -v backlog="$backlog" -v rows="$rows" -v hz="$HZ" -v kind="$kind" '
+      -v o="$o2" -v after="$((last - x1))" -v backlog="$backlog" -v rows="$rows" -v hz="$HZ" -v kind="$kind" '
     BEGIN {
       d = td - te; if (d < 0) d = 0
       t = tps * s / (s + d)
@@ -137,7 +153,7 @@ run() {
   printf '   %-10s %-6s %d client(s): %9.1f tps (drain %5.2f s)  %7.1f us server CPU per transaction\n' "$v" "$kind" "$c" "$t" "$d" "$cpu"
   rm -f "$log" "$log.r"
 }
-# The bulk script: 1,000 rows per transaction (INSERT only).
+if part single; then
 for c in 1 4; do
   echo "== audit cost: INSERT + UPDATE per transaction (2 audited rows), $c client(s), ${SECS}s x $ROUNDS rounds"
   for ROUND in $(seq 1 "$ROUNDS"); do
@@ -161,7 +177,9 @@ for v in $VARIANTS; do
   echo "| $v | ${r1[0]} / ${r1[1]} | ${r2[0]} / ${r2[1]} µs | ${r3[0]} / ${r3[1]} µs |"
 done
 echo "(targets: tg and tg_bg <= 10 us per audited row; tg_bg >= 0.85x none at 1 client and >= 0.7x at 4; tg >= 0.7x at both)"
+fi
 
+if part bulk; then
 echo
 echo "== audit cost, bulk: one INSERT of 1,000 rows per transaction, 1 client, ${SECS}s x $ROUNDS rounds"
 for ROUND in $(seq 1 "$ROUNDS"); do
@@ -172,7 +190,9 @@ for v in tg tg_bg; do
   cp=$(median ${CPU[$v/1/bulk]})
   echo "bulk $v: $(awk -v a="$cp" -v b="$c0" 'BEGIN {printf "%.1f", (a - b) / 1000}') us extra server CPU per row (none: $(awk -v b="$c0" 'BEGIN {printf "%.1f", b / 1000}') us per row; target <= 8)"
 done
+fi
 
+if part backlog; then
 echo
 echo "== background writer backlog: 4 clients, ${BACKLOG_SECONDS}s"
 log=$(mktemp)
@@ -182,9 +202,14 @@ samples=""
 for i in $(seq 1 $((BACKLOG_SECONDS / 2 - 1))); do sleep 2; samples="$samples $(( i * 2 )):$(inbox)"; done
 wait $pg
 t0=$(date +%s.%N); while [ "$(inbox)" != 0 ]; do sleep 0.05; done; t1=$(date +%s.%N)
-first=$(for x in $samples; do s=${x%%:*}; [ "$s" -le 10 ] && echo "${x#*:}"; done)
-last=$(for x in $samples; do s=${x%%:*}; [ "$s" -ge $((BACKLOG_SECONDS - 10)) ] && echo "${x#*:}"; done)
+first=""; last=""
+for x in $samples; do
+  s=${x%%:*}
+  if [ "$s" -le 10 ]; then first="$first ${x#*:}"; fi
+  if [ "$s" -ge $((BACKLOG_SECONDS - 10)) ]; then last="$last ${x#*:}"; fi
+done
 echo "inbox records, every 2 s: $samples"
 echo "backlog median: first 10 s $(median $first), last 10 s $(median $last) (target: not growing); $(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$log") tps; drained $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') s after the run"
 rm -f "$log"
+fi
 echo "chains verify after the runs: $(psqlb -c "SELECT bool_and(ok) FROM tenantguard.verify_audit()")"

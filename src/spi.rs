@@ -186,6 +186,29 @@ pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
     with_guc(c"search_path", c"pg_catalog, pg_temp", f)
 }
 
+/// [`with_guc`] for several settings at once (one nest level).
+pub fn with_gucs<R>(settings: &[(&std::ffi::CStr, &std::ffi::CStr)], f: impl FnOnce() -> R) -> R {
+    // SAFETY: as in `with_guc`.
+    unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        for (name, value) in settings {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+        let r = f();
+        pg_sys::AtEOXact_GUC(true, level);
+        r
+    }
+}
+
 /// Run `f` with one GUC set for its duration (restored afterwards, and by
 /// the (sub)transaction abort on error). Not for parallel mode.
 pub fn with_guc<R>(name: &std::ffi::CStr, value: &std::ffi::CStr, f: impl FnOnce() -> R) -> R {

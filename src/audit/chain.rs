@@ -15,7 +15,6 @@
 use super::plans::*;
 use crate::error::raise_msg;
 use crate::spi;
-use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -69,17 +68,15 @@ pub(super) fn advisory_xact_lock(field2: u32, field3: u32, field4: u16, wait: bo
 /// This transaction's chains. Appending locks the tenant's `audit_head`
 /// row until the transaction ends, so no other transaction can append to
 /// the chain meanwhile: later records continue from the last one appended
-/// (`heads`) without reading the head again. The head row itself moves once
-/// per transaction and tenant (`lagging`): just before commit or PREPARE
-/// (`xact_callback`), or before this backend verifies or exports, to the
-/// last record, by primary key, with the values this transaction knows.
-/// (Moving it with each record cost an UPDATE per record, and each left a
-/// row version the rest of the transaction stepped over.)
+/// (`heads`) without reading the head again. The head row moves once per
+/// flush, in the very statement that inserts the flush's records (so the
+/// two can never disagree, not even after a savepoint rollback, which takes
+/// back both): a transaction that appends a few records runs one statement
+/// for them at commit.
 ///
-/// A savepoint rollback removes its records, so it forgets `heads`; the
-/// next record of the tenant then starts from its last surviving record,
-/// found in the trail itself, and so does the flush. `lagging` survives: it
-/// only grows within a transaction.
+/// A savepoint rollback removes its records and its heads' moves, so it
+/// forgets `heads`; the next record of the tenant then starts from the head
+/// row, which is again at the last surviving record.
 ///
 /// Records are not written one by one: an append captures the record
 /// (`pending`) and a flush writes every pending record in one INSERT,
@@ -93,7 +90,6 @@ pub(super) fn advisory_xact_lock(field2: u32, field3: u32, field4: u16, wait: bo
 pub(super) struct TxnChains {
     pub(super) fxid: u64,
     pub(super) heads: Vec<(String, i64, Vec<u8>)>,
-    pub(super) lagging: Vec<String>,
     pub(super) pending: Vec<Pending>,
     pub(super) inflight: Vec<(pg_sys::SubTransactionId, Pending)>,
     /// Records this transaction staged in the inbox (their ordinals).
@@ -272,7 +268,6 @@ pub(super) fn with_chains<R>(fxid: u64, f: impl FnOnce(&mut TxnChains) -> R) -> 
             *c = Some(TxnChains {
                 fxid,
                 heads: Vec::new(),
-                lagging: Vec::new(),
                 pending: Vec::new(),
                 inflight: Vec::new(),
                 staged: 0,
@@ -304,75 +299,11 @@ pub(super) fn with_statement_snapshot<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// Bring every head this transaction left behind up to its last record.
-/// Runs before commit and PREPARE, and before this backend reads heads.
+/// Write every record this transaction still holds (their heads move with
+/// them). Runs before commit and PREPARE, and before this backend reads
+/// the trail or its heads.
 pub fn flush_lagging_heads() {
     flush_pending();
-    // SAFETY: reads the top-level transaction id without assigning one.
-    let fxid = unsafe { pg_sys::GetTopFullTransactionIdIfAny().value };
-    // Kept, not taken: a flush inside a savepoint that is rolled back is
-    // undone with it, so the heads must be flushed again before commit.
-    // Each lagging tenant with the head this transaction knows (None after
-    // a savepoint rollback made it forget: then the trail itself says).
-    type KnownHead = Option<(i64, Vec<u8>)>;
-    let lagging: Vec<(String, KnownHead)> = CHAINS.with(|c| {
-        c.borrow()
-            .as_ref()
-            .filter(|s| s.fxid == fxid)
-            .map(|s| {
-                s.lagging
-                    .iter()
-                    .map(|t| {
-                        let known = s
-                            .heads
-                            .iter()
-                            .find(|(h, _, _)| h == t)
-                            .map(|(_, seq, hash)| (*seq, hash.clone()));
-                        (t.clone(), known)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    });
-    if lagging.is_empty() {
-        return;
-    }
-    with_statement_snapshot(|| {
-        spi::with_guc(c"enable_seqscan", c"off", || {
-            spi::as_owner(|| {
-                Spi::connect_mut(|client| {
-                    let plans = plans(client)?;
-                    for (tenant, known) in &lagging {
-                        // Moved under the latest snapshot (see run_latest): the
-                        // chain's lock is held since this transaction appended.
-                        // SAFETY: SPI is connected; arguments match the plans.
-                        unsafe {
-                            match known {
-                                Some((seq, hash)) => run_latest(
-                                    plans.flush_known,
-                                    &[
-                                        text_datum(Some(tenant)),
-                                        Some(pg_sys::Datum::from(*seq)),
-                                        hash.as_slice().into_datum(),
-                                    ],
-                                    false,
-                                )?,
-                                // Forgotten in a savepoint rollback, which
-                                // also released the chain's lock if it was
-                                // taken there: take it again.
-                                None => {
-                                    lock_chain(tenant);
-                                    run_latest(plans.flush, &[text_datum(Some(tenant))], false)?
-                                }
-                            };
-                        }
-                    }
-                    Ok::<(), pgrx::spi::Error>(())
-                })
-                .unwrap_or_else(|e| spi_fail(e))
-            })
-        });
-    });
 }
 
 pub(super) fn no_audit_keys() -> ! {
@@ -407,11 +338,8 @@ pub(super) fn locked_head(
         return Ok(h);
     }
     lock_chain(tenant);
-    // The chain head is found by its primary key: audit_head is small, so
-    // the planner would pick a sequential scan, which visits every tenant's
-    // head (and the dead versions the updates leave). Only these lookups
-    // need the setting.
-    spi::with_guc(c"enable_seqscan", c"off", || {
+    // (Under enable_seqscan = off: see `chain_records`.)
+    {
         let arg = [text_datum(Some(tenant))];
         // SAFETY: SPI is connected (the caller holds its client); the
         // arguments match the plans' parameter types.
@@ -425,22 +353,12 @@ pub(super) fn locked_head(
                 )?;
                 rows = run_latest(plans.head, &arg, true)?;
             }
-            let mut head = rows
+            Ok(rows
                 .into_iter()
                 .next()
-                .unwrap_or((0, chain::GENESIS.to_vec()));
-            // A head this transaction left behind (then lost track of in a
-            // savepoint rollback): the last record rules.
-            if with_chains(fxid, |c| c.lagging.iter().any(|t| t == tenant)) {
-                if let Some(last) = run_latest(plans.last, &arg, true)?.into_iter().next() {
-                    if last.0 > head.0 {
-                        head = last;
-                    }
-                }
-            }
-            Ok(head)
+                .unwrap_or((0, chain::GENESIS.to_vec())))
         }
-    })
+    }
 }
 
 /// Take this transaction's pending records for a write. Records written
@@ -547,21 +465,6 @@ pub(super) fn body(rec: &Record, p: &Pending) -> [Option<pg_sys::Datum>; 15] {
     ]
 }
 
-/// One array argument per column, for an unnest INSERT.
-pub(super) fn array_args(
-    cols: &[Vec<Option<pg_sys::Datum>>],
-    types: &[pg_sys::Oid],
-) -> Vec<DatumWithOid<'static>> {
-    cols.iter()
-        .zip(types)
-        .map(|(col, elem)| {
-            // SAFETY: an array of `elem` palloc'd in SPI's memory context,
-            // alive until the INSERT ran.
-            unsafe { DatumWithOid::new(array_of(*elem, col), pg_sys::get_array_type(*elem)) }
-        })
-        .collect()
-}
-
 /// Place records in their tenants' chains (locking each chain for the
 /// rest of the transaction) and insert them in one statement. Returns
 /// their ids, in order.
@@ -590,85 +493,140 @@ pub(super) fn chain_records(fxid: u64, pending: &[Pending]) -> Vec<i64> {
             "tenantguard audit: sequence tenantguard.audit_log_id_seq is missing",
         )
     });
+    // Heads are found, and moved, by their primary key: audit_head is
+    // small, so the planner would pick a sequential scan, which visits
+    // every tenant's head (and the dead versions the moves leave). Nor JIT:
+    // a plan priced with sequential scans off can pass its threshold, and
+    // then every flush would compile it.
     with_statement_snapshot(|| {
-        spi::as_owner(|| {
-            Spi::connect_mut(|client| {
-                let plans = plans(client)?;
-                let n = pending.len();
-                let mut cols: Vec<Vec<Option<pg_sys::Datum>>> =
-                    (0..20).map(|_| Vec::with_capacity(n)).collect();
-                let mut ids = Vec::with_capacity(n);
-                // Chains not locked yet are locked in one order (by tenant) by
-                // every transaction, so two committing transactions that both
-                // write tenants A and B do not deadlock.
-                let mut unlocked: Vec<&str> = pending
-                    .iter()
-                    .map(|p| p.tenant.as_str())
-                    .filter(|t| !with_chains(fxid, |c| c.heads.iter().any(|(h, _, _)| h == t)))
-                    .collect();
-                unlocked.sort_unstable();
-                unlocked.dedup();
-                if unlocked.len() > 1 {
-                    unlocked.iter().for_each(|t| lock_chain(t));
-                }
-                for p in pending {
-                    let (prev_seq, prev_hash) = locked_head(&plans, fxid, &p.tenant)?;
-                    // Ids are drawn while the head is locked, so within a
-                    // tenant they rise with seq.
-                    extern "C-unwind" {
-                        /// nextval(regclass), the fmgr entry point.
-                        fn nextval_oid(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
-                    }
-                    // SAFETY: nextval(regclass) on the extension's sequence, as
-                    // its owner (the function checks the privilege itself),
-                    // called through fmgr from the guarded DirectFunctionCall.
-                    let id = unsafe {
-                        pg_sys::DirectFunctionCall1Coll(
-                            Some(nextval_oid),
-                            pg_sys::Oid::INVALID,
-                            pg_sys::Datum::from(seq_rel),
-                        )
-                    }
-                    .value() as i64;
-                    let rec = record_of(p, id, prev_seq + 1, &key.kid);
-                    let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
-                    let row = [
-                        Some(pg_sys::Datum::from(rec.id)),
-                        text_datum(Some(&rec.tenant)),
-                        Some(pg_sys::Datum::from(rec.seq)),
-                    ]
-                    .into_iter()
-                    .chain(body(&rec, p))
-                    .chain([
-                        prev_hash.as_slice().into_datum(),
-                        hash.as_slice().into_datum(),
-                    ]);
-                    for (col, d) in cols.iter_mut().zip(row) {
-                        col.push(d);
-                    }
-                    with_chains(fxid, |c| {
-                        match c.heads.iter_mut().find(|(t, _, _)| *t == p.tenant) {
-                            Some(h) => {
-                                h.1 = rec.seq;
-                                h.2 = hash;
+        spi::with_gucs(
+            &[
+                (c"enable_seqscan", c"off"),
+                (c"jit", c"off"),
+                (c"plan_cache_mode", c"force_generic_plan"),
+            ],
+            || {
+                spi::as_owner(|| {
+                    Spi::connect_mut(|client| {
+                        let plans = plans(client)?;
+                        let n = pending.len();
+                        let mut cols: Vec<Vec<Option<pg_sys::Datum>>> =
+                            (0..20).map(|_| Vec::with_capacity(n)).collect();
+                        let mut ids = Vec::with_capacity(n);
+                        // Chains not locked yet are locked in one order (by tenant) by
+                        // every transaction, so two committing transactions that both
+                        // write tenants A and B do not deadlock.
+                        let mut unlocked: Vec<&str> = pending
+                            .iter()
+                            .map(|p| p.tenant.as_str())
+                            .filter(|t| {
+                                !with_chains(fxid, |c| c.heads.iter().any(|(h, _, _)| h == t))
+                            })
+                            .collect();
+                        unlocked.sort_unstable();
+                        unlocked.dedup();
+                        if unlocked.len() > 1 {
+                            unlocked.iter().for_each(|t| lock_chain(t));
+                        }
+                        for p in pending {
+                            let (prev_seq, prev_hash) = locked_head(&plans, fxid, &p.tenant)?;
+                            // Ids are drawn while the head is locked, so within a
+                            // tenant they rise with seq.
+                            extern "C-unwind" {
+                                /// nextval(regclass), the fmgr entry point.
+                                fn nextval_oid(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
                             }
-                            None => c.heads.push((p.tenant.clone(), rec.seq, hash)),
+                            // SAFETY: nextval(regclass) on the extension's sequence, as
+                            // its owner (the function checks the privilege itself),
+                            // called through fmgr from the guarded DirectFunctionCall.
+                            let id = unsafe {
+                                pg_sys::DirectFunctionCall1Coll(
+                                    Some(nextval_oid),
+                                    pg_sys::Oid::INVALID,
+                                    pg_sys::Datum::from(seq_rel),
+                                )
+                            }
+                            .value() as i64;
+                            let rec = record_of(p, id, prev_seq + 1, &key.kid);
+                            let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
+                            let row = [
+                                Some(pg_sys::Datum::from(rec.id)),
+                                text_datum(Some(&rec.tenant)),
+                                Some(pg_sys::Datum::from(rec.seq)),
+                            ]
+                            .into_iter()
+                            .chain(body(&rec, p))
+                            .chain([
+                                prev_hash.as_slice().into_datum(),
+                                hash.as_slice().into_datum(),
+                            ]);
+                            for (col, d) in cols.iter_mut().zip(row) {
+                                col.push(d);
+                            }
+                            with_chains(fxid, |c| {
+                                match c.heads.iter_mut().find(|(t, _, _)| *t == p.tenant) {
+                                    Some(h) => {
+                                        h.1 = rec.seq;
+                                        h.2 = hash;
+                                    }
+                                    None => c.heads.push((p.tenant.clone(), rec.seq, hash)),
+                                }
+                            });
+                            ids.push(id);
                         }
-                        if !c.lagging.contains(&p.tenant) {
-                            c.lagging.push(p.tenant.clone());
+                        // The heads of this batch's tenants, moved right after it.
+                        let mut tenants: Vec<&str> =
+                            pending.iter().map(|p| p.tenant.as_str()).collect();
+                        tenants.sort_unstable();
+                        tenants.dedup();
+                        let moved: Vec<(String, i64, Vec<u8>)> = with_chains(fxid, |c| {
+                            c.heads
+                                .iter()
+                                .filter(|(t, _, _)| tenants.contains(&t.as_str()))
+                                .cloned()
+                                .collect()
+                        });
+                        let types: Vec<pg_sys::Oid> =
+                            [pg_sys::INT8OID, pg_sys::TEXTOID, pg_sys::INT8OID]
+                                .into_iter()
+                                .chain(BODY_TYPES)
+                                .chain([pg_sys::BYTEAOID, pg_sys::BYTEAOID])
+                                .collect();
+                        let args: Vec<Option<pg_sys::Datum>> = cols
+                            .iter()
+                            .zip(&types)
+                            .map(|(col, elem)| Some(array_of(*elem, col)))
+                            .collect();
+                        // SAFETY: SPI is connected; the arrays are palloc'd in SPI's
+                        // memory context and match the plan's parameter types.
+                        let rc = unsafe { exec_latest(plans.insert, &args, false) };
+                        if rc != pg_sys::SPI_OK_INSERT as i32 {
+                            return Err(pgrx::spi::Error::from(
+                                pgrx::spi::SpiErrorCodes::OpUnknown,
+                            ));
                         }
-                    });
-                    ids.push(id);
-                }
-                let types: Vec<pg_sys::Oid> = [pg_sys::INT8OID, pg_sys::TEXTOID, pg_sys::INT8OID]
-                    .into_iter()
-                    .chain(BODY_TYPES)
-                    .chain([pg_sys::BYTEAOID, pg_sys::BYTEAOID])
-                    .collect();
-                client.update(&plans.insert, None, &array_args(&cols, &types))?;
-                Ok::<_, pgrx::spi::Error>(ids)
-            })
-            .unwrap_or_else(|e| spi_fail(e))
-        })
+                        // Under the latest snapshot (see `run_latest`): in REPEATABLE
+                        // READ, a head another transaction created or moved after
+                        // this one's snapshot is still moved (the chain's lock is held).
+                        for (t, seq, hash) in &moved {
+                            // SAFETY: SPI is connected; arguments match the plan.
+                            unsafe {
+                                run_latest(
+                                    plans.move_head,
+                                    &[
+                                        text_datum(Some(t)),
+                                        Some(pg_sys::Datum::from(*seq)),
+                                        hash.as_slice().into_datum(),
+                                    ],
+                                    false,
+                                )?;
+                            }
+                        }
+                        Ok::<_, pgrx::spi::Error>(ids)
+                    })
+                    .unwrap_or_else(|e| spi_fail(e))
+                })
+            },
+        )
     })
 }

@@ -51,21 +51,12 @@ pub(super) const NEW_HEAD_SQL: &str =
     "INSERT INTO tenantguard.audit_head (tenant, seq, hash) VALUES ($1, 0, $2)
                              ON CONFLICT (tenant) DO NOTHING";
 
-/// The tenant's last record (this transaction's own included).
-pub(super) const LAST_SQL: &str = "SELECT a.seq, a.hash FROM tenantguard.audit_log a
-                   WHERE a.tenant OPERATOR(pg_catalog.=) $1 ORDER BY a.seq DESC LIMIT 1";
-
-/// Bring a head up to a record this transaction appended and still knows.
-pub(super) const FLUSH_KNOWN_SQL: &str =
+/// Move a chain's head to the last record a flush wrote (run right after
+/// the flush's INSERT, in the same subtransaction: a savepoint rollback
+/// takes back both).
+pub(super) const MOVE_HEAD_SQL: &str =
     "UPDATE tenantguard.audit_head SET seq = $2, hash = $3, updated_at = pg_catalog.now()
                   WHERE tenant OPERATOR(pg_catalog.=) $1 AND seq OPERATOR(pg_catalog.<) $2";
-
-/// Bring a head that lags behind its records up to the last record.
-pub(super) const FLUSH_SQL: &str =
-    "UPDATE tenantguard.audit_head h SET seq = l.seq, hash = l.hash, updated_at = pg_catalog.now()
-                   FROM (SELECT a.seq, a.hash FROM tenantguard.audit_log a
-                          WHERE a.tenant OPERATOR(pg_catalog.=) $1 ORDER BY a.seq DESC LIMIT 1) l
-                  WHERE h.tenant OPERATOR(pg_catalog.=) $1 AND l.seq OPERATOR(pg_catalog.>) h.seq";
 
 /// Write a batch of records: one array per column, one row per element
 /// (set-returning functions in the select list run in step, one value per
@@ -133,7 +124,7 @@ thread_local! {
 }
 
 pub(super) struct Plans {
-    pub(super) insert: OwnedPreparedStatement,
+    pub(super) insert: pg_sys::SPIPlanPtr,
     pub(super) stage: OwnedPreparedStatement,
     /// Run under the latest snapshot, like the head statements.
     pub(super) drain: pg_sys::SPIPlanPtr,
@@ -141,9 +132,7 @@ pub(super) struct Plans {
     /// The head statements, run under the latest snapshot (`run_latest`).
     pub(super) head: pg_sys::SPIPlanPtr,
     pub(super) new_head: pg_sys::SPIPlanPtr,
-    pub(super) last: pg_sys::SPIPlanPtr,
-    pub(super) flush: pg_sys::SPIPlanPtr,
-    pub(super) flush_known: pg_sys::SPIPlanPtr,
+    pub(super) move_head: pg_sys::SPIPlanPtr,
 }
 
 /// Prepare and keep a statement for `run_latest`.
@@ -324,14 +313,15 @@ pub(super) fn plans(client: &pgrx::spi::SpiClient<'_>) -> Result<Rc<Plans>, pgrx
         PgOid::from(pg_sys::BYTEAARRAYOID),
     );
     let batch = [
-        i8a, ta, i8a, tsa, ta, ta, ta, ta, ta, ja, ja, ja, ta, ta, ta, i8a, ja, ta, ba, ba,
+        i8a, ta, i8a, tsa, ta, ta, ta, ta, ta, ja, ja, ja, ta, ta, ta, i8a, ja, ta, ba, ba, ta,
+        i8a, ba,
     ];
     let stage: Vec<PgOid> = INBOX_TYPES.iter().map(|t| PgOid::from(*t)).collect();
     let (t, i8, b) = (pg_sys::TEXTOID, pg_sys::INT8OID, pg_sys::BYTEAOID);
     // SAFETY: SPI is connected (we hold its client).
     let p = unsafe {
         Rc::new(Plans {
-            insert: client.prepare_mut(INSERT_BATCH_SQL, &batch)?.keep(),
+            insert: keep_raw(INSERT_BATCH_SQL, &batch.map(|o| o.value()))?,
             stage: client.prepare_mut(STAGE_SQL, &stage)?.keep(),
             drain: keep_raw(
                 DRAIN_SQL,
@@ -352,9 +342,7 @@ pub(super) fn plans(client: &pgrx::spi::SpiClient<'_>) -> Result<Rc<Plans>, pgrx
             )?,
             head: keep_raw(HEAD_SQL, &[t])?,
             new_head: keep_raw(NEW_HEAD_SQL, &[t, b])?,
-            last: keep_raw(LAST_SQL, &[t])?,
-            flush: keep_raw(FLUSH_SQL, &[t])?,
-            flush_known: keep_raw(FLUSH_KNOWN_SQL, &[t, i8, b])?,
+            move_head: keep_raw(MOVE_HEAD_SQL, &[t, i8, b])?,
         })
     };
     PLANS.with(|slot| *slot.borrow_mut() = Some(p.clone()));
