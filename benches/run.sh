@@ -8,7 +8,7 @@ cargo bench -q -p tenantguard-core --bench verify 2>/dev/null | grep -v '^$'
 # and audit benchmarks (the PG 18 wheel has no pgcrypto, the crypto bench's
 # baseline).
 PG=${PG:-15}
-if [ "$PG" = 15 ]; then default="context revocation audit authz crypto readonly idp citus scale"; else default="context audit readonly idp"; fi
+if [ "$PG" = 15 ]; then default="context revocation audit audit_cost audit_micro authz crypto readonly idp citus scale"; else default="context audit audit_cost audit_micro readonly idp"; fi
 echo "== Postgres $PG"
 for b in ${BENCHES:-$default}; do
   echo; bash "benches/$b.sh"

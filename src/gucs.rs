@@ -220,6 +220,10 @@ pub static AUDIT_HOOK: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// background writer place them in their chains (needs preload).
 pub static AUDIT_BACKGROUND: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+/// Background chaining: beyond this many records waiting for the writer, a
+/// committing transaction chains its own records (0: no bound).
+pub static AUDIT_BACKGROUND_MAX_BACKLOG: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+
 /// Seal each record's actor, client_ip and user_agent under the key of the
 /// data subject the actor is (issue 27): erasing that subject makes them
 /// unreadable, as its personal values are.
@@ -293,6 +297,16 @@ pub fn init_limits(preloaded: bool) {
         c"Superuser-only (ALTER ROLE/DATABASE ... SET works). Records are written, sealed, with the transaction and appear in audit_log once the writer has chained them.",
         &AUDIT_BACKGROUND,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"tenantguard.audit_background_max_backlog",
+        c"With background chaining, the records that may wait for the writer; beyond them a committing transaction chains its own records (0 = no bound).",
+        c"Sighup. Keeps the inbox, and the time until records appear in audit_log, bounded when the writer cannot keep up.",
+        &AUDIT_BACKGROUND_MAX_BACKLOG,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(

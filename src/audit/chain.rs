@@ -94,6 +94,9 @@ pub(super) struct TxnChains {
     pub(super) inflight: Vec<(pg_sys::SubTransactionId, Pending)>,
     /// Records this transaction staged in the inbox (their ordinals).
     pub(super) staged: i32,
+    /// Whether this transaction leaves its records to the background
+    /// writer (decided at its first record, see `writer::background`).
+    pub(super) background: Option<bool>,
 }
 
 /// A captured record waiting for its flush: everything but its place in
@@ -142,15 +145,27 @@ pub struct CommitHooks {
     /// Before commit or PREPARE, before the heads are flushed: stage this
     /// transaction's records for the background writer, if it is on.
     pub pre_commit: Option<fn()>,
-    /// After a commit that staged records: wake the background writer.
-    pub committed_staged: Option<fn()>,
+    /// After a commit that staged records (how many): wake the background
+    /// writer.
+    pub committed_staged: Option<fn(i64)>,
+    /// After a drain of the inbox took `n` records (`more`: whether some may
+    /// be left): count them off the writer's backlog.
+    pub drained: Option<fn(i64, bool)>,
 }
 
 impl CommitHooks {
     const NONE: CommitHooks = CommitHooks {
         pre_commit: None,
         committed_staged: None,
+        drained: None,
     };
+}
+
+/// See `CommitHooks::drained`.
+pub(super) fn note_drained(n: i64, more: bool) {
+    if let Some(f) = HOOKS.with(|h| h.get().drained) {
+        f(n, more);
+    }
 }
 
 pub fn set_commit_hooks(h: CommitHooks) {
@@ -231,7 +246,8 @@ unsafe extern "C-unwind" fn xact_callback(
             // pass after COMMIT PREPARED, or for audit_flush().)
             if STAGED.with(|s| s.replace(false)) && event == XACT_EVENT_COMMIT {
                 if let Some(f) = HOOKS.with(|h| h.get().committed_staged) {
-                    f();
+                    let staged = CHAINS.with(|c| c.borrow().as_ref().map_or(0, |c| c.staged));
+                    f(staged as i64);
                 }
             }
             // Nothing can be written any more; a record still pending here
@@ -271,6 +287,7 @@ pub(super) fn with_chains<R>(fxid: u64, f: impl FnOnce(&mut TxnChains) -> R) -> 
                 pending: Vec::new(),
                 inflight: Vec::new(),
                 staged: 0,
+                background: None,
             });
         }
         f(c.as_mut().expect("just set"))

@@ -450,6 +450,7 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
             );
         }
     }
+    note_drained(taken, full);
     (taken, full)
 }
 

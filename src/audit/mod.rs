@@ -46,6 +46,7 @@ pub fn init(preloaded: bool) {
     chain::set_commit_hooks(chain::CommitHooks {
         pre_commit: Some(stage_for_writer),
         committed_staged: Some(writer::wake),
+        drained: Some(writer::drained),
     });
     if preloaded {
         writer::init();

@@ -52,6 +52,10 @@ struct Slot {
 #[derive(Copy, Clone)]
 struct Writers {
     slots: [Slot; SLOTS],
+    /// Per database: records committed to the inbox and not chained yet,
+    /// as counted since the server started (kept apart from `slots`, which
+    /// a writer gives up when it exits).
+    backlog: [(u32, i64); SLOTS],
     /// Records chained by writers since the server started.
     chained: u64,
     /// Writer starts asked for, and refused (no free worker slot).
@@ -65,6 +69,7 @@ impl Default for Writers {
     fn default() -> Self {
         Writers {
             slots: [Slot::default(); SLOTS],
+            backlog: [(0, 0); SLOTS],
             chained: 0,
             started: 0,
             refused: 0,
@@ -89,9 +94,62 @@ pub fn init() {
     READY.store(true, Ordering::Relaxed);
 }
 
-/// Whether audited transactions leave their records to the writer.
+/// Whether audited transactions leave their records to the writer. Decided
+/// once per transaction: with the writer behind by more than
+/// `tenantguard.audit_background_max_backlog` records, a transaction chains
+/// its own records at commit instead (so the inbox stays bounded and
+/// committing transactions carry the cost the writer cannot).
 pub fn background() -> bool {
-    READY.load(Ordering::Relaxed) && gucs::AUDIT_BACKGROUND.get()
+    if !(READY.load(Ordering::Relaxed) && gucs::AUDIT_BACKGROUND.get()) {
+        return false;
+    }
+    // SAFETY: reads the top-level transaction id without assigning one.
+    let fxid = unsafe { pg_sys::GetTopFullTransactionIdIfAny().value };
+    if fxid == 0 {
+        return !over_backlog();
+    }
+    super::chain::with_chains(fxid, |c| {
+        *c.background.get_or_insert_with(|| !over_backlog())
+    })
+}
+
+/// Whether this database's writer is behind by more than the bound.
+fn over_backlog() -> bool {
+    let max = gucs::AUDIT_BACKGROUND_MAX_BACKLOG.get() as i64;
+    max > 0 && backlog_of(my_db()) > max
+}
+
+/// Records of `db` committed to the inbox and not chained yet.
+fn backlog_of(db: u32) -> i64 {
+    let w = WRITERS.share();
+    w.backlog
+        .iter()
+        .find(|(d, _)| *d == db)
+        .map_or(0, |(_, n)| *n)
+}
+
+/// After any drain of this database's inbox (the writer's, audit_flush(),
+/// the startup sweep): `n` records fewer wait; none if it found the inbox
+/// empty (counting afresh then also forgets what a crash or an aborted drain
+/// left in the count).
+pub fn drained(n: i64, more: bool) {
+    if READY.load(Ordering::Relaxed) {
+        add_backlog(my_db(), if more { -n } else { i64::MIN / 2 });
+    }
+}
+
+/// Count `n` records more (or, negative, fewer) waiting in `db`'s inbox.
+fn add_backlog(db: u32, n: i64) {
+    let mut w = WRITERS.exclusive();
+    let i = match w.backlog.iter().position(|(d, _)| *d == db) {
+        Some(i) => i,
+        None => match w.backlog.iter().position(|(d, _)| *d == 0) {
+            Some(i) => i,
+            None => return,
+        },
+    };
+    let v = (w.backlog[i].1 + n).max(0);
+    w.backlog[i] = (db, v);
 }
 
 fn now_us() -> i64 {
@@ -118,13 +176,14 @@ fn set_latch(proc_ptr: usize) {
     unsafe { pg_sys::SetLatch(&raw mut (*(proc_ptr as *mut pg_sys::PGPROC)).procLatch) };
 }
 
-/// After a commit that staged records: wake this database's writer, or
-/// start one. Never raises (it runs after the commit).
-pub fn wake() {
+/// After a commit that staged `staged` records: count them, wake this
+/// database's writer, or start one. Never raises (it runs after the commit).
+pub fn wake(staged: i64) {
     if !READY.load(Ordering::Relaxed) {
         return;
     }
     let db = my_db();
+    add_backlog(db, staged);
     let now = now_us();
     let busy = |s: &Slot| {
         alive(s)
@@ -295,6 +354,8 @@ pub fn report() -> serde_json::Value {
         "active": gucs::AUDIT_BACKGROUND.get(),
         "writer_running": running,
         "records_chained": w.chained,
+        "backlog": w.backlog.iter().find(|(d, _)| *d == db).map_or(0, |(_, n)| *n),
+        "max_backlog": gucs::AUDIT_BACKGROUND_MAX_BACKLOG.get(),
         "writers_started": w.started,
         "writer_starts_refused": w.refused,
         "writer_failures": w.failed,

@@ -277,6 +277,31 @@ q postgres "ALTER SYSTEM RESET tenantguard.audit_guard" >/dev/null; q postgres "
 q postgres "SELECT tenantguard.audit_flush()" >/dev/null
 check "failing writer: once the cause is gone, the records are chained in order" \
   test "$(q postgres "SELECT count(*) = 20 AND array_agg(seq ORDER BY (new_values ->> 'v')::int) = array_agg(seq ORDER BY seq) FROM tenantguard.audit_log WHERE tbl = 'public.bgw' AND (new_values ->> 'v')::int BETWEEN 4900 AND 4919")/$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = t/0
+# A bounded inbox: while the writer is held up (an admin's open audit_flush()
+# transaction holds the inbox), a transaction that finds more than
+# tenantguard.audit_background_max_backlog records waiting chains its own
+# records at commit, so the backlog stops growing.
+q postgres "ALTER SYSTEM SET tenantguard.audit_background_max_backlog = 3" >/dev/null
+q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+# A drain that finds the inbox empty (this one) starts the count afresh.
+q postgres "SELECT tenantguard.audit_flush()" >/dev/null
+q postgres "BEGIN; SELECT tenantguard.audit_flush(); SELECT pg_sleep(6); COMMIT;" >/dev/null 2>&1 &
+holder=$!
+sleep 1
+for i in 1 2 3 4 5 6; do
+  q app "BEGIN; SELECT tenantguard.set_context('$ACME') IS NULL; INSERT INTO bgw (v) VALUES (700$i); COMMIT;" >/dev/null
+done
+check "bounded inbox: with the writer held up, the first records wait in the inbox" \
+  test "$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")" = 4
+check "bounded inbox: beyond the bound, transactions chained their own records at commit" \
+  test "$(q postgres "SELECT string_agg(new_values ->> 'v', ',' ORDER BY seq) FROM tenantguard.audit_log WHERE tbl = 'public.bgw' AND (new_values ->> 'v')::int BETWEEN 7001 AND 7006")" = "7005,7006"
+check "bounded inbox: status() shows the backlog and its bound" \
+  test "$(q postgres "SELECT (tenantguard.status()->'audit_background'->>'backlog')::int >= 3 AND (tenantguard.status()->'audit_background'->>'max_backlog')::int = 3")" = t
+wait "$holder"
+q postgres "SELECT tenantguard.audit_flush()" >/dev/null
+check "bounded inbox: once the writer is free, everything is chained and verifies" \
+  test "$(q postgres "SELECT count(*) FROM tenantguard.audit_log WHERE tbl = 'public.bgw' AND (new_values ->> 'v')::int BETWEEN 7001 AND 7006")/$(q postgres "SELECT count(*) FROM tenantguard.audit_inbox")/$(q ops "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = 6/0/t
+q postgres "ALTER SYSTEM RESET tenantguard.audit_background_max_backlog" >/dev/null
 check "background: no server process crashed" bash -c "! grep -qE 'terminated by signal|PANIC' '$LOG'"
 q postgres "ALTER SYSTEM RESET tenantguard.audit_background" >/dev/null
 q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5

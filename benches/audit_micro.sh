@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The audit's own cost, without clients: one backend runs N transactions in
+# a procedure (set the context, one single-row INSERT, one single-row
+# UPDATE, COMMIT), so no round trip, no pgbench and no other session is in
+# the figure; what is left is the server's work per transaction, which is
+# what the audit adds. Steadier than any tps figure on this shared machine.
+# Variants, alternating, medians of BENCH_ROUNDS (3):
+#   none      no audit trigger
+#   tg        tenantguard, chained at commit
+#   subj      the same, the row's one personal column sealed per record
+#             image under its data subject's key (mark_subject)
+#   rowkey    tenantguard, without the trail's (tenant, tbl, row_key) index
+#   tg_bg     tenantguard, background writer: the loop's time plus the CPU
+#             time the writer spent until it had chained everything (it
+#             works on the other core meanwhile, so its time is added)
+#   AUDIT_MICRO_N (default 5000) transactions per run.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd); cd "$ROOT"
+N=${AUDIT_MICRO_N:-5000}
+. benches/setup_cluster.sh
+VARIANTS="none tg subj rowkey tg_bg"
+psqlb <<'SQL' >/dev/null
+CREATE TABLE toks (tid int PRIMARY KEY, token text);
+INSERT INTO toks SELECT i, tenantguard.sign_context(jsonb_build_object('tid', 't' || i, 'sub', 'user' || i, 'exp', 4000000000, 'iat', 1700000000))
+  FROM generate_series(1, 100) i;
+CREATE PROCEDURE run(tbl regclass, n int) LANGUAGE plpgsql AS $$
+DECLARE t int; k int; tok text;
+BEGIN
+  FOR i IN 1..n LOOP
+    t := 1 + (i * 7919) % 100; k := (i * 104729) % 10000;
+    SELECT token INTO tok FROM toks WHERE tid = t;
+    PERFORM set_config('tenantguard.context', tok, true);
+    EXECUTE format('INSERT INTO %s (tenant_id, payload) VALUES ($1, md5($2::text))', tbl) USING 't' || t, k;
+    EXECUTE format('UPDATE %s SET payload = md5(random()::text) WHERE id = $1', tbl) USING (t - 1) * 100 + k % 100 + 1;
+    COMMIT;
+  END LOOP;
+END $$;
+ALTER SYSTEM SET tenantguard.audit_guard = off; SELECT pg_reload_conf();
+SQL
+sleep 0.5
+for v in $VARIANTS; do
+  psqlb <<SQL >/dev/null
+CREATE TABLE m_$v (id bigserial PRIMARY KEY, tenant_id text NOT NULL, payload text);
+INSERT INTO m_$v (tenant_id, payload) SELECT 't' || ((g - 1) / 100 + 1), md5(g::text) FROM generate_series(1, 10000) g;
+SELECT setval('m_${v}_id_seq', 10001);
+SELECT count(*) FROM tenantguard.protect('m_$v');
+SQL
+done
+psqlb -c "DROP TRIGGER tenantguard_audit ON m_none" -c "DROP TRIGGER tenantguard_audit_truncate ON m_none" \
+      -c "SELECT tenantguard.mark_subject('m_subj', 'tenant_id', ARRAY['payload'])" \
+      -c "ALTER SYSTEM RESET tenantguard.audit_guard" -c "SELECT pg_reload_conf()" -c "VACUUM ANALYZE" >/dev/null
+# The rowkey variant: the trail's (tenant, tbl, row_key) index is dropped
+# just before its run and made again after it (as a superuser, with the
+# guard off), outside the measured time.
+inbox() { psqlb -c "SELECT coalesce(sum(cardinality(tenant)), 0) FROM tenantguard.audit_inbox"; }
+declare -A US
+writer_pid() { psqlb -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenantguard audit writer' AND datname = 'bench'"; }
+ticks() { [ -n "$1" ] || { echo 0; return; }; local f; f=$(cut -d')' -f2 "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }; set -- $f; echo $((${12} + ${13})); }
+one() { # one VARIANT: µs per transaction (for tg_bg, until chained)
+  local v=$1 s e bg=off
+  [ "$v" = tg_bg ] && bg=on
+  if [ "$v" = rowkey ]; then
+    psqlb -c "ALTER SYSTEM SET tenantguard.audit_guard = off" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
+    psqlb -c "DROP INDEX IF EXISTS tenantguard.audit_log_tenant_tbl_row_key_idx" >/dev/null
+    psqlb -c "ALTER SYSTEM RESET tenantguard.audit_guard" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
+  fi
+  local w0 w1 wpid
+  wpid=$(writer_pid); w0=$(ticks "$wpid")
+  s=$(date +%s%N)
+  psqlb -c "SET tenantguard.audit_background = $bg" -c "CALL run('m_$v', $N)" >/dev/null
+  e=$(date +%s%N)
+  local wus=0
+  if [ "$v" = tg_bg ]; then
+    while [ "$(inbox)" != 0 ]; do sleep 0.01; done
+    [ -n "$wpid" ] || { wpid=$(writer_pid); w0=0; }
+    w1=$(ticks "$wpid")
+    wus=$(( (w1 - w0) * 1000000 / $(getconf CLK_TCK) ))
+  fi
+  if [ "$v" = rowkey ]; then
+    psqlb -c "ALTER SYSTEM SET tenantguard.audit_guard = off" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
+    psqlb -c "CREATE INDEX audit_log_tenant_tbl_row_key_idx ON tenantguard.audit_log (tenant, tbl, row_key)" >/dev/null
+    psqlb -c "ALTER SYSTEM RESET tenantguard.audit_guard" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
+  fi
+  local us; us=$(awk -v a="$s" -v b="$e" -v w="$wus" -v n="$N" 'BEGIN {printf "%.1f", ((b - a) / 1000 + w) / n}')
+  US[$v]="${US[$v]:-} $us"
+  printf '   round %s  %-7s %7.1f us per transaction\n' "$ROUND" "$v" "$us"
+}
+echo "== audit, server side only: $N transactions of one INSERT + one UPDATE (2 audited rows) in one backend, $ROUNDS rounds"
+for ROUND in $(seq 1 "$ROUNDS"); do
+  set -- $VARIANTS; n=$#
+  for k in $(seq 0 $((n - 1))); do i=$(( (k + ROUND - 1) % n + 1 )); one "${!i}"; done
+done
+base=$(median ${US[none]})
+echo
+echo "| variant | µs per transaction | extra per audited row |"
+echo "|---|---|---|"
+for v in $VARIANTS; do
+  m=$(median ${US[$v]})
+  echo "| $v | $m | $(awk -v a="$m" -v b="$base" 'BEGIN {printf "%+.1f", (a - b) / 2}') µs |"
+done
+echo "chains verify: $(psqlb -c "SELECT bool_and(ok) FROM tenantguard.verify_audit()")"
