@@ -263,10 +263,11 @@ const OWNER_CHECKS: &[(&str, &str, &str)] = &[
 ];
 
 /// Data subjects (once their table exists: 0.2.0's SQL).
-const SUBJECT_CHECKS: &[(&str, &str, &str)] = &[(
-    "TG023",
-    "warning",
-    r#"
+const SUBJECT_CHECKS: &[(&str, &str, &str)] = &[
+    (
+        "TG023",
+        "warning",
+        r#"
         SELECT format('%I.%I', n.nspname, c.relname),
                format('protected table with columns that look personal (%s) and no data-subject declaration: they enter the audit trail in clear, and no request can export or erase them', string_agg(a.attname, ', ' ORDER BY a.attnum)),
                format('SELECT tenantguard.mark_subject(%L, %L, %L);', format('%I.%I', n.nspname, c.relname),
@@ -282,7 +283,18 @@ const SUBJECT_CHECKS: &[(&str, &str, &str)] = &[(
            AND a.attname <> c.tenant_column
            AND NOT EXISTS (SELECT 1 FROM tenantguard.subject_table st WHERE st.relid = c.oid)
          GROUP BY n.nspname, c.relname, c.oid"#,
-)];
+    ),
+    (
+        "TG024",
+        "warning",
+        r#"
+        SELECT format('database %I', current_database()),
+               'data subjects are declared but tenantguard.audit_seal_actor is off: every record names its actor, client address and user agent in clear, and erase_subject() leaves them',
+               format('ALTER DATABASE %I SET tenantguard.audit_seal_actor = on;', current_database())
+         WHERE EXISTS (SELECT 1 FROM tenantguard.subject_table)
+           AND NOT pg_catalog.current_setting('tenantguard.audit_seal_actor')::boolean"#,
+    ),
+];
 
 /// On a Citus cluster (run only where Citus's metadata exists).
 const CITUS_CHECKS: &[(&str, &str, &str)] = &[

@@ -104,6 +104,11 @@ check "retention: progress in status()" \
 check "retention: each purged row is audited, the run is on the security trail" \
   test "$(q postgres "SELECT tenantguard.audit_flush() >= 0; SELECT count(*) FROM tenantguard.audit_log WHERE tbl = 'public.events' AND action = 'DELETE'" | tail -1):$(q postgres "SELECT count(*) FROM tenantguard.security_log WHERE event = 'retention_purged'")" = "2471:1"
 
+check "lint(): TG024, subjects declared but actors not sealed, with the fix" \
+  has "$(q postgres "SELECT fix FROM tenantguard.lint() WHERE code = 'TG024'")" "SET tenantguard.audit_seal_actor = on"
+check "lint(): ... not with the setting on" \
+  test "$(q postgres "SET tenantguard.audit_seal_actor = on; SELECT count(*) FROM tenantguard.lint() WHERE code = 'TG024'")" = 0
+
 # The actor is a data subject too (tenantguard.audit_seal_actor): who acted,
 # from where and with what, sealed under the actor's key; an auditor (only)
 # exports the trail decrypted; erasing the actor makes it unreadable.
