@@ -85,15 +85,6 @@ done
 psqlb -c "ALTER SYSTEM RESET tenantguard.audit_guard" -c "SELECT pg_reload_conf()" -c "VACUUM ANALYZE" >/dev/null
 
 postmaster=$(head -n 1 "$DATA/postmaster.pid")
-ticks() { # utime+stime (clock ticks) of the given pids
-  local t=0 p f
-  for p in "$@"; do
-    f=$(cut -d')' -f2 "/proc/$p/stat" 2>/dev/null) || continue
-    set -- $f
-    t=$((t + ${12} + ${13}))
-  done
-  echo "$t"
-}
 # Per-pid ticks as "pid:ticks" words, and the ticks spent between two such
 # readings: a process alive at both counts its difference, one started in
 # between counts whole, one that ended in between counts what it had spent
@@ -123,9 +114,9 @@ run() {
   local backends others b1 o1 x1 x2 b2 backlog t_end t_done o2 n tps
   backends=$(psqlb -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' AND backend_type = 'client backend'")
   others=$(pgrep -P "$postmaster" | grep -vxF "$backends" || true)
-  b1=$(ticks $backends); o1=$(snap $others); x1=$(lastid "$v"); backlog=$(inbox)
+  b1=$(backend_ticks $backends); o1=$(snap $others); x1=$(lastid "$v"); backlog=$(inbox)
   sleep $((s - 3))
-  b2=$(ticks $backends); x2=$(lastid "$v")
+  b2=$(backend_ticks $backends); x2=$(lastid "$v")
   wait $pg || { echo "pgbench failed for $v:"; tail -5 "$log"; exit 1; }
   t_end=$(date +%s.%N)
   while [ "$(inbox)" != 0 ]; do sleep 0.05; done

@@ -55,7 +55,7 @@ psqlb -c "DROP TRIGGER tenantguard_audit ON m_none" -c "DROP TRIGGER tenantguard
 inbox() { psqlb -c "SELECT coalesce(sum(cardinality(tenant)), 0) FROM tenantguard.audit_inbox"; }
 declare -A US
 writer_pid() { psqlb -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenantguard audit writer' AND datname = 'bench'"; }
-ticks() { [ -n "$1" ] || { echo 0; return; }; local f; f=$(cut -d')' -f2 "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }; set -- $f; echo $((${12} + ${13})); }
+
 one() { # one VARIANT: µs per transaction (for tg_bg, until chained)
   local v=$1 s e bg=off
   [ "$v" = tg_bg ] && bg=on
@@ -65,7 +65,7 @@ one() { # one VARIANT: µs per transaction (for tg_bg, until chained)
     psqlb -c "ALTER SYSTEM RESET tenantguard.audit_guard" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
   fi
   local w0 w1 wpid
-  wpid=$(writer_pid); w0=$(ticks "$wpid")
+  wpid=$(writer_pid); w0=$(backend_ticks $wpid)
   s=$(date +%s%N)
   psqlb -c "SET tenantguard.audit_background = $bg" -c "CALL run('m_$v', $N)" >/dev/null
   e=$(date +%s%N)
@@ -73,7 +73,7 @@ one() { # one VARIANT: µs per transaction (for tg_bg, until chained)
   if [ "$v" = tg_bg ]; then
     while [ "$(inbox)" != 0 ]; do sleep 0.01; done
     [ -n "$wpid" ] || { wpid=$(writer_pid); w0=0; }
-    w1=$(ticks "$wpid")
+    w1=$(backend_ticks $wpid)
     wus=$(( (w1 - w0) * 1000000 / $(getconf CLK_TCK) ))
   fi
   if [ "$v" = rowkey ]; then

@@ -188,7 +188,8 @@ pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
 
 /// [`with_guc`] for several settings at once (one nest level).
 pub fn with_gucs<R>(settings: &[(&std::ffi::CStr, &std::ffi::CStr)], f: impl FnOnce() -> R) -> R {
-    // SAFETY: as in `with_guc`.
+    // SAFETY: the same sequence fmgr_security_definer uses; on error the
+    // (sub)transaction abort pops the GUC nest level.
     unsafe {
         let level = pg_sys::NewGUCNestLevel();
         for (name, value) in settings {
@@ -212,24 +213,7 @@ pub fn with_gucs<R>(settings: &[(&std::ffi::CStr, &std::ffi::CStr)], f: impl FnO
 /// Run `f` with one GUC set for its duration (restored afterwards, and by
 /// the (sub)transaction abort on error). Not for parallel mode.
 pub fn with_guc<R>(name: &std::ffi::CStr, value: &std::ffi::CStr, f: impl FnOnce() -> R) -> R {
-    // SAFETY: the same sequence fmgr_security_definer uses; on error the
-    // (sub)transaction abort pops the GUC nest level.
-    unsafe {
-        let level = pg_sys::NewGUCNestLevel();
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-        let r = f();
-        pg_sys::AtEOXact_GUC(true, level);
-        r
-    }
+    with_gucs(&[(name, value)], f)
 }
 
 /// Whether [`select_latest`] reads what is committed now. Not in parallel
