@@ -144,7 +144,7 @@ pub fn append(e: Entry) -> i64 {
         )
     });
     if COMMITTING.with(|c| c.get()) {
-        flush_lagging_heads();
+        flush_all_pending();
     }
     id
 }
@@ -252,7 +252,7 @@ pub(super) fn capture(e: Entry, batch: bool) {
         batch && c.pending.len() >= BATCH
     });
     if batch && COMMITTING.with(|c| c.get()) {
-        flush_lagging_heads();
+        flush_all_pending();
     } else if full && super::writer::background() {
         stage_pending();
     } else if full {
@@ -587,7 +587,7 @@ pub(super) fn audit_flush() -> i64 {
         } else {
             0
         };
-    flush_lagging_heads();
+    flush_all_pending();
     n
 }
 

@@ -236,7 +236,7 @@ unsafe extern "C-unwind" fn xact_callback(
             if let Some(f) = HOOKS.with(|h| h.get().pre_commit) {
                 f();
             }
-            flush_lagging_heads()
+            flush_all_pending()
         }
         XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE => {
             COMMITTING.with(|c| c.set(false));
@@ -319,7 +319,7 @@ pub(super) fn with_statement_snapshot<R>(f: impl FnOnce() -> R) -> R {
 /// Write every record this transaction still holds (their heads move with
 /// them). Runs before commit and PREPARE, and before this backend reads
 /// the trail or its heads.
-pub fn flush_lagging_heads() {
+pub fn flush_all_pending() {
     flush_pending();
 }
 

@@ -238,7 +238,7 @@ pub fn drain_inbox_for_read() {
 /// what waits in the inbox, then bring this transaction's heads up to date.
 pub fn trail_up_to_date() {
     drain_inbox_for_read();
-    flush_lagging_heads();
+    flush_all_pending();
 }
 
 /// Chain the records of up to `limit` inbox rows (None: all) that committed

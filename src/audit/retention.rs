@@ -43,7 +43,7 @@ pub(super) fn drop_audit_partition(
     ),
 > {
     drain_inbox(None);
-    flush_lagging_heads();
+    flush_all_pending();
     let oid = partition.oid();
     // Close it (the lock stays until the end of the transaction), or DROP
     // sees the relation in use.

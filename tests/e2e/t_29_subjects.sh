@@ -112,6 +112,10 @@ check "lint(): ... not with the setting on" \
 # The actor is a data subject too (tenantguard.audit_seal_actor): who acted,
 # from where and with what, sealed under the actor's key; an auditor (only)
 # exports the trail decrypted; erasing the actor makes it unreadable.
+out=$(q_err app "SET tenantguard.audit_seal_actor = off" 2>&1)
+check "actor: the app role cannot turn sealing off for its session" has "$out" "permission denied"
+out=$(q_err app "SET tenantguard.audit_background_max_backlog = 0" 2>&1)
+check "audit: the app role cannot lift the background backlog's bound" has "$out" "cannot be changed now\|permission denied"
 q postgres "ALTER ROLE app SET tenantguard.audit_seal_actor = on;
   CREATE ROLE auditor LOGIN IN ROLE tenantguard_auditor;
   GRANT SELECT, INSERT, UPDATE, DELETE ON contacts TO app;" >/dev/null
