@@ -95,15 +95,6 @@ fn begin_bypass(
     if reason_s.is_empty() {
         refuse("a non-empty reason is required", reason_s);
     }
-    if crate::spi::citus_loaded() && crate::spi::citus_metadata() {
-        // The per-backend secret cannot reach Citus's workers: there the
-        // bypass policy would be false, and a query would silently return
-        // one tenant's rows (with a context) or none. Refused, not wrong.
-        crate::error::raise_msg(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            "tenantguard: bypass is not supported on a Citus cluster yet: the workers cannot verify this backend's secret, so a bypassing query would silently see one tenant or none (docs/operations.md, Citus)",
-        );
-    }
     let ttl_us = match ttl {
         Some(i) => i.as_micros(),
         None => refuse("a ttl is required", reason_s),
@@ -116,18 +107,73 @@ fn begin_bypass(
         );
     }
     let expires_us = bypass_state::now_us() + ttl_us as i64;
+    let citus = (crate::spi::citus_loaded() && crate::spi::citus_metadata())
+        .then(|| citus_grant(expires_us));
     // SAFETY: reads the current transaction nesting level.
     let nest_level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
     bypass_state::start(expires_us, nest_level);
     let until = std::ffi::CString::new(expires_us.to_string()).expect("digits");
     bypass_state::set_leader_bypass(&until);
-    let detail = serde_json::json!({
+    let mut detail = serde_json::json!({
         "reason": reason_s,
         "ttl_seconds": (ttl_us / 1_000_000) as i64,
         "session_role": spi::session_role_name(),
     });
+    if let Some((grant, (node, txn, _))) = citus {
+        // The workers honour it for this distributed transaction only, in
+        // one connection per node (a second connection presenting it would
+        // be refused there as a replay): the transaction keeps to one.
+        spi::citus_set_local("citus.max_adaptive_executor_pool_size", "1");
+        bypass_state::with_own_grant(|| spi::citus_set_local("tenantguard.bypass_grant", &grant));
+        detail["citus_transaction"] = serde_json::json!({"initiator_node": node, "number": txn});
+    }
     alert_json("bypass_begin", "bypass", reason_s, detail.clone());
     seclog::record("bypass_begin", None, detail);
+}
+
+/// On a Citus coordinator: the grant that carries this transaction's
+/// bypass to the workers (`tenantguard_core::bypass_grant`), and the
+/// distributed transaction it is bound to.
+fn citus_grant(expires_us: i64) -> (String, (i32, u64, i64)) {
+    use tenantguard_core::bypass_grant::{derive_key, mint, Binding, Grant};
+    // SAFETY: reads the transaction state.
+    if !unsafe { pg_sys::IsTransactionBlock() } {
+        crate::error::raise_msg(
+            PgSqlErrorCode::ERRCODE_NO_ACTIVE_SQL_TRANSACTION,
+            "tenantguard: on a Citus cluster, begin_bypass() must run inside a transaction block (BEGIN): the workers honour a bypass for its distributed transaction only",
+        );
+    }
+    let key = match crate::keys::master_keyring().primary() {
+        Ok(k) => derive_key(&k.material),
+        Err(_) => crate::error::raise_msg(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "tenantguard: bypass on a Citus cluster needs tenantguard.master_key (the same on every node): it signs the grant the workers verify",
+        ),
+    };
+    let Some(binding) = spi::citus_begin_distributed() else {
+        crate::error::raise_msg(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "tenantguard: Citus gave this transaction no distributed transaction id",
+        )
+    };
+    let mut nonce = [0u8; 16];
+    getrandom::getrandom(&mut nonce).unwrap_or_else(|e| {
+        crate::error::raise_msg(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("tenantguard: OS random number generator failed: {e}"),
+        )
+    });
+    let g = Grant {
+        binding: Binding {
+            node: binding.0,
+            txn: binding.1,
+            stamp_us: binding.2,
+        },
+        expires_us,
+        nonce,
+        role: spi::current_role_name().unwrap_or_default(),
+    };
+    (mint(&key, &g, bypass_state::visible_query_bytes()), binding)
 }
 
 /// End bypass now.
@@ -136,6 +182,9 @@ fn end_bypass() {
     if bypass_state::started() {
         bypass_state::clear();
         bypass_state::set_leader_bypass(c"");
+        if crate::spi::citus_loaded() && crate::spi::citus_metadata() {
+            bypass_state::with_own_grant(|| spi::citus_set_local("tenantguard.bypass_grant", ""));
+        }
         seclog::record("bypass_end", None, serde_json::json!({}));
     }
 }

@@ -55,3 +55,24 @@ pub unsafe fn guc_release(p: *mut c_void) {
     // SAFETY: p came from guc_malloc().
     unsafe { pg_sys::guc_free(p) }
 }
+
+/// This backend's local transaction id (the number of its virtual
+/// transaction id): tells one transaction of the backend from the next
+/// without assigning an XID. PG 17 moved it into `PGPROC.vxid`.
+pub fn local_transaction_id() -> u32 {
+    // SAFETY: MyProc is this backend's PGPROC, set before any SQL runs.
+    unsafe {
+        let p = pg_sys::MyProc;
+        if p.is_null() {
+            return 0;
+        }
+        #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+        {
+            (*p).lxid
+        }
+        #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16")))]
+        {
+            (*p).vxid.lxid
+        }
+    }
+}

@@ -122,6 +122,7 @@ pub struct Hooks {
     pub audit_keys: StringHooks,
     pub master_key: StringHooks,
     pub leader_bypass: StringHooks,
+    pub bypass_grant: StringHooks,
     pub context: StringHooks,
 }
 
@@ -180,6 +181,17 @@ pub fn init(h: Hooks) {
             h.leader_bypass.show,
         );
         GucRegistry::define_string_guc_with_hooks(
+            c"tenantguard.bypass_grant",
+            c"Internal, on Citus: the signed grant of the coordinator's bypass, for this distributed transaction.",
+            c"Set by begin_bypass() on the coordinator, forwarded by Citus; a worker verifies it, binds it to the distributed transaction and lets one connection use it.",
+            &BYPASS_GRANT,
+            GucContext::Userset,
+            GucFlags::NO_SHOW_ALL | GucFlags::NO_RESET_ALL | GucFlags::NOT_WHILE_SEC_REST,
+            h.bypass_grant.check,
+            h.bypass_grant.assign,
+            h.bypass_grant.show,
+        );
+        GucRegistry::define_string_guc_with_hooks(
             c"tenantguard.context",
             c"The signed tenant context token of this transaction.",
             c"Set through tenantguard.set_context(); every value is verified when set.",
@@ -201,6 +213,14 @@ pub fn init(h: Hooks) {
 /// leader, admits the rows) and fails with `no tenant context` otherwise.
 /// It grants nothing: the secret stays in the leader.
 pub static LEADER_BYPASS: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
+
+/// On Citus: the coordinator's bypass grant for this distributed
+/// transaction (`context::bypass_state`). USERSET because Citus forwards it
+/// as the application's own `SET LOCAL`; the check hook refuses any value
+/// that is not a live grant minted for this role, and lets one connection
+/// per node take each one up.
+pub static BYPASS_GRANT: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
 
 pub fn reserve_prefix() {

@@ -77,6 +77,7 @@ pub extern "C-unwind" fn _PG_init() {
         audit_keys,
         master_key,
         leader_bypass: context::bypass_state::hooks(),
+        bypass_grant: context::bypass_state::grant_hooks(),
         context: context::guc::hooks(),
     });
     gucs::init_limits(preloaded);
@@ -88,6 +89,7 @@ pub extern "C-unwind" fn _PG_init() {
     authz::init();
     subjects::init();
     if preloaded {
+        context::bypass_state::init_shmem();
         guard_hook::init();
         alerts::init();
         heartbeat::init();

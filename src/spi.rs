@@ -106,6 +106,100 @@ pub fn citus_loaded() -> bool {
     }
 }
 
+/// Citus's `DistributedTransactionId` (transaction_identifier.h, unchanged
+/// since Citus 7): the distributed transaction this backend takes part in.
+#[repr(C)]
+struct CitusTransactionId {
+    initiator_node: i32,
+    originator: bool,
+    number: u64,
+    stamp: pg_sys::TimestampTz,
+}
+
+/// A function of the loaded Citus library, by its C symbol; None when Citus
+/// is not loaded or has no such symbol.
+fn citus_symbol(name: &CStr) -> Option<*mut std::ffi::c_void> {
+    if !citus_loaded() {
+        return None;
+    }
+    // SAFETY: Citus is loaded (preloaded), so this finds the same handle;
+    // signalNotFound=false returns NULL for a missing symbol.
+    let p = unsafe {
+        pg_sys::load_external_function(
+            c"citus".as_ptr(),
+            name.as_ptr(),
+            false,
+            std::ptr::null_mut(),
+        )
+    };
+    (!p.is_null()).then_some(p)
+}
+
+/// The distributed transaction this backend takes part in, as (initiator
+/// node, transaction number, start stamp): what Citus assigns on every
+/// connection of one distributed transaction. None outside one, or without
+/// Citus.
+pub fn citus_transaction() -> Option<(i32, u64, i64)> {
+    let f = citus_symbol(c"GetCurrentDistributedTransactionId")?;
+    // SAFETY: the symbol is `DistributedTransactionId *
+    // GetCurrentDistributedTransactionId(void)`, which pallocs a copy of this
+    // backend's id under its spinlock; it takes no arguments, so calling it
+    // through this pointer type with a null argument is sound on the C ABI.
+    let id = unsafe {
+        let g: unsafe extern "C-unwind" fn() -> *mut CitusTransactionId = std::mem::transmute(f);
+        let p = pgrx::pg_sys::ffi::pg_guard_ffi_boundary(|| g());
+        if p.is_null() {
+            return None;
+        }
+        let id = std::ptr::read(p);
+        pg_sys::pfree(p.cast());
+        id
+    };
+    (id.number != 0).then_some((id.initiator_node, id.number, id.stamp))
+}
+
+/// On a Citus coordinator: make this transaction a distributed one now (as
+/// Citus does before it first reaches a worker), so it has its id.
+pub fn citus_begin_distributed() -> Option<(i32, u64, i64)> {
+    let f = citus_symbol(c"UseCoordinatedTransaction")?;
+    // SAFETY: `void UseCoordinatedTransaction(void)`: returns at once if the
+    // transaction is already coordinated, raises (through pgrx's guard) if
+    // it cannot start.
+    unsafe {
+        let g: unsafe extern "C-unwind" fn() = std::mem::transmute(f);
+        pgrx::pg_sys::ffi::pg_guard_ffi_boundary(|| g());
+    }
+    citus_transaction()
+}
+
+/// On Citus: `SET LOCAL setting = value` as a statement, which Citus
+/// forwards to every worker connection of the transaction (it forwards
+/// these, with `citus.propagate_set_commands = 'local'`, and not
+/// `set_config()`). The setting is one of ours, named by the caller; the
+/// value is quoted as a literal (SET takes no parameters).
+pub fn citus_set_local(setting: &'static str, value: &str) {
+    let run = |sql: &str| {
+        pgrx::spi::Spi::run(sql).unwrap_or_else(|e| {
+            crate::error::raise_msg(
+                pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("tenantguard: {e}"),
+            )
+        })
+    };
+    // SAFETY: a GUC lookup with missing_ok.
+    let forwarding = unsafe {
+        let p = pg_sys::GetConfigOption(c"citus.propagate_set_commands".as_ptr(), true, false);
+        !p.is_null() && CStr::from_ptr(p).to_bytes() == b"local"
+    };
+    if !forwarding {
+        run("SET LOCAL citus.propagate_set_commands = 'local'");
+    }
+    run(&format!(
+        "SET LOCAL {setting} = {}",
+        pgrx::spi::quote_literal(value)
+    ));
+}
+
 /// Whether Citus's metadata exists in this database (CREATE EXTENSION citus).
 pub fn citus_metadata() -> bool {
     // SAFETY: a catalog lookup with missing_ok semantics.

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod authz;
+pub mod bypass_grant;
 pub mod chain;
 pub mod compile;
 pub mod cond;

@@ -460,31 +460,9 @@ fn set_context(token: &str, is_local: default!(bool, true)) {
         )
     });
     if is_local && crate::spi::citus_loaded() {
-        // Citus forwards to its workers the SET LOCAL statements it sees in
-        // a transaction block (citus.propagate_set_commands = 'local'), not
-        // set_config(): so on Citus the context is set by that statement,
-        // which the check hook verifies as any other. The token is quoted
-        // as a literal (SET takes no parameters); it is base64url and dots.
-        let run = |sql: &str| {
-            Spi::run(sql).unwrap_or_else(|e| {
-                crate::error::raise_msg(
-                    PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                    format!("tenantguard: {e}"),
-                )
-            })
-        };
-        // SAFETY: a GUC lookup; Citus is loaded, so it exists.
-        let mode = unsafe {
-            let p = pg_sys::GetConfigOption(c"citus.propagate_set_commands".as_ptr(), true, false);
-            (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_bytes() == b"local")
-        };
-        if mode != Some(true) {
-            run("SET LOCAL citus.propagate_set_commands = 'local'");
-        }
-        run(&format!(
-            "SET LOCAL tenantguard.context = {}",
-            pgrx::spi::quote_literal(token)
-        ));
+        // On Citus the context must reach the workers, which verify the
+        // token again in the same check hook.
+        crate::spi::citus_set_local("tenantguard.context", token);
         return;
     }
     let action = if is_local {

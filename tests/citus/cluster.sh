@@ -128,10 +128,66 @@ coord q ops "SELECT tenantguard.shred_tenant('acme')" >/dev/null
 out=$(w1 q_err app "BEGIN; $CTX SELECT count(tenantguard.decrypt_text(secret, 'docs.' || id)) FROM docs WHERE secret IS NOT NULL; COMMIT;" 2>&1)
 check "decrypt(): a tenant shredded on the coordinator no longer decrypts on a worker" has "$out" "22000\|shredded\|decryption failed"
 
-# Bypass fails closed, with a clear error (the secret cannot travel).
+# Bypass across nodes: the coordinator checks the secret and sends the
+# workers a grant signed under the master key, bound to the distributed
+# transaction and the role, which one connection per node takes up.
 coord q postgres "CREATE ROLE maint LOGIN IN ROLE tenantguard_bypass; GRANT SELECT ON docs TO maint" >/dev/null
-out=$(coord q_err maint "SELECT tenantguard.begin_bypass(tenantguard.bypass_secret(), 'reindex', '1 minute')" 2>&1)
-check "bypass: refused on Citus (0A000), never silently one tenant" has "$out" "not supported on a Citus cluster"
+ALL=$(coord q postgres "SELECT count(*) FROM docs")
+GX=$(coord q postgres "SELECT count(*) FROM docs WHERE tenant_id = 'globex'")
+BYP="SELECT tenantguard.begin_bypass(tenantguard.bypass_secret(), 'reindex', '1 minute') IS NULL;"
+check "bypass: a multi-shard query sees every tenant's rows on every node ($ALL)" \
+  test "$(coord q maint "BEGIN; $BYP SELECT count(*) FROM docs; COMMIT;" | tail -1)" = "$ALL"
+check "bypass: ... also with a context set: every tenant, not the context's" \
+  test "$(coord q maint "BEGIN; $CTX $BYP SELECT count(*) FROM docs; COMMIT;" | tail -1)" = "$ALL"
+check "bypass: a router query reaches another tenant's shard" \
+  test "$(coord q maint "BEGIN; $CTX $BYP SELECT count(*) FROM docs WHERE tenant_id = 'globex'; COMMIT;" | tail -1)" = "$GX"
+check "bypass: recorded on the security trail with its distributed transaction" \
+  test "$(coord q postgres "SELECT count(*) > 0 FROM tenantguard.security_log WHERE event = 'bypass_begin' AND detail ? 'citus_transaction' AND detail->>'reason' = 'reindex'")" = "t"
+out=$(coord q_err maint "$BYP" 2>&1)
+check "bypass: outside a transaction block it is refused on Citus (a grant serves one transaction)" has "$out" "transaction block"
+out=$(coord q_err maint "BEGIN; $BYP SELECT count(*) FROM docs; COMMIT; SELECT count(*) FROM docs;" 2>&1)
+check "bypass: it ends with its transaction on every node: the next query fails closed" has "$out" "no tenant context"
+out=$(coord q_err maint "BEGIN; $BYP SELECT count(*) FROM docs; SELECT tenantguard.end_bypass(); SELECT count(*) FROM docs; COMMIT;" 2>&1)
+check "bypass: end_bypass() ends it on the workers as well" has "$out" "no tenant context"
+out=$(coord q_err maint "BEGIN; SELECT tenantguard.begin_bypass(tenantguard.bypass_secret(), 'short', '1 second') IS NULL; SELECT count(*) FROM docs; SELECT pg_sleep(1.2); SELECT count(*) FROM docs; COMMIT;" 2>&1)
+check "bypass: past its ttl it ends on every node, within the transaction" has "$out" "no tenant context"
+# A real grant, as the workers receive it (the coordinator's own session
+# logs what it sends).
+fifo=$CDIR/byp.fifo; rm -f "$fifo"; mkfifo "$fifo"
+( psql -X -At -h "$CDIR/sock" -p "$CPORT" -U maint -d postgres <"$fifo" >"$CDIR/byp.out" 2>&1 ) &
+exec 7>"$fifo"
+echo "SET citus.log_remote_commands = on; BEGIN; $BYP SELECT 'held:' || count(*) FROM docs; SHOW tenantguard.bypass_grant;" >&7
+for _ in $(seq 50); do grep -q "held:" "$CDIR/byp.out" && break; sleep 0.1; done
+G=$(grep -o "tgbg1\.[-0-9a-f.]*" "$CDIR/byp.out" | head -1)
+ASSIGN=$(grep -o "assign_distributed_transaction_id([^)]*)" "$CDIR/byp.out" | head -1)
+check "bypass: the transaction holds it on both workers (a grant was sent: ${#G} bytes)" grep -q "held:$ALL" "$CDIR/byp.out"
+check "bypass: SHOW prints no grant" grep -q "^(a bypass grant)$" "$CDIR/byp.out"
+MAC=${G##*.}
+check "bypass: the grant's MAC starts past what pg_stat_activity keeps of a query (track_activity_query_size)" \
+  test $(( ${#G} - ${#MAC} )) -ge "$(w1 q postgres "SELECT setting FROM pg_settings WHERE name = 'track_activity_query_size'")"
+out=$(w1 q_err app "BEGIN; SELECT $ASSIGN; SET LOCAL tenantguard.bypass_grant = '$G'; SELECT count(*) FROM docs; COMMIT;" 2>&1)
+check "bypass attack: the app role replaying the grant on a worker is refused (another role's)" has "$out" "for another role"
+out=$(w1 q_err maint "BEGIN; SELECT $ASSIGN; SET LOCAL tenantguard.bypass_grant = '$G'; COMMIT;" 2>&1)
+check "bypass attack: replaying it in another session of its role, same distributed transaction, is refused" has "$out" "already taken up by another session"
+TAMPERED=$(printf '%s' "$G" | awk -F. 'BEGIN{OFS="."} {$3 = $3 + 1; print}')
+out=$(w2 q_err maint "BEGIN; SET LOCAL tenantguard.bypass_grant = '$TAMPERED'; COMMIT;" 2>&1)
+check "bypass attack: a grant altered to another transaction is refused" has "$out" "signature does not verify"
+# Forged: the same fields, signed the same way under the key the app knows
+# (its HS256 signing key) instead of the master key.
+HEAD=$(printf '%s' "$G" | cut -d. -f1-7)
+FK=$(printf '%s' 'tenantguard bypass grant v1' | openssl dgst -sha256 -mac HMAC -macopt "key:dev-signing-key-never-use-in-production-0001" | awk '{print $NF}')
+FMAC=$(printf '%s' "$HEAD" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$FK" | awk '{print $NF}')
+FORGED="$HEAD.$(printf -- '-%.0s' $(seq 1100)).$FMAC"
+out=$(w2 q_err maint "BEGIN; SELECT $ASSIGN; SET LOCAL tenantguard.bypass_grant = '$FORGED'; COMMIT;" 2>&1)
+check "bypass attack: a grant forged under the signing key is refused" has "$out" "signature does not verify"
+out=$(w1 q_err app "BEGIN; SET LOCAL tenantguard.bypass_grant = 'tgbg1.0.1.2.4000000000000000.00.00.-.00'; COMMIT;" 2>&1)
+check "bypass attack: a value set by hand is refused" has "$out" "not a bypass grant\|signature"
+echo "COMMIT;" >&7; exec 7>&-; wait
+out=$(w1 q_err maint "BEGIN; SELECT $ASSIGN; SET LOCAL tenantguard.bypass_grant = '$G'; COMMIT;" 2>&1)
+check "bypass attack: replaying it on a worker after commit is refused" has "$out" "already taken up by another session"
+out=$(coord q_err maint "BEGIN; SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL tenantguard.bypass_grant = '$G'; SELECT count(*) FROM docs; COMMIT;" 2>&1)
+check "bypass attack: replaying it through the coordinator in a new transaction is refused ($(printf '%s' "$out" | grep -o 'already taken up\|no tenant context' | head -1))" \
+  has "$out" "already taken up\|no tenant context"
 # COPY: Citus refuses COPY into a table with RLS; multi-row INSERT is the route.
 out=$(coord q_err app "BEGIN; $CTX COPY docs (id, body) FROM PROGRAM 'true'; COMMIT;" 2>&1)
 check "copy: COPY into a protected distributed table is refused" has "$out" "ERROR"

@@ -24,3 +24,7 @@ check "secret never in the server log (log_statement = all)" bash -c "! grep -q 
 check "bypass_begin logged with its reason" grep -q '"event":"bypass_begin".*e2e: nightly roll-up' "$LOG"
 check "bypass_begin on the security trail" test "$(q postgres "SELECT count(*) FROM tenantguard.security_log WHERE event = 'bypass_begin' AND detail->>'reason' = 'e2e: nightly roll-up'")" = "1"
 q postgres "ALTER SYSTEM RESET log_statement" && q postgres "SELECT pg_reload_conf()" >/dev/null
+# The Citus grant setting on one node: the app role cannot make a grant.
+out=$(q_err app "BEGIN; SET LOCAL tenantguard.bypass_grant = 'tgbg1.0.1.2.4000000000000000.00000000000000000000000000000000.617070.-.00'; COMMIT;" 2>&1)
+check "bypass grant: a value set by hand is refused (42501)" has "$out" "bypass refused: \(not a bypass grant\|the bypass grant.s signature does not verify\)"
+check "bypass grant: empty is the only value the app role can set" test "$(q app "SET tenantguard.bypass_grant = ''; SELECT tenantguard.bypassing()")" = "f"
