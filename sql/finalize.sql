@@ -150,6 +150,10 @@ REVOKE ALL ON FUNCTION tenantguard.audit_add_partitions(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenantguard.verify_audit(text), tenantguard.verify_audit_against(jsonb),
     tenantguard.export_audit(text, timestamptz, timestamptz, boolean), tenantguard.audit_digest()
     TO tenantguard_admin, tenantguard_auditor;
+REVOKE ALL ON FUNCTION tenantguard.citus_verify_audit(text), tenantguard.citus_audit_digest(),
+    tenantguard.citus_export_audit(text, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantguard.citus_verify_audit(text), tenantguard.citus_audit_digest(),
+    tenantguard.citus_export_audit(text, timestamptz, timestamptz) TO tenantguard_admin, tenantguard_auditor;
 CREATE TRIGGER tenantguard_audit_security AFTER INSERT ON tenantguard.security_log
     FOR EACH ROW EXECUTE FUNCTION tenantguard.security_chain();
 ALTER TABLE tenantguard.security_log ENABLE ALWAYS TRIGGER tenantguard_audit_security;

@@ -856,3 +856,39 @@ REVOKE ALL ON FUNCTION tenantguard.export_audit(text, timestamptz, timestamptz, 
 GRANT EXECUTE ON FUNCTION tenantguard.verify_audit(text), tenantguard.verify_audit_against(jsonb),
     tenantguard.export_audit(text, timestamptz, timestamptz, boolean), tenantguard.audit_digest()
     TO tenantguard_admin, tenantguard_auditor;
+
+-- The trail of a Citus cluster (issue 23): the audit triggers fire on the
+-- shards, each node chains its shards' writes; these read every node.
+CREATE FUNCTION tenantguard."citus_verify_audit"(
+	"tenant" TEXT DEFAULT NULL
+) RETURNS TABLE (
+	"node" TEXT,
+	"tenant" TEXT,
+	"records" bigint,
+	"first_bad_id" bigint,
+	"ok" bool
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'citus_verify_audit_wrapper';
+CREATE FUNCTION tenantguard."citus_audit_digest"() RETURNS TABLE (
+	"node" TEXT,
+	"tenant" TEXT,
+	"last_id" bigint,
+	"head_hash" TEXT
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'citus_audit_digest_wrapper';
+CREATE FUNCTION tenantguard."citus_export_audit"(
+	"tenant" TEXT,
+	"since" timestamp with time zone DEFAULT '-infinity',
+	"until" timestamp with time zone DEFAULT 'infinity'
+) RETURNS SETOF jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'citus_export_audit_wrapper';
+REVOKE ALL ON FUNCTION tenantguard.citus_verify_audit(text), tenantguard.citus_audit_digest(),
+    tenantguard.citus_export_audit(text, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantguard.citus_verify_audit(text), tenantguard.citus_audit_digest(),
+    tenantguard.citus_export_audit(text, timestamptz, timestamptz) TO tenantguard_admin, tenantguard_auditor;

@@ -114,12 +114,6 @@ impl Citus {
     fn present(self) -> bool {
         self != Citus::Absent
     }
-    /// Citus refuses row triggers on distributed and reference tables
-    /// (without citus.enable_unsafe_triggers, which would record on the
-    /// workers, under the shards' names).
-    pub fn refuses_triggers(self) -> bool {
-        matches!(self, Citus::Distributed { .. } | Citus::Reference)
-    }
 }
 
 /// The policy statements, keyed by policy name.
@@ -207,7 +201,7 @@ pub fn plan_protect(f: &TableFacts, with_audit: bool) -> Vec<String> {
     if !f.has_tenant_index {
         out.push(format!("CREATE INDEX ON {t} ({})", f.column));
     }
-    if with_audit && !f.audited && !f.citus.refuses_triggers() {
+    if with_audit && !f.audited {
         out.push(format!(
             "SELECT tenantguard.audit('{}'::regclass)",
             t.replace('\'', "''")
@@ -292,8 +286,8 @@ mod tests {
         assert!(p[i - 1].contains("'citus.enable_ddl_propagation', 'off'"));
         assert!(p[i + 1].contains("'citus.enable_ddl_propagation', 'on'"));
         assert!(
-            !p.iter().any(|s| s.contains("tenantguard.audit(")),
-            "Citus refuses the triggers"
+            p.iter().any(|s| s.contains("tenantguard.audit(")),
+            "audited: the triggers go to the shards"
         );
         let local = TableFacts {
             citus: Citus::Local,

@@ -353,14 +353,23 @@ pub(super) fn audit_capture<'a>(
             })
             .clone()
     });
-    let tbl = format!(
-        "{}.{}",
-        trigger.table_schema().unwrap_or_default(),
-        trigger.table_name().unwrap_or_default()
-    );
+    // SAFETY: tg_relation is valid for the trigger call.
+    let relid = unsafe { (*td.tg_relation).rd_id };
+    let (tbl, reference_lowest) = match recorded(
+        relid,
+        &trigger.table_schema().unwrap_or_default(),
+        &trigger.table_name().unwrap_or_default(),
+    ) {
+        Recorded::Here(n) => (n.to_string(), None),
+        Recorded::Elsewhere => return Ok(None),
+        Recorded::Reference { name, lowest } => (name.to_string(), Some(lowest)),
+    };
     let event = td.tg_event;
     let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
     if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
+        if reference_lowest == Some(false) {
+            return Ok(None);
+        }
         append_deferred(Entry {
             tenant: None,
             action: "TRUNCATE".into(),
@@ -401,6 +410,11 @@ pub(super) fn audit_capture<'a>(
             .and_then(|(_, v)| v.clone())
     };
     let tenant = cfg.tenant.as_deref().and_then(lookup);
+    if let Some(lowest) = reference_lowest {
+        if !reference_row_here(tenant.as_deref(), lowest) {
+            return Ok(None);
+        }
+    }
     let (mut old, mut new) = (old, new);
     if let Some(col) = cfg.subject.as_deref() {
         // Each image is sealed under the subject it names (an UPDATE may
@@ -447,6 +461,124 @@ pub(super) fn audit_capture<'a>(
         payload: None,
     });
     Ok(None)
+}
+
+/// Whose records a relation's writes are, on this node.
+#[derive(Clone)]
+enum Recorded {
+    /// This node records them, under this name.
+    Here(Rc<str>),
+    /// Another node records them (a copy of a shard placed on several).
+    Elsewhere,
+    /// A copy of a reference-table shard (on every node): the node that
+    /// holds the row's tenant records it (`reference_row_here`);
+    /// `lowest`: whether this node holds the lowest group's copy, for rows
+    /// without a tenant.
+    Reference { name: Rc<str>, lowest: bool },
+}
+
+thread_local! {
+    static RECORDED: RefCell<std::collections::HashMap<pg_sys::Oid, Recorded>> =
+        RefCell::new(std::collections::HashMap::new());
+    /// For reference-table rows, by tenant: whether this node holds the
+    /// tenant's chain; kept for one local transaction.
+    static TENANT_HERE: RefCell<(u32, std::collections::HashMap<String, bool>)> =
+        RefCell::new((0, std::collections::HashMap::new()));
+}
+
+/// How a relation's writes are recorded. On Citus, the triggers fire on
+/// the shards (`public.docs_102008`): their records name the logical table
+/// (`public.docs`). A distributed table's shard has one placement, so its
+/// node records it (a tenant's co-located shards, and so its chain, live
+/// on one node); a shard placed on several nodes is recorded once.
+fn recorded(relid: pg_sys::Oid, schema: &str, name: &str) -> Recorded {
+    if let Some(known) = RECORDED.with(|m| m.borrow().get(&relid).cloned()) {
+        return known;
+    }
+    let plain = || Recorded::Here(Rc::from(format!("{schema}.{name}").as_str()));
+    let shardid = name
+        .rsplit_once('_')
+        .and_then(|(_, d)| (!d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())).then_some(d))
+        .and_then(|d| d.parse::<i64>().ok());
+    let found = match shardid {
+        Some(id) if spi::citus_metadata() => spi::as_owner(|| {
+            Spi::connect(|c| {
+                let r = c.select(
+                    "SELECT pg_catalog.format('%s.%s', n.nspname, c.relname), p.partmethod::text,
+                            COALESCE((SELECT pg_catalog.min(pl.groupid) FROM pg_catalog.pg_dist_placement pl WHERE pl.shardid OPERATOR(pg_catalog.=) s.shardid)
+                                     OPERATOR(pg_catalog.=) (SELECT g.groupid FROM pg_catalog.pg_dist_local_group g), true)
+                       FROM pg_catalog.pg_dist_shard s
+                       JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid OPERATOR(pg_catalog.=) s.logicalrelid
+                       JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.logicalrelid
+                       JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                      WHERE s.shardid OPERATOR(pg_catalog.=) $1 AND n.nspname OPERATOR(pg_catalog.=) $2",
+                    None,
+                    &[id.into(), schema.into()],
+                )?;
+                Ok::<_, pgrx::spi::Error>(match r.first().get_three::<String, String, bool>()? {
+                    (Some(logical), Some(method), Some(lowest)) => Some((logical, method, lowest)),
+                    _ => None,
+                })
+            })
+            .ok()
+            .flatten()
+        }),
+        _ => None,
+    };
+    let r = match found {
+        Some((logical, method, lowest)) if method == "n" => Recorded::Reference {
+            name: Rc::from(logical.as_str()),
+            lowest,
+        },
+        Some((logical, _, true)) => Recorded::Here(Rc::from(logical.as_str())),
+        Some((_, _, false)) => Recorded::Elsewhere,
+        None => plain(),
+    };
+    RECORDED.with(|m| m.borrow_mut().insert(relid, r.clone()));
+    r
+}
+
+/// A reference-table row (its write runs on every node): whether this node
+/// records it. The node that holds the tenant's chain does: the node of the
+/// tenant's shard of the first audited table distributed by tenant (lint
+/// TG025 reports audited tables that are not co-located with it). Without
+/// one, the node of the lowest group.
+fn reference_row_here(tenant: Option<&str>, lowest: bool) -> bool {
+    let Some(t) = tenant else { return lowest };
+    let lxid = crate::compat::local_transaction_id();
+    if let Some(here) = TENANT_HERE.with(|m| {
+        let m = m.borrow();
+        (m.0 == lxid).then(|| m.1.get(t).copied()).flatten()
+    }) {
+        return here;
+    }
+    let here = spi::as_owner(|| {
+        spi::read_one::<bool>(
+            "WITH anchor AS (
+                SELECT p.logicalrelid FROM pg_catalog.pg_dist_partition p
+                 WHERE p.partkey IS NOT NULL
+                   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid OPERATOR(pg_catalog.=) p.logicalrelid
+                                 AND t.tgname OPERATOR(pg_catalog.=) 'tenantguard_audit')
+                 ORDER BY p.colocationid, p.logicalrelid LIMIT 1)
+             SELECT pl.groupid OPERATOR(pg_catalog.=) (SELECT g.groupid FROM pg_catalog.pg_dist_local_group g)
+               FROM anchor a
+               JOIN pg_catalog.pg_dist_placement pl
+                 ON pl.shardid OPERATOR(pg_catalog.=) pg_catalog.get_shard_id_for_distribution_column(a.logicalrelid, $1)
+              LIMIT 1",
+            &[t.into()],
+        )
+        .ok()
+        .flatten()
+    })
+    .unwrap_or(lowest);
+    TENANT_HERE.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.0 != lxid {
+            *m = (lxid, std::collections::HashMap::new());
+        }
+        m.1.insert(t.to_string(), here);
+    });
+    here
 }
 
 pub fn is_audited(rel: pg_sys::Oid) -> bool {
@@ -545,8 +677,19 @@ pub(super) fn audit(
             format!("ALTER TABLE {qualified} ENABLE ALWAYS TRIGGER tenantguard_audit"),
             format!("ALTER TABLE {qualified} ENABLE ALWAYS TRIGGER tenantguard_audit_truncate"),
         ]);
-        for stmt in stmts {
-            super::tamper::allow_internal(|| Spi::run(&stmt)).unwrap_or_else(|e| spi_fail(e));
+        // On Citus the triggers go to the shards (Citus calls row triggers
+        // on distributed tables unsafe in general: ours write node-local
+        // tables only). Their records name the logical table
+        // (`recorded_name`).
+        let run = || {
+            for stmt in &stmts {
+                super::tamper::allow_internal(|| Spi::run(stmt)).unwrap_or_else(|e| spi_fail(e));
+            }
+        };
+        if spi::citus_loaded() {
+            spi::with_gucs(&[(c"citus.enable_unsafe_triggers", c"on")], run);
+        } else {
+            run();
         }
     });
 }

@@ -14,12 +14,14 @@
 //! | `verify` | `verify_audit`, digests |
 //! | `export` | `export_audit` |
 //! | `retention` | monthly partitions, `drop_audit_partition`, checkpoints |
+//! | `cluster` | on Citus: `citus_verify_audit`, `citus_audit_digest`, `citus_export_audit` over every node |
 //!
 //! Other modules use only what this file re-exports, plus `security_log`
 //! and `tamper`.
 
 mod capture;
 mod chain;
+mod cluster;
 mod export;
 mod inbox;
 mod plans;

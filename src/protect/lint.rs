@@ -325,11 +325,27 @@ const CITUS_CHECKS: &[(&str, &str, &str)] = &[
         "warning",
         r#"
         SELECT format('%I.%I', n.nspname, c.relname),
-               'distributed table without audit triggers (Citus refuses row triggers there): its writes are not in the audit trail',
-               '-- docs/operations.md, Citus: audit'
+               'distributed table without audit triggers: its writes are not in the audit trail',
+               format('SELECT tenantguard.audit(%L);', format('%I.%I', n.nspname, c.relname))
           FROM tg_tables c JOIN pg_namespace n ON n.oid = c.relnamespace
           JOIN pg_dist_partition p ON p.logicalrelid = c.oid
          WHERE c.protected AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'tenantguard_audit')"#,
+    ),
+    (
+        "TG025",
+        "warning",
+        r#"
+        SELECT format('%I.%I', n.nspname, c.relname),
+               'audited distributed table not co-located with the other audited ones: a tenant''s writes to it are chained on the node of its shard, which may not be the node of its other records',
+               format('SELECT update_distributed_table_colocation(%L, colocate_with := %L);', format('%I.%I', n.nspname, c.relname), f.logicalrelid::regclass::text)
+          FROM tg_tables c JOIN pg_namespace n ON n.oid = c.relnamespace
+          JOIN pg_dist_partition p ON p.logicalrelid = c.oid,
+               LATERAL (SELECT a.logicalrelid, a.colocationid FROM pg_dist_partition a
+                         WHERE a.partkey IS NOT NULL
+                           AND EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = a.logicalrelid AND t.tgname = 'tenantguard_audit')
+                         ORDER BY a.colocationid, a.logicalrelid LIMIT 1) f
+         WHERE c.protected AND p.partkey IS NOT NULL AND p.colocationid <> f.colocationid
+           AND EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'tenantguard_audit')"#,
     ),
 ];
 

@@ -23,8 +23,10 @@ check "lint(): TG021 before citus_setup(): the access rules are node-local" \
   test "$(coord q postgres "SELECT count(*) FROM tenantguard.lint() WHERE code = 'TG021'")" = "1"
 check "lint(): TG020, a protected table distributed by another column than its tenant's" \
   test "$(coord q postgres "SELECT string_agg(object, ',') FROM tenantguard.lint() WHERE code = 'TG020'")" = "public.wrong"
-check "lint(): TG022, a distributed table's writes are not audited (Citus refuses the triggers)" \
-  test "$(coord q postgres "SELECT count(*) >= 1 FROM tenantguard.lint() WHERE code = 'TG022' AND object = 'public.pre'")" = "t"
+check "lint(): no TG022: protect() audits a distributed table (the triggers go to its shards)" \
+  test "$(coord q postgres "SELECT count(*) FROM tenantguard.lint() WHERE code = 'TG022'")" = "0"
+check "lint(): TG025, an audited distributed table not co-located with the others (a tenant's chain would span nodes)" \
+  test "$(coord q postgres "SELECT string_agg(object, ',') FROM tenantguard.lint() WHERE code = 'TG025'")" = "public.wrong"
 out=$(coord q_err app "SELECT tenantguard.citus_setup()" 2>&1)
 check "citus: the app role cannot run citus_setup()" has "$out" "permission denied"
 out=$(coord q postgres "SELECT tenantguard.citus_setup()" 2>&1)
@@ -193,4 +195,61 @@ out=$(coord q_err app "BEGIN; $CTX COPY docs (id, body) FROM PROGRAM 'true'; COM
 check "copy: COPY into a protected distributed table is refused" has "$out" "ERROR"
 check "copy: the route, a multi-row INSERT, writes its tenant's rows" \
   test "$(coord q app "BEGIN; $CTX INSERT INTO docs (id, body) VALUES (2001, 'a'), (2002, 'b'), (2003, 'c'); SELECT count(*) FROM docs WHERE id > 2000; COMMIT;" | tail -1)" = "3"
+# Audit on a cluster: the triggers fire on the shards; each node chains the
+# writes to the shards it holds, under the logical table's name.
+every() { echo $(( $(coord q postgres "$1") + $(w1 q postgres "$1") + $(w2 q postgres "$1") )); }
+check "audit: protect() attached the audit triggers to the distributed table and to its shards" \
+  test "$(coord q postgres "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'docs'::regclass AND tgname = 'tenantguard_audit'")$(w1 q postgres "SET citus.show_shards_for_app_name_prefixes TO '*'; SELECT count(*) > 0 FROM pg_trigger WHERE tgname LIKE 'tenantguard_audit_1%'")" = "1t"
+INI=$(tok '{"tid":"initech","sub":"peter","exp":4000000000,"iat":1700000000}')
+ICTX="SELECT tenantguard.set_context('$INI') IS NULL;"
+coord q app "BEGIN; $ICTX INSERT INTO docs (id, body) VALUES (7001, 'a'), (7002, 'b'); UPDATE docs SET body = 'c' WHERE id = 7001; DELETE FROM docs WHERE id = 7002; COMMIT;" >/dev/null
+check "audit: a tenant's writes are recorded once in the cluster (4 records)" \
+  test "$(every "SELECT count(*) FROM tenantguard.audit_log WHERE tenant = 'initech'")" = "4"
+check "audit: ... on the node that holds the tenant's shard, none elsewhere" \
+  test "$(every "SELECT (count(*) > 0)::int FROM tenantguard.audit_log WHERE tenant = 'initech'")" = "1"
+check "audit: the records name the logical table, not the shard" \
+  test "$(every "SELECT count(*) FROM tenantguard.audit_log WHERE tenant = 'initech' AND tbl = 'public.docs'")" = "4"
+coord q postgres "CREATE TABLE plans (tenant_id text NOT NULL, id int NOT NULL, name text, PRIMARY KEY (tenant_id, id));
+  SELECT create_reference_table('plans'); SELECT count(*) FROM tenantguard.protect('plans'); GRANT SELECT, INSERT, UPDATE ON plans TO app;" >/dev/null
+coord q app "BEGIN; $ICTX INSERT INTO plans (id, name) VALUES (1, 'gold'); UPDATE plans SET name = 'platinum' WHERE id = 1; COMMIT;" >/dev/null
+check "audit: a reference-table write (a copy on each of 3 nodes) is recorded once" \
+  test "$(every "SELECT count(*) FROM tenantguard.audit_log WHERE tbl = 'public.plans'")" = "2"
+check "audit: ... in the tenant's chain, on the node of its shards: one chain per tenant" \
+  test "$(every "SELECT (count(*) > 0)::int FROM tenantguard.audit_log WHERE tenant = 'initech'")" = "1"
+out=$(coord q ops "SELECT node || ':' || records || ':' || ok FROM tenantguard.citus_verify_audit('initech')")
+check "audit: citus_verify_audit() on the coordinator finds the tenant's one chain, whole ($out)" \
+  test "$(printf '%s\n' "$out" | grep -c ':6:true$')" = "1"
+check "audit: citus_verify_audit() covers every node, every chain verifies" \
+  test "$(coord q ops "SELECT count(DISTINCT node) || ':' || bool_and(ok) FROM tenantguard.citus_verify_audit()")" = "3:true"
+check "audit: citus_audit_digest() has the tenant's head" \
+  test "$(coord q ops "SELECT count(*) FROM tenantguard.citus_audit_digest() WHERE tenant = 'initech'")" = "1"
+check "audit: citus_export_audit() exports the tenant's 6 records from its node" \
+  test "$(coord q ops "SELECT count(*) || ':' || count(DISTINCT e->>'node') FROM tenantguard.citus_export_audit('initech') e")" = "6:1"
+out=$(coord q_err app "SELECT count(*) FROM tenantguard.citus_verify_audit()" 2>&1)
+check "audit: the app role cannot run the cluster verification" has "$out" "permission denied"
+# The rebalancer moves a tenant's shard to the other worker.
+SH=$(coord q postgres "SELECT get_shard_id_for_distribution_column('docs', 'initech')")
+FROM_PORT=$(coord q postgres "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = $SH")
+if [ "$FROM_PORT" = "$W1" ]; then TO_PORT=$W2; else TO_PORT=$W1; fi
+coord q postgres "SELECT citus_move_shard_placement($SH, '127.0.0.1', $FROM_PORT, '127.0.0.1', $TO_PORT, shard_transfer_mode => 'block_writes')" >/dev/null
+check "rebalancer: the tenant's shard moved ($FROM_PORT -> $TO_PORT)" \
+  test "$(coord q postgres "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = $SH")" = "$TO_PORT"
+check "rebalancer: moving the rows recorded nothing (the copy is no write)" \
+  test "$(every "SELECT count(*) FROM tenantguard.audit_log WHERE tenant = 'initech'")" = "6"
+coord q app "BEGIN; $ICTX INSERT INTO docs (id, body) VALUES (7003, 'after the move'); COMMIT;" >/dev/null
+out=$(coord q ops "SELECT node || ':' || records || ':' || ok FROM tenantguard.citus_verify_audit('initech') ORDER BY node")
+check "rebalancer: the old segment stays and verifies on its node; the new writes chain on the new node and verify ($(printf '%s' "$out" | tr '\n' ' '))" \
+  test "$(printf '%s\n' "$out" | grep -cx "127.0.0.1:$FROM_PORT:6:true\|127.0.0.1:$TO_PORT:1:true"):$(printf '%s\n' "$out" | wc -l)" = "2:2"
+check "rebalancer: citus_export_audit() has both segments (7 records, 2 nodes)" \
+  test "$(coord q ops "SELECT count(*) || ':' || count(DISTINCT e->>'node') FROM tenantguard.citus_export_audit('initech') e")" = "7:2"
+# Tampering on a worker is found from the coordinator.
+INODE=$(coord q ops "SELECT node FROM tenantguard.citus_verify_audit('initech') WHERE records = 6")
+IPORT=${INODE##*:}
+if [ "$IPORT" = "$W1" ]; then IW=w1; else IW=w2; fi
+# (a superuser on that worker, the guard off as for supervised maintenance)
+$IW q postgres "ALTER SYSTEM SET tenantguard.audit_guard = off" >/dev/null; $IW q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
+$IW q postgres "ALTER TABLE tenantguard.audit_log DISABLE TRIGGER refuse_change; UPDATE tenantguard.audit_log SET action = 'INSERT' WHERE tenant = 'initech' AND action = 'DELETE'; ALTER TABLE tenantguard.audit_log ENABLE ALWAYS TRIGGER refuse_change" >/dev/null
+$IW q postgres "ALTER SYSTEM RESET tenantguard.audit_guard" >/dev/null; $IW q postgres "SELECT pg_reload_conf()" >/dev/null
+check "audit: a record edited on a worker is found by citus_verify_audit() on the coordinator" \
+  test "$(coord q ops "SELECT ok FROM tenantguard.citus_verify_audit('initech') WHERE records = 6")" = "f"
 summary
