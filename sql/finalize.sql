@@ -154,6 +154,9 @@ REVOKE ALL ON FUNCTION tenantguard.citus_verify_audit(text), tenantguard.citus_a
     tenantguard.citus_export_audit(text, timestamptz, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenantguard.citus_verify_audit(text), tenantguard.citus_audit_digest(),
     tenantguard.citus_export_audit(text, timestamptz, timestamptz) TO tenantguard_admin, tenantguard_auditor;
+REVOKE ALL ON FUNCTION tenantguard.citus_audit_segments(), tenantguard.citus_audit_link(jsonb),
+    tenantguard.citus_audit_missing(jsonb), tenantguard.citus_link_audit_segments() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantguard.citus_link_audit_segments() TO tenantguard_admin;
 CREATE TRIGGER tenantguard_audit_security AFTER INSERT ON tenantguard.security_log
     FOR EACH ROW EXECUTE FUNCTION tenantguard.security_chain();
 ALTER TABLE tenantguard.security_log ENABLE ALWAYS TRIGGER tenantguard_audit_security;

@@ -892,3 +892,31 @@ REVOKE ALL ON FUNCTION tenantguard.citus_verify_audit(text), tenantguard.citus_a
     tenantguard.citus_export_audit(text, timestamptz, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenantguard.citus_verify_audit(text), tenantguard.citus_audit_digest(),
     tenantguard.citus_export_audit(text, timestamptz, timestamptz) TO tenantguard_admin, tenantguard_auditor;
+CREATE FUNCTION tenantguard."citus_audit_segments"() RETURNS jsonb
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'citus_audit_segments_wrapper';
+CREATE FUNCTION tenantguard."citus_audit_link"(
+	"links" jsonb
+) RETURNS bigint
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'citus_audit_link_wrapper';
+CREATE FUNCTION tenantguard."citus_audit_missing"(
+	"wanted" jsonb
+) RETURNS jsonb
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'citus_audit_missing_wrapper';
+CREATE FUNCTION tenantguard."citus_link_audit_segments"() RETURNS TABLE (
+	"tenant" TEXT,
+	"node" TEXT,
+	"previous_node" TEXT,
+	"previous_seq" bigint
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'citus_link_audit_segments_wrapper';
+REVOKE ALL ON FUNCTION tenantguard.citus_audit_segments(), tenantguard.citus_audit_link(jsonb),
+    tenantguard.citus_audit_missing(jsonb), tenantguard.citus_link_audit_segments() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantguard.citus_link_audit_segments() TO tenantguard_admin;

@@ -101,6 +101,8 @@ fn citus_verify_audit(
         "SELECT pg_catalog.jsonb_agg(v) FROM tenantguard.verify_audit(%L) v",
         &[tenant.map(str::to_string)],
     );
+    // Each link between segments must name a record its node still holds.
+    let broken = broken_links(&segments());
     let mut out = Vec::new();
     for (node, v) in &per_node {
         // A node without a chain of the tenant asked for says so with a
@@ -118,6 +120,11 @@ fn citus_verify_audit(
                 r.get("first_bad_id").and_then(|x| x.as_i64()),
                 r.get("ok").and_then(|x| x.as_bool()).unwrap_or(false),
             ));
+            let row = out.last_mut().expect("just pushed");
+            for (_, _, id) in broken.iter().filter(|(n, t, _)| *n == row.0 && *t == row.1) {
+                row.3 = Some(row.3.map_or(*id, |b| b.min(*id)));
+                row.4 = false;
+            }
         }
     }
     TableIterator::new(out)
@@ -163,7 +170,7 @@ fn citus_audit_digest() -> TableIterator<
 /// chain order.
 #[pg_extern(volatile, parallel_unsafe)]
 fn citus_export_audit(
-    tenant: &str,
+    tenant: Option<&str>,
     since: default!(Option<pgrx::datum::TimestampWithTimeZone>, "'-infinity'"),
     until: default!(Option<pgrx::datum::TimestampWithTimeZone>, "'infinity'"),
 ) -> SetOfIterator<'static, JsonB> {
@@ -175,6 +182,12 @@ fn citus_export_audit(
             None => unbounded.to_string(),
         })
     };
+    let tenant = tenant.unwrap_or_else(|| {
+        crate::error::raise_msg(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "tenant must not be NULL",
+        )
+    });
     let per_node = on_every_node(
         "SELECT pg_catalog.jsonb_agg(e) FROM tenantguard.export_audit(%L, %L, %L) e",
         &[
@@ -192,4 +205,293 @@ fn citus_export_audit(
         }
     }
     SetOfIterator::new(out)
+}
+
+// ------------------------------------------------------------ segments
+//
+// A tenant's chain lives on the node of its shards. When the rebalancer
+// moves them, its next writes are chained on the new node: a new segment.
+// `citus_link_audit_segments()` appends to the new segment a keyed record
+// (`security:audit_segment_linked`) naming the previous segment's node and
+// head (seq, hash); `citus_verify_audit()` then checks every such link
+// against the node it names, so a segment removed from a node, head
+// included, or cut back, is found from the others.
+
+const LINKED: &str = "security:audit_segment_linked";
+
+/// This node's segments (internal; run by the coordinator on every node):
+/// its Citus group and, per tenant, the head and the links its chain holds.
+#[pg_extern(volatile, parallel_unsafe)]
+fn citus_audit_segments() -> JsonB {
+    spi::as_owner(|| {
+        super::inbox::trail_up_to_date();
+        let v = spi::read_one::<JsonB>(
+            "SELECT pg_catalog.jsonb_build_object(
+                'group', (SELECT g.groupid FROM pg_catalog.pg_dist_local_group g),
+                'segments', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                    'tenant', h.tenant, 'seq', h.seq, 'hash', pg_catalog.encode(h.hash, 'hex'), 'at', h.updated_at,
+                    'links', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('id', l.id, 'previous', l.payload::pg_catalog.jsonb) ORDER BY l.seq)
+                                         FROM tenantguard.audit_log l
+                                        WHERE l.tenant OPERATOR(pg_catalog.=) h.tenant AND l.action OPERATOR(pg_catalog.=) $1), '[]'::pg_catalog.jsonb)))
+                   FROM tenantguard.audit_head h), '[]'::pg_catalog.jsonb))",
+            &[LINKED.into()],
+        )
+        .unwrap_or_else(|e| spi_fail(e));
+        v.unwrap_or(JsonB(serde_json::json!({})))
+    })
+}
+
+fn local_group() -> Option<i64> {
+    spi::read_one::<i32>(
+        "SELECT g.groupid FROM pg_catalog.pg_dist_local_group g",
+        &[],
+    )
+    .ok()
+    .flatten()
+    .map(i64::from)
+}
+
+/// Append the links meant for this node (internal): `{"<group>": [{"tenant":
+/// …, "previous": {…}}]}`. Returns how many it appended.
+#[pg_extern(volatile, parallel_unsafe)]
+fn citus_audit_link(links: JsonB) -> i64 {
+    spi::require_primary("citus_audit_link()");
+    let Some(group) = local_group() else { return 0 };
+    let mine = links
+        .0
+        .get(group.to_string())
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let mut n = 0;
+    for l in mine {
+        let (Some(tenant), Some(previous)) =
+            (l.get("tenant").and_then(|t| t.as_str()), l.get("previous"))
+        else {
+            continue;
+        };
+        super::capture::append(super::capture::Entry {
+            tenant: Some(tenant.to_string()),
+            action: LINKED.to_string(),
+            tbl: Some("tenantguard.audit_log".to_string()),
+            row_key: None,
+            old_values: None,
+            new_values: None,
+            payload: Some(previous.to_string()),
+        });
+        n += 1;
+    }
+    n
+}
+
+/// Of the records named (`[{"group", "tenant", "seq", "hash"}]`), those of
+/// this node's group that it does not hold with that hash (internal).
+#[pg_extern(volatile, parallel_unsafe)]
+fn citus_audit_missing(wanted: JsonB) -> JsonB {
+    let group = local_group();
+    let mut missing = Vec::new();
+    spi::as_owner(|| {
+        for w in wanted.0.as_array().into_iter().flatten() {
+            if w.get("group").and_then(|g| g.as_i64()) != group {
+                continue;
+            }
+            let tenant = w.get("tenant").and_then(|t| t.as_str()).unwrap_or_default();
+            let seq = w.get("seq").and_then(|s| s.as_i64()).unwrap_or(-1);
+            let hash = w.get("hash").and_then(|h| h.as_str()).unwrap_or_default();
+            let held = spi::read_one::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM tenantguard.audit_log WHERE tenant OPERATOR(pg_catalog.=) $1
+                                  AND seq OPERATOR(pg_catalog.=) $2 AND pg_catalog.encode(hash, 'hex') OPERATOR(pg_catalog.=) $3)",
+                &[tenant.into(), seq.into(), hash.into()],
+            )
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+            if !held {
+                missing.push(w.clone());
+            }
+        }
+    });
+    JsonB(serde_json::Value::Array(missing))
+}
+
+struct Segment {
+    node: String,
+    group: i64,
+    tenant: String,
+    seq: i64,
+    hash: String,
+    at: String,
+    /// (link record id, the previous segment it names)
+    links: Vec<(i64, serde_json::Value)>,
+}
+
+fn segments() -> Vec<Segment> {
+    let mut out = Vec::new();
+    for (node, v) in on_every_node("SELECT tenantguard.citus_audit_segments()", &[]) {
+        let group = v.get("group").and_then(|g| g.as_i64()).unwrap_or(-1);
+        for s in v
+            .get("segments")
+            .and_then(|s| s.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let str_of = |k: &str| {
+                s.get(k)
+                    .and_then(|x| x.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            out.push(Segment {
+                node: node.clone(),
+                group,
+                tenant: str_of("tenant"),
+                seq: s.get("seq").and_then(|x| x.as_i64()).unwrap_or(0),
+                hash: str_of("hash"),
+                at: str_of("at"),
+                links: s
+                    .get("links")
+                    .and_then(|l| l.as_array())
+                    .into_iter()
+                    .flatten()
+                    .map(|l| {
+                        (
+                            l.get("id").and_then(|x| x.as_i64()).unwrap_or(0),
+                            l.get("previous").cloned().unwrap_or_default(),
+                        )
+                    })
+                    .collect(),
+            });
+        }
+    }
+    out
+}
+
+/// Links that do not hold: (node, tenant, link record id).
+fn broken_links(segs: &[Segment]) -> Vec<(String, String, i64)> {
+    let mut wanted = Vec::new();
+    let mut by_key = Vec::new();
+    for s in segs {
+        for (id, p) in &s.links {
+            wanted.push(serde_json::json!({
+                "group": p.get("group"), "tenant": s.tenant, "seq": p.get("seq"), "hash": p.get("hash"),
+            }));
+            by_key.push((s.node.clone(), s.tenant.clone(), *id, p.clone()));
+        }
+    }
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let wanted_text = serde_json::Value::Array(wanted).to_string();
+    let mut missing = Vec::new();
+    for (_, v) in on_every_node(
+        "SELECT tenantguard.citus_audit_missing(%L)",
+        &[Some(wanted_text)],
+    ) {
+        missing.extend(v.as_array().cloned().unwrap_or_default());
+    }
+    // A link naming a group that no node has any more is broken too.
+    let groups: std::collections::HashSet<i64> = segs.iter().map(|s| s.group).collect();
+    by_key
+        .into_iter()
+        .filter(|(_, tenant, _, p)| {
+            let g = p.get("group").and_then(|g| g.as_i64()).unwrap_or(-1);
+            !groups.contains(&g)
+                || missing.iter().any(|m| {
+                    m.get("tenant").and_then(|t| t.as_str()) == Some(tenant.as_str())
+                        && m.get("group").and_then(|x| x.as_i64()) == Some(g)
+                        && m.get("seq") == p.get("seq")
+                })
+        })
+        .map(|(node, tenant, id, _)| (node, tenant, id))
+        .collect()
+}
+
+/// After the rebalancer moved tenants' shards: link each tenant's segment
+/// on the node of its shards to its previous segment on another node.
+/// Idempotent; returns the links it made.
+#[pg_extern(volatile, parallel_unsafe)]
+fn citus_link_audit_segments() -> TableIterator<
+    'static,
+    (
+        name!(tenant, String),
+        name!(node, String),
+        name!(previous_node, String),
+        name!(previous_seq, i64),
+    ),
+> {
+    spi::require_primary("citus_link_audit_segments()");
+    let segs = segments();
+    let mut tenants: Vec<&str> = segs.iter().map(|s| s.tenant.as_str()).collect();
+    tenants.sort();
+    tenants.dedup();
+    let mut links = serde_json::Map::new();
+    let mut made = Vec::new();
+    let node_of_group: std::collections::HashMap<i64, String> =
+        segs.iter().map(|s| (s.group, s.node.clone())).collect();
+    for t in tenants {
+        let mine: Vec<&Segment> = segs.iter().filter(|s| s.tenant == t).collect();
+        if mine.len() < 2 {
+            continue;
+        }
+        // The node that holds the tenant's shards now.
+        let Some(live) = spi::as_owner(|| {
+            spi::read_one::<i32>(
+                "SELECT pl.groupid FROM pg_catalog.pg_dist_placement pl
+                  WHERE pl.shardid OPERATOR(pg_catalog.=) pg_catalog.get_shard_id_for_distribution_column(
+                        (SELECT p.logicalrelid FROM pg_catalog.pg_dist_partition p
+                          WHERE p.partkey IS NOT NULL
+                            AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger tg WHERE tg.tgrelid OPERATOR(pg_catalog.=) p.logicalrelid
+                                          AND tg.tgname OPERATOR(pg_catalog.=) 'tenantguard_audit')
+                          ORDER BY p.colocationid, p.logicalrelid LIMIT 1), $1)
+                  LIMIT 1",
+                &[t.into()],
+            )
+            .ok()
+            .flatten()
+            .map(i64::from)
+        }) else {
+            continue;
+        };
+        // The previous segment: the latest written elsewhere.
+        let Some(prev) = mine
+            .iter()
+            .filter(|s| s.group != live)
+            .max_by(|a, b| a.at.cmp(&b.at))
+        else {
+            continue;
+        };
+        let here = mine.iter().find(|s| s.group == live);
+        let linked = here.is_some_and(|h| {
+            h.links.iter().any(|(_, p)| {
+                p.get("group").and_then(|g| g.as_i64()) == Some(prev.group)
+                    && p.get("seq").and_then(|x| x.as_i64()) == Some(prev.seq)
+            })
+        });
+        if linked {
+            continue;
+        }
+        links
+            .entry(live.to_string())
+            .or_insert_with(|| serde_json::Value::Array(vec![]))
+            .as_array_mut()
+            .expect("an array")
+            .push(serde_json::json!({
+                "tenant": t,
+                "previous": {"group": prev.group, "node": prev.node, "seq": prev.seq, "hash": prev.hash},
+            }));
+        made.push((
+            t.to_string(),
+            node_of_group
+                .get(&live)
+                .cloned()
+                .unwrap_or_else(|| format!("group {live}")),
+            prev.node.clone(),
+            prev.seq,
+        ));
+    }
+    if !made.is_empty() {
+        let arg = serde_json::Value::Object(links).to_string();
+        on_every_node("SELECT tenantguard.citus_audit_link(%L)", &[Some(arg)]);
+    }
+    TableIterator::new(made)
 }

@@ -242,6 +242,14 @@ check "rebalancer: the old segment stays and verifies on its node; the new write
   test "$(printf '%s\n' "$out" | grep -cx "127.0.0.1:$FROM_PORT:6:true\|127.0.0.1:$TO_PORT:1:true"):$(printf '%s\n' "$out" | wc -l)" = "2:2"
 check "rebalancer: citus_export_audit() has both segments (7 records, 2 nodes)" \
   test "$(coord q ops "SELECT count(*) || ':' || count(DISTINCT e->>'node') FROM tenantguard.citus_export_audit('initech') e")" = "7:2"
+out=$(coord q ops "SELECT tenant || ':' || previous_seq FROM tenantguard.citus_link_audit_segments()")
+check "rebalancer: citus_link_audit_segments() links the tenant's new segment to its previous head ($out)" \
+  test "$(printf '%s\n' "$out" | grep -cx 'initech:6')" = "1"
+check "rebalancer: ... once (idempotent)" test "$(coord q ops "SELECT count(*) FROM tenantguard.citus_link_audit_segments()")" = "0"
+check "rebalancer: the link is a keyed record of the new segment, and both segments verify" \
+  test "$(coord q ops "SELECT string_agg(records || ':' || ok, ',' ORDER BY records) FROM tenantguard.citus_verify_audit('initech')")" = "2:true,6:true"
+out=$(coord q_err app "SELECT count(*) FROM tenantguard.citus_link_audit_segments()" 2>&1)
+check "rebalancer: the app role cannot link segments" has "$out" "permission denied"
 # Tampering on a worker is found from the coordinator.
 INODE=$(coord q ops "SELECT node FROM tenantguard.citus_verify_audit('initech') WHERE records = 6")
 IPORT=${INODE##*:}
@@ -252,4 +260,13 @@ $IW q postgres "ALTER TABLE tenantguard.audit_log DISABLE TRIGGER refuse_change;
 $IW q postgres "ALTER SYSTEM RESET tenantguard.audit_guard" >/dev/null; $IW q postgres "SELECT pg_reload_conf()" >/dev/null
 check "audit: a record edited on a worker is found by citus_verify_audit() on the coordinator" \
   test "$(coord q ops "SELECT ok FROM tenantguard.citus_verify_audit('initech') WHERE records = 6")" = "f"
+# The old segment removed whole, head included: nothing is left on its node
+# to fail; the new segment's link finds it.
+$IW q postgres "ALTER SYSTEM SET tenantguard.audit_guard = off" >/dev/null; $IW q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
+$IW q postgres "ALTER TABLE tenantguard.audit_log DISABLE TRIGGER refuse_change; ALTER TABLE tenantguard.audit_head DISABLE TRIGGER USER;
+  DELETE FROM tenantguard.audit_log WHERE tenant = 'initech'; DELETE FROM tenantguard.audit_head WHERE tenant = 'initech';
+  ALTER TABLE tenantguard.audit_log ENABLE ALWAYS TRIGGER refuse_change; ALTER TABLE tenantguard.audit_head ENABLE TRIGGER USER" >/dev/null 2>&1
+$IW q postgres "ALTER SYSTEM RESET tenantguard.audit_guard" >/dev/null; $IW q postgres "SELECT pg_reload_conf()" >/dev/null
+check "rebalancer: a previous segment deleted whole (head too) on its node is found through the link" \
+  test "$(coord q ops "SELECT string_agg(records || ':' || ok || ':' || (first_bad_id IS NOT NULL), ',') FROM tenantguard.citus_verify_audit('initech')")" = "2:false:true"
 summary
