@@ -9,16 +9,18 @@
 #   tg        tenantguard, chained at commit
 #   subj      the same, the row's one personal column sealed per record
 #             image under its data subject's key (mark_subject)
-#   rowkey    tenantguard, without the trail's (tenant, tbl, row_key) index
+#   rowkey    tenantguard, with the trail's (tenant, tbl, row_key) index
+#             (tenantguard.audit_row_index(); off by default since 0.2.0)
 #   tg_bg     tenantguard, background writer: the loop's time plus the CPU
 #             time the writer spent until it had chained everything (it
 #             works on the other core meanwhile, so its time is added)
-#   AUDIT_MICRO_N (default 5000) transactions per run.
+#   AUDIT_MICRO_N (default 5000) transactions per run; AUDIT_MICRO_VARIANTS
+#   picks variants.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd); cd "$ROOT"
 N=${AUDIT_MICRO_N:-5000}
 . benches/setup_cluster.sh
-VARIANTS="none tg subj rowkey tg_bg"
+VARIANTS=${AUDIT_MICRO_VARIANTS:-"none tg subj rowkey tg_bg"}
 psqlb <<'SQL' >/dev/null
 CREATE TABLE toks (tid int PRIMARY KEY, token text);
 INSERT INTO toks SELECT i, tenantguard.sign_context(jsonb_build_object('tid', 't' || i, 'sub', 'user' || i, 'exp', 4000000000, 'iat', 1700000000))
@@ -46,12 +48,11 @@ SELECT setval('m_${v}_id_seq', 10001);
 SELECT count(*) FROM tenantguard.protect('m_$v');
 SQL
 done
-psqlb -c "DROP TRIGGER tenantguard_audit ON m_none" -c "DROP TRIGGER tenantguard_audit_truncate ON m_none" \
-      -c "SELECT tenantguard.mark_subject('m_subj', 'tenant_id', ARRAY['payload'])" \
-      -c "ALTER SYSTEM RESET tenantguard.audit_guard" -c "SELECT pg_reload_conf()" -c "VACUUM ANALYZE" >/dev/null
-# The rowkey variant: the trail's (tenant, tbl, row_key) index is dropped
-# just before its run and made again after it (as a superuser, with the
-# guard off), outside the measured time.
+case " $VARIANTS " in *" none "*) psqlb -c "DROP TRIGGER tenantguard_audit ON m_none" -c "DROP TRIGGER tenantguard_audit_truncate ON m_none" >/dev/null;; esac
+case " $VARIANTS " in *" subj "*) psqlb -c "SELECT tenantguard.mark_subject('m_subj', 'tenant_id', ARRAY['payload'])" >/dev/null;; esac
+psqlb -c "ALTER SYSTEM RESET tenantguard.audit_guard" -c "SELECT pg_reload_conf()" -c "VACUUM ANALYZE" >/dev/null
+# The rowkey variant: the trail's (tenant, tbl, row_key) index is built
+# just before its run and dropped after it, outside the measured time.
 inbox() { psqlb -c "SELECT coalesce(sum(cardinality(tenant)), 0) FROM tenantguard.audit_inbox"; }
 declare -A US
 writer_pid() { psqlb -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenantguard audit writer' AND datname = 'bench'"; }
@@ -59,11 +60,7 @@ writer_pid() { psqlb -c "SELECT pid FROM pg_stat_activity WHERE backend_type = '
 one() { # one VARIANT: µs per transaction (for tg_bg, until chained)
   local v=$1 s e bg=off
   [ "$v" = tg_bg ] && bg=on
-  if [ "$v" = rowkey ]; then
-    psqlb -c "ALTER SYSTEM SET tenantguard.audit_guard = off" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
-    psqlb -c "DROP INDEX IF EXISTS tenantguard.audit_log_tenant_tbl_row_key_idx" >/dev/null
-    psqlb -c "ALTER SYSTEM RESET tenantguard.audit_guard" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
-  fi
+  [ "$v" = rowkey ] && psqlb -c "SELECT tenantguard.audit_row_index(true)" >/dev/null
   local w0 w1 wpid
   wpid=$(writer_pid); w0=$(backend_ticks $wpid)
   s=$(date +%s%N)
@@ -76,11 +73,7 @@ one() { # one VARIANT: µs per transaction (for tg_bg, until chained)
     w1=$(backend_ticks $wpid)
     wus=$(( (w1 - w0) * 1000000 / $(getconf CLK_TCK) ))
   fi
-  if [ "$v" = rowkey ]; then
-    psqlb -c "ALTER SYSTEM SET tenantguard.audit_guard = off" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
-    psqlb -c "CREATE INDEX audit_log_tenant_tbl_row_key_idx ON tenantguard.audit_log (tenant, tbl, row_key)" >/dev/null
-    psqlb -c "ALTER SYSTEM RESET tenantguard.audit_guard" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
-  fi
+  [ "$v" = rowkey ] && psqlb -c "SELECT tenantguard.audit_row_index(false)" >/dev/null
   local us; us=$(awk -v a="$s" -v b="$e" -v w="$wus" -v n="$N" 'BEGIN {printf "%.1f", ((b - a) / 1000 + w) / n}')
   US[$v]="${US[$v]:-} $us"
   printf '   round %s  %-7s %7.1f us per transaction\n' "$ROUND" "$v" "$us"

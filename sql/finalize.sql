@@ -147,6 +147,7 @@ REVOKE ALL ON FUNCTION tenantguard.export_audit(text, timestamptz, timestamptz, 
 REVOKE ALL ON FUNCTION tenantguard.audit_digest() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.drop_audit_partition(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenantguard.audit_add_partitions(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard.audit_row_index(boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenantguard.verify_audit(text), tenantguard.verify_audit_against(jsonb),
     tenantguard.export_audit(text, timestamptz, timestamptz, boolean), tenantguard.audit_digest()
     TO tenantguard_admin, tenantguard_auditor;

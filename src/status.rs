@@ -113,6 +113,8 @@ fn report() -> JsonB {
         "audit_keys": crate::keys::audit_keyring().kids(),
         "shared_memory": preloaded(),
         "audit_background": audit_background,
+        // The trail's optional (tenant, tbl, row_key) index (audit_row_index()).
+        "audit_row_index": crate::spi::relation_oid(c"audit_log_row_key_idx").is_some(),
         "signing_keys": ring.kids(),
         "revocation_mode": if crate::gucs::ACCESS_CHECKS.get() {
             "shared invalidation (relcache callback, checked every statement; works without preload)"

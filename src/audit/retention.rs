@@ -262,3 +262,28 @@ pub(super) fn drop_audit_partition(
     .unwrap_or_else(|e| spi_fail(e));
     TableIterator::new(out)
 }
+
+/// The trail's index on `(tenant, tbl, row_key)`, for looking up the
+/// history of one row: on (`enabled`) or off. Off by default since 0.2.0:
+/// every audited row paid about 5.5 µs to maintain it (benches/README.md),
+/// and nothing in the extension reads through it. Building it takes a
+/// SHARE lock on the trail (audited writes wait) for as long as the build.
+/// Superuser only; returns whether the index exists afterwards.
+#[pg_extern(volatile, parallel_unsafe)]
+pub(super) fn audit_row_index(enabled: default!(bool, true)) -> bool {
+    // SAFETY: plain catalog check of the current user.
+    if !unsafe { pg_sys::superuser() } {
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "tenantguard: only a superuser may change the audit trail's indexes",
+        );
+    }
+    spi::require_primary("audit_row_index()");
+    let stmt = if enabled {
+        "CREATE INDEX IF NOT EXISTS audit_log_row_key_idx ON tenantguard.audit_log (tenant, tbl, row_key)"
+    } else {
+        "DROP INDEX IF EXISTS tenantguard.audit_log_row_key_idx"
+    };
+    super::tamper::allow_internal(|| Spi::run(stmt)).unwrap_or_else(|e| spi_fail(e));
+    spi::relation_oid(c"audit_log_row_key_idx").is_some()
+}

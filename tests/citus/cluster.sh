@@ -52,6 +52,18 @@ ACME=$(tok '{"tid":"acme","sub":"alice","exp":4000000000,"iat":1700000000}')
 MALLORY=$(tok '{"tid":"acme","sub":"mallory","exp":4000000000,"iat":1700000000}')
 CTX="SELECT tenantguard.set_context('$ACME') IS NULL;"
 
+# Protected first, distributed after: Citus asks for its unsafe-triggers
+# setting (the audit triggers) for that one call.
+coord q postgres "CREATE TABLE early (id bigint NOT NULL, tenant_id text NOT NULL, body text, PRIMARY KEY (tenant_id, id));
+  SELECT count(*) FROM tenantguard.protect('early'); GRANT SELECT, INSERT ON early TO app" >/dev/null
+out=$(coord q_err postgres "SELECT create_distributed_table('early', 'tenant_id')" 2>&1)
+check "protect() before distributing: create_distributed_table refuses the audit triggers by default" has "$out" "has triggers"
+coord q postgres "SET citus.enable_unsafe_triggers = on; SELECT create_distributed_table('early', 'tenant_id')" >/dev/null
+check "protect() before distributing: with citus.enable_unsafe_triggers for that call, it distributes with its 5 policies and the tenant default" \
+  test "$(coord q postgres "SELECT count(*) FROM pg_policies WHERE tablename = 'early'"):$(coord q postgres "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'early'::regclass")" = "5:tenantguard.tenant_id()"
+check "protect() before distributing: the app writes and reads its tenant there, and the write is audited on a worker" \
+  test "$(coord q app "BEGIN; $CTX INSERT INTO early (id, body) VALUES (1, 'x'); SELECT tenant_id FROM early; COMMIT;" | tail -1):$(( $(w1 q postgres "SELECT count(*) FROM tenantguard.audit_log WHERE tbl = 'public.early'") + $(w2 q postgres "SELECT count(*) FROM tenantguard.audit_log WHERE tbl = 'public.early'") ))" = "acme:1"
+
 # The context reaches every worker.
 check "context: a multi-shard query through the coordinator sees exactly its tenant" \
   test "$(coord q app "BEGIN; $CTX SELECT string_agg(DISTINCT tenant_id, ',') || ':' || count(*) FROM docs; COMMIT;" | tail -1)" = "acme:100"

@@ -42,3 +42,11 @@ q postgres "ALTER SYSTEM SET tenantguard.audit_guard = off" && q postgres "SELEC
 check "with audit_guard = off a superuser may maintain triggers" q postgres "ALTER TABLE t DISABLE TRIGGER tenantguard_audit; ALTER TABLE t ENABLE ALWAYS TRIGGER tenantguard_audit"
 q postgres "ALTER SYSTEM RESET tenantguard.audit_guard" && q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
 refused "DISABLE TRIGGER once the guard is back on" "ALTER TABLE t DISABLE TRIGGER tenantguard_audit"
+# The trail's row index: off by default (issue 26), built on request.
+idx() { q postgres "SELECT count(*) FROM pg_indexes WHERE schemaname = 'tenantguard' AND tablename = 'audit_log' AND indexdef LIKE '%row_key%'"; }
+check "row index: not on the trail by default (status() says so)" test "$(idx):$(q postgres "SELECT tenantguard.status()->>'audit_row_index'")" = "0:false"
+out=$(q_err app "SELECT tenantguard.audit_row_index()" 2>&1)
+check "row index: the app role cannot build it" has "$out" "permission denied"
+check "row index: a superuser builds it (the guard on), and a row's history uses it" \
+  test "$(q postgres "SELECT tenantguard.audit_row_index()"):$(idx):$(q postgres "SET enable_seqscan = off; EXPLAIN (COSTS OFF) SELECT * FROM tenantguard.audit_log WHERE tenant = 'acme' AND tbl = 'public.t' AND row_key = '{\"id\": 1}'" | grep -q 'Index Scan using .*row_key_idx' && echo used)" = "t:1:used"
+check "row index: and drops it" test "$(q postgres "SELECT tenantguard.audit_row_index(false)"):$(idx)" = "f:0"
