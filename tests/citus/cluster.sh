@@ -202,6 +202,19 @@ check "bypass attack: replaying it on a worker after commit is refused" has "$ou
 out=$(coord q_err maint "BEGIN; SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL tenantguard.bypass_grant = '$G'; SELECT count(*) FROM docs; COMMIT;" 2>&1)
 check "bypass attack: replaying it through the coordinator in a new transaction is refused ($(printf '%s' "$out" | grep -o 'already taken up\|no tenant context' | head -1))" \
   has "$out" "already taken up\|no tenant context"
+# Parallel workers on the workers (force_parallel_mode there): the
+# answers do not change, and without a context the query still fails closed.
+for n in w1 w2; do $n q postgres "ALTER SYSTEM SET force_parallel_mode = on" >/dev/null; $n q postgres "SELECT pg_reload_conf()" >/dev/null; done
+sleep 0.3
+check "parallel (workers): a worker's plan for a tenant's shard has a Gather" \
+  bash -c "psql -X -At -h '$CDIR/sock' -p '$CPORT' -U app -d postgres -c BEGIN -c \"SELECT tenantguard.set_context('$ACME') IS NULL\" -c \"EXPLAIN SELECT count(*) FROM docs WHERE tenant_id = 'acme'\" -c COMMIT | grep -q Gather"
+check "parallel (workers): a context still sees exactly its tenant" \
+  test "$(coord q app "BEGIN; $CTX SELECT string_agg(DISTINCT tenant_id, ',') FROM docs; COMMIT;" | tail -1)" = "acme"
+check "parallel (workers): a bypass still sees every row" \
+  test "$(coord q maint "BEGIN; $BYP SELECT count(*) FROM docs; COMMIT;" | tail -1)" = "$(coord q postgres "SELECT count(*) FROM docs")"
+out=$(coord q_err app "SELECT count(*) FROM docs" 2>&1)
+check "parallel (workers): without a context, still 42501" has "$out" "no tenant context"
+for n in w1 w2; do $n q postgres "ALTER SYSTEM RESET force_parallel_mode" >/dev/null; $n q postgres "SELECT pg_reload_conf()" >/dev/null; done
 # COPY: Citus refuses COPY into a table with RLS; multi-row INSERT is the route.
 out=$(coord q_err app "BEGIN; $CTX COPY docs (id, body) FROM PROGRAM 'true'; COMMIT;" 2>&1)
 check "copy: COPY into a protected distributed table is refused" has "$out" "ERROR"
