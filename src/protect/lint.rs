@@ -347,7 +347,48 @@ const CITUS_CHECKS: &[(&str, &str, &str)] = &[
          WHERE c.protected AND p.partkey IS NOT NULL AND p.colocationid <> f.colocationid
            AND EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'tenantguard_audit')"#,
     ),
+    (
+        "TG026",
+        "warning",
+        r#"
+        SELECT 'citus.propagate_set_commands',
+               format('is %s, not local: set_context() then forwards the context with one more SET per transaction, and a context set any other way (SET LOCAL by hand) does not reach the workers, which fail closed', current_setting('citus.propagate_set_commands')),
+               'ALTER SYSTEM SET citus.propagate_set_commands = ''local''; SELECT pg_reload_conf();'
+         WHERE current_setting('citus.propagate_set_commands') <> 'local'
+           AND EXISTS (SELECT 1 FROM tg_tables c JOIN pg_dist_partition p ON p.logicalrelid = c.oid WHERE c.protected)"#,
+    ),
 ];
+
+/// On a Citus cluster, run as the extension's owner (a superuser): what
+/// each worker's pg_hba.conf lets in.
+const CITUS_OWNER_CHECKS: &[(&str, &str, &str)] = &[(
+    "TG027",
+    "warning",
+    r#"
+        SELECT format('%s:%s', r.nodename, r.nodeport),
+               CASE WHEN r.success
+                    THEN format('login roles that read protected tables (%s) may connect to this worker from elsewhere than the coordinator (%s): pg_hba.conf %s. Nothing needs the application there, and a worker is one more place to attack', apps.names, coord.addr, r.result)
+                    ELSE format('could not read this worker''s pg_hba.conf rules: %s', r.result) END,
+               '-- in that worker''s pg_hba.conf, accept these roles only from the coordinator''s address, then a line rejecting them from anywhere else (docs/operations.md, Citus)'
+          FROM (SELECT string_agg(DISTINCT ro.rolname::text, ', ') AS names, array_agg(DISTINCT ro.rolname::text) AS arr
+                  FROM pg_roles ro, tg_tables c
+                 WHERE c.protected AND ro.rolcanlogin AND NOT ro.rolsuper AND NOT ro.rolbypassrls
+                   AND has_table_privilege(ro.oid, c.oid, 'SELECT')) apps,
+               (SELECT (SELECT n.nodename FROM pg_dist_node n WHERE n.groupid = 0 LIMIT 1) AS addr) coord,
+               LATERAL run_command_on_workers(format($q$
+                   WITH r AS (SELECT line_number, auth_method, user_name, address, netmask FROM pg_hba_file_rules
+                               WHERE type LIKE 'host%%' AND error IS NULL
+                                 AND database && ARRAY['all', 'sameuser', 'samerole', current_database()::text]
+                                 AND (user_name && ARRAY['all'] OR user_name && %L::text[])),
+                        catchall AS (SELECT min(line_number) AS l FROM r
+                                      WHERE auth_method = 'reject' AND (address = 'all' OR netmask IN ('0.0.0.0', '::')))
+                   SELECT coalesce(string_agg(format('line %%s: %%s from %%s', line_number, auth_method, coalesce(address || coalesce('/' || netmask, ''), '?')), '; ' ORDER BY line_number), '')
+                     FROM r, catchall
+                    WHERE auth_method <> 'reject'
+                      AND NOT (address IS NOT DISTINCT FROM %L AND netmask IN ('255.255.255.255'))
+                      AND (catchall.l IS NULL OR line_number < catchall.l)$q$, apps.arr, coord.addr)) r
+         WHERE apps.names IS NOT NULL AND (NOT r.success OR r.result <> '')"#,
+)];
 
 /// The tables in scope, with what every check needs to know about them.
 const TABLES_CTE: &str = r#"
@@ -422,7 +463,9 @@ fn lint(
             })
             .and_then(|()| {
                 if crate::spi::citus_metadata() {
-                    run_checks(CITUS_CHECKS, schema, &mut out)
+                    run_checks(CITUS_CHECKS, schema, &mut out).and_then(|()| {
+                        crate::spi::as_owner(|| run_checks(CITUS_OWNER_CHECKS, schema, &mut out))
+                    })
                 } else {
                     Ok(())
                 }

@@ -294,4 +294,17 @@ $IW q postgres "ALTER TABLE tenantguard.audit_log DISABLE TRIGGER refuse_change;
 $IW q postgres "ALTER SYSTEM RESET tenantguard.audit_guard" >/dev/null; $IW q postgres "SELECT pg_reload_conf()" >/dev/null
 check "rebalancer: a previous segment deleted whole (head too) on its node is found through the link" \
   test "$(coord q ops "SELECT string_agg(records || ':' || ok || ':' || (first_bad_id IS NOT NULL), ',') FROM tenantguard.citus_verify_audit('initech')")" = "2:false:true"
+# lint(): what Citus needs configured.
+check "lint(): TG026, citus.propagate_set_commands not local in the configuration" \
+  test "$(coord q postgres "SELECT count(*) FROM tenantguard.lint() WHERE code = 'TG026'")" = "1"
+out=$(coord q postgres "SELECT string_agg(object, ',' ORDER BY object) FROM tenantguard.lint() WHERE code = 'TG027'")
+check "lint(): TG027, the app roles may log in to both workers from elsewhere than the coordinator (::1 in pg_hba.conf)" \
+  test "$out" = "127.0.0.1:$W1,127.0.0.1:$W2"
+# w1 accepts the application only from the coordinator, and rejects it elsewhere.
+{ printf 'host all app,maint 127.0.0.1/32 trust\nhost all app,maint all reject\n'; cat "$W1DIR/data/pg_hba.conf"; } >"$W1DIR/hba.new"
+cat "$W1DIR/hba.new" >"$W1DIR/data/pg_hba.conf"; w1 q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
+check "lint(): ... not once that worker accepts them from the coordinator only" \
+  test "$(coord q postgres "SELECT string_agg(object, ',' ORDER BY object) FROM tenantguard.lint() WHERE code = 'TG027'")" = "127.0.0.1:$W2"
+check "lint(): ... and the coordinator still reaches that worker as the app role" \
+  test "$(coord q app "BEGIN; $CTX SELECT count(*) > 0 FROM docs; COMMIT;" | tail -1)" = "t"
 summary
