@@ -440,25 +440,6 @@ pub(super) fn record_of(p: &Pending, id: i64, seq: i64, key_id: &str) -> Record 
     }
 }
 
-/// Element types of the trail's columns `at` .. `key_id` (see `body`).
-pub(super) const BODY_TYPES: [pg_sys::Oid; 15] = [
-    pg_sys::TIMESTAMPTZOID,
-    pg_sys::TEXTOID,
-    pg_sys::TEXTOID,
-    pg_sys::TEXTOID,
-    pg_sys::TEXTOID,
-    pg_sys::TEXTOID,
-    pg_sys::JSONBOID,
-    pg_sys::JSONBOID,
-    pg_sys::JSONBOID,
-    pg_sys::TEXTOID,
-    pg_sys::TEXTOID,
-    pg_sys::TEXTOID,
-    pg_sys::INT8OID,
-    pg_sys::JSONBOID,
-    pg_sys::TEXTOID,
-];
-
 /// The datums of columns `at` .. `key_id` of a record (None: NULL),
 /// palloc'd in the current memory context.
 pub(super) fn body(rec: &Record, p: &Pending) -> [Option<pg_sys::Datum>; 15] {
@@ -603,20 +584,30 @@ pub(super) fn chain_records(fxid: u64, pending: &[Pending]) -> Vec<i64> {
                                 .cloned()
                                 .collect()
                         });
-                        let types: Vec<pg_sys::Oid> =
-                            [pg_sys::INT8OID, pg_sys::TEXTOID, pg_sys::INT8OID]
-                                .into_iter()
-                                .chain(BODY_TYPES)
-                                .chain([pg_sys::BYTEAOID, pg_sys::BYTEAOID])
-                                .collect();
-                        let args: Vec<Option<pg_sys::Datum>> = cols
-                            .iter()
-                            .zip(&types)
-                            .map(|(col, elem)| Some(array_of(*elem, col)))
-                            .collect();
-                        // SAFETY: SPI is connected; the arrays are palloc'd in SPI's
-                        // memory context and match the plan's parameter types.
-                        let rc = unsafe { exec_latest(plans.insert, &args, false) };
+                        // A few records: one row of parameters each (INSERT ...
+                        // VALUES, whose executor starts cheaply); more: one array
+                        // per column (unnest).
+                        let n = pending.len();
+                        let (plan, args): (pg_sys::SPIPlanPtr, Vec<Option<pg_sys::Datum>>) =
+                            match plans.insert_rows.get(n.wrapping_sub(1)) {
+                                Some(plan) => (
+                                    *plan,
+                                    (0..n)
+                                        .flat_map(|r| cols.iter().map(move |col| col[r]))
+                                        .collect(),
+                                ),
+                                None => (
+                                    plans.insert,
+                                    cols.iter()
+                                        .zip(RECORD_TYPES)
+                                        .map(|(col, elem)| Some(array_of(elem, col)))
+                                        .collect(),
+                                ),
+                            };
+                        // SAFETY: SPI is connected; the datums (arrays or values)
+                        // live in SPI's memory context and match the plan's
+                        // parameter types.
+                        let rc = unsafe { exec_latest(plan, &args, false) };
                         if rc != pg_sys::SPI_OK_INSERT as i32 {
                             return Err(pgrx::spi::Error::from(
                                 pgrx::spi::SpiErrorCodes::OpUnknown,

@@ -69,6 +69,70 @@ pub(super) const INSERT_BATCH_SQL: &str = "INSERT INTO tenantguard.audit_log (id
                         pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13), pg_catalog.unnest($14), pg_catalog.unnest($15),
                         pg_catalog.unnest($16), pg_catalog.unnest($17), pg_catalog.unnest($18), pg_catalog.unnest($19), pg_catalog.unnest($20)";
 
+/// Element types of the trail's columns `at` .. `key_id` (see `body`).
+pub(super) const BODY_TYPES: [pg_sys::Oid; 15] = [
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::JSONBOID,
+    pg_sys::JSONBOID,
+    pg_sys::JSONBOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::INT8OID,
+    pg_sys::JSONBOID,
+    pg_sys::TEXTOID,
+];
+
+/// Element types of the trail's columns, in `INSERT_BATCH_SQL`'s order.
+pub(super) const RECORD_TYPES: [pg_sys::Oid; 20] = [
+    pg_sys::INT8OID,
+    pg_sys::TEXTOID,
+    pg_sys::INT8OID,
+    BODY_TYPES[0],
+    BODY_TYPES[1],
+    BODY_TYPES[2],
+    BODY_TYPES[3],
+    BODY_TYPES[4],
+    BODY_TYPES[5],
+    BODY_TYPES[6],
+    BODY_TYPES[7],
+    BODY_TYPES[8],
+    BODY_TYPES[9],
+    BODY_TYPES[10],
+    BODY_TYPES[11],
+    BODY_TYPES[12],
+    BODY_TYPES[13],
+    BODY_TYPES[14],
+    pg_sys::BYTEAOID,
+    pg_sys::BYTEAOID,
+];
+
+/// Batches of up to this many records are written with `INSERT ...
+/// VALUES` (one parameter per column and record): its executor starts
+/// without the 20 set-returning functions of `INSERT_BATCH_SQL`, which
+/// cost more than they save below a few rows (benches/README.md).
+pub(super) const VALUES_ROWS: usize = 4;
+
+/// `INSERT_BATCH_SQL`'s statement for exactly `rows` records, as VALUES
+/// rows of numbered parameters (built from numbers only).
+fn insert_rows_sql(rows: usize) -> String {
+    let head = &INSERT_BATCH_SQL[..INSERT_BATCH_SQL.find("SELECT").expect("a SELECT")];
+    let tuples: Vec<String> = (0..rows)
+        .map(|r| {
+            let ps: Vec<String> = (1..=RECORD_TYPES.len())
+                .map(|c| format!("${}", r * RECORD_TYPES.len() + c))
+                .collect();
+            format!("({})", ps.join(", "))
+        })
+        .collect();
+    format!("{head}VALUES {}", tuples.join(", "))
+}
+
 /// Stage a batch of sealed records in the inbox (background chaining),
 /// when the heap cannot be appended to directly (see `stage_pending`).
 pub(super) const STAGE_SQL: &str = "INSERT INTO tenantguard.audit_inbox
@@ -125,6 +189,8 @@ thread_local! {
 
 pub(super) struct Plans {
     pub(super) insert: pg_sys::SPIPlanPtr,
+    /// `insert_rows[k - 1]`: the VALUES insert of exactly k records.
+    pub(super) insert_rows: Vec<pg_sys::SPIPlanPtr>,
     pub(super) stage: OwnedPreparedStatement,
     /// Run under the latest snapshot, like the head statements.
     pub(super) drain: pg_sys::SPIPlanPtr,
@@ -322,6 +388,12 @@ pub(super) fn plans(client: &pgrx::spi::SpiClient<'_>) -> Result<Rc<Plans>, pgrx
     let p = unsafe {
         Rc::new(Plans {
             insert: keep_raw(INSERT_BATCH_SQL, &batch.map(|o| o.value()))?,
+            insert_rows: (1..=VALUES_ROWS)
+                .map(|k| {
+                    let types: Vec<pg_sys::Oid> = (0..k).flat_map(|_| RECORD_TYPES).collect();
+                    keep_raw(&insert_rows_sql(k), &types)
+                })
+                .collect::<Result<_, _>>()?,
             stage: client.prepare_mut(STAGE_SQL, &stage)?.keep(),
             drain: keep_raw(
                 DRAIN_SQL,
