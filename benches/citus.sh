@@ -4,8 +4,8 @@
 # tenant, so that Citus routes it to one shard): with tenantguard's context
 # on a protected distributed table, against an explicit WHERE on the same
 # table distributed without RLS (the token set into a plain GUC). Alternating,
-# medians of 3, and the coordinator's CPU per transaction (the workers'
-# run in other processes; pgbench's figure is the coordinator's).
+# medians of 3, and the server CPU per transaction of all three nodes
+# (every process under the three postmasters, exited backends included).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd); cd "$ROOT"
 export PG=15
@@ -52,11 +52,34 @@ SELECT tenantguard.set_context(token) IS NULL FROM bench_tokens WHERE tid = :t;
 SELECT payload FROM bench_tg WHERE tenant_id = 't' || :t AND id = (:t - 1) * 1000 + :k;
 COMMIT;
 SQL
+# Server CPU of the whole cluster (three postmasters, every process under
+# them: each postmaster's own and reaped children's utime+stime, plus its
+# live children's), in clock ticks: read before and after a run, the
+# difference is what the run cost the servers, backends that exited with
+# pgbench's connections included.
+cluster_ticks() {
+  local t=0 pm f c
+  for pm in $(head -qn1 "$CDIR/data/postmaster.pid" "$W1DIR/data/postmaster.pid" "$W2DIR/data/postmaster.pid"); do
+    f=$(cut -d')' -f2 "/proc/$pm/stat") || continue
+    set -- $f
+    t=$((t + ${12} + ${13} + ${14} + ${15}))
+    for c in $(pgrep -P "$pm"); do t=$((t + $(backend_ticks "$c"))); done
+  done
+  echo "$t"
+}
+declare -A CPUT
 pgbc() { # VARIANT SCRIPT
-  local tps
-  tps=$("$BIN/pgbench" -n -M prepared -c "$CLIENTS" -j 2 -T "$SECS" -h "$SOCK" -p "$PORT" -U bench -f "$2" postgres 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | tail -1)
+  local out tps n c0 c1 us
+  c0=$(cluster_ticks)
+  out=$("$BIN/pgbench" -n -M prepared -c "$CLIENTS" -j 2 -T "$SECS" -h "$SOCK" -p "$PORT" -U bench -f "$2" postgres 2>&1)
+  sleep 0.2   # the backends of pgbench's connections exit and are reaped
+  c1=$(cluster_ticks)
+  tps=$(printf '%s\n' "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | tail -1)
+  n=$(printf '%s\n' "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
+  us=$(awk -v a="$c0" -v b="$c1" -v n="${n:-1}" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", (b - a) * 1000000 / hz / n}')
   TPS[$1]="${TPS[$1]:-} $tps"
-  printf '   round %s  %-34s %10.1f tps\n' "$ROUND" "$1" "${tps:-0}"
+  CPUT[$1]="${CPUT[$1]:-} $us"
+  printf '   round %s  %-34s %10.1f tps %8.1f us server CPU per transaction (3 nodes)\n' "$ROUND" "$1" "${tps:-0}" "$us"
 }
 echo "== citus: point select through the coordinator, $CLIENTS clients, ${SECS}s x $ROUNDS rounds (alternating), 100k rows, 100 tenants, 32 shards"
 for ROUND in $(seq 1 "$ROUNDS"); do
@@ -64,10 +87,11 @@ for ROUND in $(seq 1 "$ROUNDS"); do
   else pgbc "tenantguard context" "$CDIR/tg.sql"; pgbc "explicit WHERE, no RLS (baseline)" "$CDIR/plain.sql"; fi
 done
 a=$(median ${TPS["explicit WHERE, no RLS (baseline)"]}); b=$(median ${TPS["tenantguard context"]})
+ca=$(median ${CPUT["explicit WHERE, no RLS (baseline)"]}); cb=$(median ${CPUT["tenantguard context"]})
 echo
-echo "| variant | median tps | ratio |"
-echo "|---|---|---|"
-echo "| explicit WHERE, no RLS (baseline) | $a | 1.000 |"
-echo "| tenantguard context (the query names the tenant) | $b | $(ratio "$b" "$a") |"
+echo "| variant | median tps | ratio | server CPU per transaction, 3 nodes |"
+echo "|---|---|---|---|"
+echo "| explicit WHERE, no RLS (baseline) | $a | 1.000 | $ca µs |"
+echo "| tenantguard context (the query names the tenant) | $b | $(ratio "$b" "$a") | $cb µs (+$(awk -v a="$ca" -v b="$cb" 'BEGIN {printf "%.1f", b - a}')) |"
 echo
 echo "tenantguard / explicit WHERE = $(ratio "$b" "$a")  (target >= 0.9)"
