@@ -270,6 +270,42 @@ fn citus_audit_link(links: JsonB) -> i64 {
         else {
             continue;
         };
+        // No chain of the tenant here yet (linked before its first write
+        // on this node): the chain continues here, from the previous
+        // segment's head (the head is set to its seq and hash, and the
+        // keyed link record, the first here, names it as `checkpoint_seq`:
+        // verification starts from it, as after a partition drop).
+        // Otherwise a new segment was started already, and the link only
+        // names the previous one.
+        let mut previous = previous.clone();
+        let (pseq, phash) = (
+            previous.get("seq").and_then(|x| x.as_i64()).unwrap_or(0),
+            previous
+                .get("hash")
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_string(),
+        );
+        let continued = pseq > 0
+            && spi::as_owner(|| {
+                Spi::connect_mut(|c| {
+                    c.update(
+                        "WITH h AS (INSERT INTO tenantguard.audit_head (tenant, seq, hash)
+                                VALUES ($1, $2, pg_catalog.decode($3, 'hex'))
+                                ON CONFLICT (tenant) DO NOTHING RETURNING 1)
+                     SELECT EXISTS (SELECT 1 FROM h)",
+                        None,
+                        &[tenant.into(), pseq.into(), phash.as_str().into()],
+                    )?
+                    .first()
+                    .get_one::<bool>()
+                })
+                .unwrap_or_else(|e| spi_fail(e))
+                .unwrap_or(false)
+            });
+        if continued {
+            previous["checkpoint_seq"] = serde_json::json!(pseq);
+        }
         super::capture::append(super::capture::Entry {
             tenant: Some(tenant.to_string()),
             action: LINKED.to_string(),
@@ -428,9 +464,30 @@ fn citus_link_audit_segments() -> TableIterator<
     let mut made = Vec::new();
     let node_of_group: std::collections::HashMap<i64, String> =
         segs.iter().map(|s| (s.group, s.node.clone())).collect();
+    // The nodes that hold (and so may have held) shards: the others (a
+    // coordinator without shards) chain a tenant's security events, which
+    // are not a segment of its data chain.
+    let data_groups: Vec<i64> = spi::as_owner(|| {
+        spi::read_one::<Vec<i32>>(
+            "SELECT pg_catalog.array_agg(DISTINCT n.groupid) FROM pg_catalog.pg_dist_node n
+              WHERE n.shouldhaveshards AND n.noderole OPERATOR(pg_catalog.=) 'primary'",
+            &[],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+    })
+    .into_iter()
+    .map(i64::from)
+    .collect();
     for t in tenants {
-        let mine: Vec<&Segment> = segs.iter().filter(|s| s.tenant == t).collect();
-        if mine.len() < 2 {
+        let mine: Vec<&Segment> = segs
+            .iter()
+            .filter(|s| s.tenant == t && data_groups.contains(&s.group))
+            .collect();
+        // Nothing to link: no data chain, or one on a single node that
+        // is (below) the node of its shards.
+        if mine.is_empty() {
             continue;
         }
         // The node that holds the tenant's shards now.

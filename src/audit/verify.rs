@@ -63,14 +63,16 @@ pub(super) fn verify_tenant(tenant: &str, upto_id: Option<i64>) -> (chain::Verdi
         Some(_) => v.records == 0 && start_seq == 0,
     };
     // A checkpoint only counts if the chain itself attests it: the keyed
-    // record of the drop (security:audit_partition_dropped) names its seq.
+    // record of the drop (security:audit_partition_dropped), or on Citus of
+    // the link to the previous segment on another node
+    // (security:audit_segment_linked), names its seq.
     // A checkpoint row inserted by hand has no such record.
     let attested = start_seq == 0
         || upto_id.is_some()
         || spi::read_one::<bool>(
             "SELECT EXISTS (SELECT 1 FROM tenantguard.audit_log
                              WHERE tenant OPERATOR(pg_catalog.=) $1 AND seq OPERATOR(pg_catalog.>) $2
-                               AND action OPERATOR(pg_catalog.=) 'security:audit_partition_dropped'
+                               AND action OPERATOR(pg_catalog.=) ANY (ARRAY['security:audit_partition_dropped', 'security:audit_segment_linked'])
                                AND (payload OPERATOR(pg_catalog.->>) 'checkpoint_seq')::pg_catalog.int8 OPERATOR(pg_catalog.=) $2)",
             &[tenant.into(), start_seq.into()],
         )
@@ -81,11 +83,21 @@ pub(super) fn verify_tenant(tenant: &str, upto_id: Option<i64>) -> (chain::Verdi
 }
 
 /// The newest checkpoint of a tenant's chain (seq and hash of the last
-/// record dropped with its partition), or the genesis.
+/// record dropped with its partition; on Citus, of the previous node's
+/// head, when the tenant's first record here is the keyed link that
+/// continued its chain after a shard move), or the genesis.
 pub(super) fn checkpoint(tenant: &str) -> (i64, Vec<u8>) {
     match spi::read_two::<i64, Vec<u8>>(
-        "SELECT seq, hash FROM tenantguard.audit_checkpoint WHERE tenant OPERATOR(pg_catalog.=) $1
-          ORDER BY seq DESC LIMIT 1",
+        "SELECT c.seq, c.hash FROM (
+            SELECT seq, hash FROM tenantguard.audit_checkpoint WHERE tenant OPERATOR(pg_catalog.=) $1
+            UNION ALL
+            SELECT (f.payload OPERATOR(pg_catalog.->>) 'checkpoint_seq')::pg_catalog.int8,
+                   pg_catalog.decode(f.payload OPERATOR(pg_catalog.->>) 'hash', 'hex')
+              FROM (SELECT l.action, l.payload FROM tenantguard.audit_log l
+                     WHERE l.tenant OPERATOR(pg_catalog.=) $1 ORDER BY l.seq LIMIT 1) f
+             WHERE f.action OPERATOR(pg_catalog.=) 'security:audit_segment_linked'
+               AND f.payload OPERATOR(pg_catalog.?) 'checkpoint_seq') c
+          ORDER BY c.seq DESC LIMIT 1",
         &[tenant.into()],
     ) {
         Ok((Some(seq), Some(hash))) => (seq, hash),

@@ -261,18 +261,21 @@ check "rebalancer: the tenant's shard moved ($FROM_PORT -> $TO_PORT)" \
   test "$(coord q postgres "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = $SH")" = "$TO_PORT"
 check "rebalancer: moving the rows recorded nothing (the copy is no write)" \
   test "$(every "SELECT count(*) FROM tenantguard.audit_log WHERE tenant = 'initech'")" = "6"
+# Linked right after the move, before the tenant writes there: its chain
+# continues on the new node from the old head.
+out=$(coord q ops "SELECT tenant || ':' || previous_seq FROM tenantguard.citus_link_audit_segments()")
+check "rebalancer: citus_link_audit_segments() links the tenant's chain on its new node to its previous head ($out)" \
+  test "$out" = "initech:6"
+check "rebalancer: ... once (idempotent)" test "$(coord q ops "SELECT count(*) FROM tenantguard.citus_link_audit_segments()")" = "0"
 coord q app "BEGIN; $ICTX INSERT INTO docs (id, body) VALUES (7003, 'after the move'); COMMIT;" >/dev/null
 out=$(coord q ops "SELECT node || ':' || records || ':' || ok FROM tenantguard.citus_verify_audit('initech') ORDER BY node")
-check "rebalancer: the old segment stays and verifies on its node; the new writes chain on the new node and verify ($(printf '%s' "$out" | tr '\n' ' '))" \
-  test "$(printf '%s\n' "$out" | grep -cx "127.0.0.1:$FROM_PORT:6:true\|127.0.0.1:$TO_PORT:1:true"):$(printf '%s\n' "$out" | wc -l)" = "2:2"
-check "rebalancer: citus_export_audit() has both segments (7 records, 2 nodes)" \
-  test "$(coord q ops "SELECT count(*) || ':' || count(DISTINCT e->>'node') FROM tenantguard.citus_export_audit('initech') e")" = "7:2"
-out=$(coord q ops "SELECT tenant || ':' || previous_seq FROM tenantguard.citus_link_audit_segments()")
-check "rebalancer: citus_link_audit_segments() links the tenant's new segment to its previous head ($out)" \
-  test "$(printf '%s\n' "$out" | grep -cx 'initech:6')" = "1"
-check "rebalancer: ... once (idempotent)" test "$(coord q ops "SELECT count(*) FROM tenantguard.citus_link_audit_segments()")" = "0"
-check "rebalancer: the link is a keyed record of the new segment, and both segments verify" \
-  test "$(coord q ops "SELECT string_agg(records || ':' || ok, ',' ORDER BY records) FROM tenantguard.citus_verify_audit('initech')")" = "2:true,6:true"
+check "rebalancer: the old part verifies on its node, the new part (the link, then the write) on the new node ($(printf '%s' "$out" | tr '\n' ' '))" \
+  test "$(printf '%s\n' "$out" | grep -cx "127.0.0.1:$FROM_PORT:6:true\|127.0.0.1:$TO_PORT:2:true"):$(printf '%s\n' "$out" | wc -l)" = "2:2"
+check "rebalancer: one chain across the two nodes: seqs 1 to 8, each once, the new node's first record linked to the old head" \
+  test "$(coord q ops "SELECT count(DISTINCT (e->>'seq')::int) || ':' || min((e->>'seq')::int) || ':' || max((e->>'seq')::int) || ':' || count(DISTINCT e->>'node')
+    || ':' || bool_or(e->>'action' = 'security:audit_segment_linked' AND (e->>'seq')::int = 7
+                     AND e->>'prev_hash' = (SELECT f->>'hash' FROM tenantguard.citus_export_audit('initech') f WHERE (f->>'seq')::int = 6))
+    FROM tenantguard.citus_export_audit('initech') e")" = "8:1:8:2:true"
 out=$(coord q_err app "SELECT count(*) FROM tenantguard.citus_link_audit_segments()" 2>&1)
 check "rebalancer: the app role cannot link segments" has "$out" "permission denied"
 # Tampering on a worker is found from the coordinator.
@@ -294,6 +297,8 @@ $IW q postgres "ALTER TABLE tenantguard.audit_log DISABLE TRIGGER refuse_change;
 $IW q postgres "ALTER SYSTEM RESET tenantguard.audit_guard" >/dev/null; $IW q postgres "SELECT pg_reload_conf()" >/dev/null
 check "rebalancer: a previous segment deleted whole (head too) on its node is found through the link" \
   test "$(coord q ops "SELECT string_agg(records || ':' || ok || ':' || (first_bad_id IS NOT NULL), ',') FROM tenantguard.citus_verify_audit('initech')")" = "2:false:true"
+check "rebalancer: ... while the new node's part alone still verifies there (its checkpoint attested by the link)" \
+  test "$($([ "$IW" = w1 ] && echo w2 || echo w1) q postgres "SELECT ok FROM tenantguard.verify_audit('initech')")" = "t"
 # lint(): what Citus needs configured.
 check "lint(): TG026, citus.propagate_set_commands not local in the configuration" \
   test "$(coord q postgres "SELECT count(*) FROM tenantguard.lint() WHERE code = 'TG026'")" = "1"
