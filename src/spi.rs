@@ -177,27 +177,79 @@ pub fn citus_begin_distributed() -> Option<(i32, u64, i64)> {
 /// these, with `citus.propagate_set_commands = 'local'`, and not
 /// `set_config()`). The setting is one of ours, named by the caller; the
 /// value is quoted as a literal (SET takes no parameters).
+///
+/// The statement goes straight to `ProcessUtility` (every hook in the
+/// chain sees it, Citus's included, with its text, which Citus forwards),
+/// not through SPI: SPI's parse-and-plan was about 10 µs per call, and
+/// pgrx's `Spi::run` assigns the transaction an id, which a read-only
+/// transaction must not have (it costs a commit record, and a standby
+/// refuses it).
 pub fn citus_set_local(setting: &'static str, value: &str) {
-    let run = |sql: &str| {
-        pgrx::spi::Spi::run(sql).unwrap_or_else(|e| {
-            crate::error::raise_msg(
-                pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                format!("tenantguard: {e}"),
-            )
-        })
-    };
     // SAFETY: a GUC lookup with missing_ok.
     let forwarding = unsafe {
         let p = pg_sys::GetConfigOption(c"citus.propagate_set_commands".as_ptr(), true, false);
         !p.is_null() && CStr::from_ptr(p).to_bytes() == b"local"
     };
     if !forwarding {
-        run("SET LOCAL citus.propagate_set_commands = 'local'");
+        set_local_statement("SET LOCAL citus.propagate_set_commands = 'local'");
     }
-    run(&format!(
+    set_local_statement(&format!(
         "SET LOCAL {setting} = {}",
         pgrx::spi::quote_literal(value)
     ));
+}
+
+/// Run one `SET LOCAL` statement, given as text, through the utility hook
+/// chain, as a statement of the running query (PROCESS_UTILITY_QUERY).
+/// Anything that does not parse as exactly one SET is refused.
+fn set_local_statement(sql: &str) {
+    let text = std::ffi::CString::new(sql).unwrap_or_else(|_| {
+        crate::error::raise_msg(
+            pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "tenantguard: a setting's value cannot contain a NUL byte",
+        )
+    });
+    // SAFETY: the parser allocates the statement in the current memory
+    // context, where it stays for the call; the PlannedStmt wrapper is
+    // zeroed and filled as the planner fills one for a utility statement;
+    // ProcessUtility gets the statement's text (Citus forwards it), no
+    // parameters, no query environment, and discards any output.
+    unsafe {
+        let raw = pg_sys::pg_parse_query(text.as_ptr());
+        let one = if !raw.is_null() && (*raw).length == 1 {
+            pg_sys::list_nth(raw, 0) as *mut pg_sys::RawStmt
+        } else {
+            std::ptr::null_mut()
+        };
+        let is_set = !one.is_null()
+            && !(*one).stmt.is_null()
+            && (*(*one).stmt).type_ == pg_sys::NodeTag::T_VariableSetStmt
+            && (*((*one).stmt as *mut pg_sys::VariableSetStmt)).is_local;
+        if !is_set {
+            crate::error::raise_msg(
+                pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "tenantguard: internal SET LOCAL did not parse as one",
+            );
+        }
+        let pstmt =
+            pg_sys::palloc0(std::mem::size_of::<pg_sys::PlannedStmt>()) as *mut pg_sys::PlannedStmt;
+        (*pstmt).type_ = pg_sys::NodeTag::T_PlannedStmt;
+        (*pstmt).commandType = pg_sys::CmdType::CMD_UTILITY;
+        (*pstmt).canSetTag = true;
+        (*pstmt).utilityStmt = (*one).stmt;
+        (*pstmt).stmt_location = (*one).stmt_location;
+        (*pstmt).stmt_len = (*one).stmt_len;
+        pg_sys::ProcessUtility(
+            pstmt,
+            text.as_ptr(),
+            false,
+            pg_sys::ProcessUtilityContext::PROCESS_UTILITY_QUERY,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            pg_sys::None_Receiver,
+            std::ptr::null_mut(),
+        );
+    }
 }
 
 /// Whether Citus's metadata exists in this database (CREATE EXTENSION citus).

@@ -71,6 +71,8 @@ check "context: a router query (tenant named) sees its rows" \
   test "$(coord q app "BEGIN; $CTX SELECT count(*) FROM docs WHERE tenant_id = 'acme'; COMMIT;" | tail -1)" = "100"
 check "context: a query naming the tenant is routed to one shard (Task Count: 1)" \
   bash -c "psql -X -At -h '$CDIR/sock' -p '$CPORT' -U app -d postgres -c \"BEGIN\" -c \"SELECT tenantguard.set_context('$ACME') IS NULL\" -c \"EXPLAIN SELECT count(*) FROM docs WHERE tenant_id = 'acme'\" -c COMMIT | grep -q 'Task Count: 1'"
+check "context: a read is a read: set_context() and a routed select take no transaction id on the coordinator (a standby could not give one)" \
+  test "$(coord q app "BEGIN; $CTX SELECT count(*) FROM docs WHERE tenant_id = 'acme'; SELECT coalesce(txid_current_if_assigned()::text, 'none'); COMMIT;" | tail -1)" = "none"
 check "context: naming another tenant returns nothing" \
   test "$(coord q app "BEGIN; $CTX SELECT count(*) FROM docs WHERE tenant_id = 'globex'; COMMIT;" | tail -1)" = "0"
 out=$(coord q_err app "SELECT count(*) FROM docs" 2>&1)
