@@ -76,3 +76,43 @@ pub fn local_transaction_id() -> u32 {
         }
     }
 }
+
+/// `ExecInsertIndexTuples()` for a tuple just inserted (not an update, no
+/// ON CONFLICT): the index entries of `rri`'s relation for the slot's
+/// tuple. PG 16 added `onlySummarizing` (false: every index).
+///
+/// SAFETY: `rri` has its indexes open, `slot` holds the inserted tuple
+/// with its TID, `estate` is a live executor state.
+pub unsafe fn insert_index_tuples(
+    rri: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    estate: *mut pg_sys::EState,
+) {
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    // SAFETY: see the function's contract.
+    unsafe {
+        pg_sys::ExecInsertIndexTuples(
+            rri,
+            slot,
+            estate,
+            false,
+            false,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+    }
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    // SAFETY: see the function's contract.
+    unsafe {
+        pg_sys::ExecInsertIndexTuples(
+            rri,
+            slot,
+            estate,
+            false,
+            false,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            false,
+        );
+    }
+}

@@ -342,6 +342,7 @@ pub(super) fn primary_audit_key() -> tenantguard_core::keyring::Key {
 /// row (created on the tenant's first record).
 pub(super) fn locked_head(
     plans: &Plans,
+    heads: Option<&super::append::Heads>,
     fxid: u64,
     tenant: &str,
 ) -> Result<(i64, Vec<u8>), pgrx::spi::Error> {
@@ -355,6 +356,9 @@ pub(super) fn locked_head(
         return Ok(h);
     }
     lock_chain(tenant);
+    if let Some(found) = heads.and_then(|h| h.read(tenant)) {
+        return Ok(found);
+    }
     // (Under enable_seqscan = off: see `chain_records`.)
     {
         let arg = [text_datum(Some(tenant))];
@@ -485,6 +489,12 @@ pub(super) fn chain_records(fxid: u64, pending: &[Pending]) -> Vec<i64> {
         .collect();
     let pending = pending.as_slice();
     let key = primary_audit_key();
+    let log_rel = spi::relation_oid(c"audit_log").unwrap_or_else(|| {
+        raise_msg(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            "tenantguard audit: table tenantguard.audit_log is missing",
+        )
+    });
     let seq_rel = spi::relation_oid(c"audit_log_id_seq").unwrap_or_else(|| {
         raise_msg(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
@@ -495,107 +505,115 @@ pub(super) fn chain_records(fxid: u64, pending: &[Pending]) -> Vec<i64> {
     // small, so the planner would pick a sequential scan, which visits
     // every tenant's head (and the dead versions the moves leave). Nor JIT:
     // a plan priced with sequential scans off can pass its threshold, and
-    // then every flush would compile it.
+    // then every flush would compile it. (When the heads are read and moved
+    // directly, the statements left run once per new tenant, if ever: no
+    // settings to change, at a cost every flush would pay.)
+    // The heads read and moved directly when their table is shaped for it
+    // (see `append::Heads`).
+    let heads = super::append::Heads::find();
+    let settings: &[(&std::ffi::CStr, &std::ffi::CStr)] = if heads.is_some() {
+        &[]
+    } else {
+        &[
+            (c"enable_seqscan", c"off"),
+            (c"jit", c"off"),
+            (c"plan_cache_mode", c"force_generic_plan"),
+        ]
+    };
     with_statement_snapshot(|| {
-        spi::with_gucs(
-            &[
-                (c"enable_seqscan", c"off"),
-                (c"jit", c"off"),
-                (c"plan_cache_mode", c"force_generic_plan"),
-            ],
-            || {
-                spi::as_owner(|| {
-                    Spi::connect_mut(|client| {
-                        let plans = plans(client)?;
-                        let n = pending.len();
-                        let mut cols: Vec<Vec<Option<pg_sys::Datum>>> =
-                            (0..20).map(|_| Vec::with_capacity(n)).collect();
-                        let mut ids = Vec::with_capacity(n);
-                        // Chains not locked yet are locked in one order (by tenant) by
-                        // every transaction, so two committing transactions that both
-                        // write tenants A and B do not deadlock.
-                        let mut unlocked: Vec<&str> = pending
-                            .iter()
-                            .map(|p| p.tenant.as_str())
-                            .filter(|t| {
-                                !with_chains(fxid, |c| c.heads.iter().any(|(h, _, _)| h == t))
-                            })
-                            .collect();
-                        unlocked.sort_unstable();
-                        unlocked.dedup();
-                        if unlocked.len() > 1 {
-                            unlocked.iter().for_each(|t| lock_chain(t));
+        spi::with_gucs(settings, || {
+            spi::as_owner(|| {
+                Spi::connect_mut(|client| {
+                    let plans = plans(client)?;
+                    let n = pending.len();
+                    let mut cols: Vec<Vec<Option<pg_sys::Datum>>> =
+                        (0..20).map(|_| Vec::with_capacity(n)).collect();
+                    let mut ids = Vec::with_capacity(n);
+                    // Chains not locked yet are locked in one order (by tenant) by
+                    // every transaction, so two committing transactions that both
+                    // write tenants A and B do not deadlock.
+                    let mut unlocked: Vec<&str> = pending
+                        .iter()
+                        .map(|p| p.tenant.as_str())
+                        .filter(|t| !with_chains(fxid, |c| c.heads.iter().any(|(h, _, _)| h == t)))
+                        .collect();
+                    unlocked.sort_unstable();
+                    unlocked.dedup();
+                    if unlocked.len() > 1 {
+                        unlocked.iter().for_each(|t| lock_chain(t));
+                    }
+                    for p in pending {
+                        let (prev_seq, prev_hash) =
+                            locked_head(&plans, heads.as_ref(), fxid, &p.tenant)?;
+                        // Ids are drawn while the head is locked, so within a
+                        // tenant they rise with seq.
+                        extern "C-unwind" {
+                            /// nextval(regclass), the fmgr entry point.
+                            fn nextval_oid(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
                         }
-                        for p in pending {
-                            let (prev_seq, prev_hash) = locked_head(&plans, fxid, &p.tenant)?;
-                            // Ids are drawn while the head is locked, so within a
-                            // tenant they rise with seq.
-                            extern "C-unwind" {
-                                /// nextval(regclass), the fmgr entry point.
-                                fn nextval_oid(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
-                            }
-                            // SAFETY: nextval(regclass) on the extension's sequence, as
-                            // its owner (the function checks the privilege itself),
-                            // called through fmgr from the guarded DirectFunctionCall.
-                            let id = unsafe {
-                                pg_sys::DirectFunctionCall1Coll(
-                                    Some(nextval_oid),
-                                    pg_sys::Oid::INVALID,
-                                    pg_sys::Datum::from(seq_rel),
-                                )
-                            }
-                            .value() as i64;
-                            let rec = record_of(p, id, prev_seq + 1, &key.kid);
-                            let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
-                            let row = [
-                                Some(pg_sys::Datum::from(rec.id)),
-                                text_datum(Some(&rec.tenant)),
-                                Some(pg_sys::Datum::from(rec.seq)),
-                            ]
-                            .into_iter()
-                            .chain(body(&rec, p))
-                            .chain([
-                                prev_hash.as_slice().into_datum(),
-                                hash.as_slice().into_datum(),
-                            ]);
-                            for (col, d) in cols.iter_mut().zip(row) {
-                                col.push(d);
-                            }
-                            with_chains(fxid, |c| {
-                                match c.heads.iter_mut().find(|(t, _, _)| *t == p.tenant) {
-                                    Some(h) => {
-                                        h.1 = rec.seq;
-                                        h.2 = hash;
-                                    }
-                                    None => c.heads.push((p.tenant.clone(), rec.seq, hash)),
+                        // SAFETY: nextval(regclass) on the extension's sequence, as
+                        // its owner (the function checks the privilege itself),
+                        // called through fmgr from the guarded DirectFunctionCall.
+                        let id = unsafe {
+                            pg_sys::DirectFunctionCall1Coll(
+                                Some(nextval_oid),
+                                pg_sys::Oid::INVALID,
+                                pg_sys::Datum::from(seq_rel),
+                            )
+                        }
+                        .value() as i64;
+                        let rec = record_of(p, id, prev_seq + 1, &key.kid);
+                        let hash = chain::link(&key.material, &rec, &prev_hash).to_vec();
+                        let row = [
+                            Some(pg_sys::Datum::from(rec.id)),
+                            text_datum(Some(&rec.tenant)),
+                            Some(pg_sys::Datum::from(rec.seq)),
+                        ]
+                        .into_iter()
+                        .chain(body(&rec, p))
+                        .chain([
+                            prev_hash.as_slice().into_datum(),
+                            hash.as_slice().into_datum(),
+                        ]);
+                        for (col, d) in cols.iter_mut().zip(row) {
+                            col.push(d);
+                        }
+                        with_chains(fxid, |c| {
+                            match c.heads.iter_mut().find(|(t, _, _)| *t == p.tenant) {
+                                Some(h) => {
+                                    h.1 = rec.seq;
+                                    h.2 = hash;
                                 }
-                            });
-                            ids.push(id);
-                        }
-                        // The heads of this batch's tenants, moved right after it.
-                        let mut tenants: Vec<&str> =
-                            pending.iter().map(|p| p.tenant.as_str()).collect();
-                        tenants.sort_unstable();
-                        tenants.dedup();
-                        let moved: Vec<(String, i64, Vec<u8>)> = with_chains(fxid, |c| {
-                            c.heads
-                                .iter()
-                                .filter(|(t, _, _)| tenants.contains(&t.as_str()))
-                                .cloned()
-                                .collect()
+                                None => c.heads.push((p.tenant.clone(), rec.seq, hash)),
+                            }
                         });
-                        // A few records: one row of parameters each (INSERT ...
-                        // VALUES, whose executor starts cheaply); more: one array
-                        // per column (unnest).
-                        let n = pending.len();
+                        ids.push(id);
+                    }
+                    // The heads of this batch's tenants, moved right after it.
+                    let mut tenants: Vec<&str> =
+                        pending.iter().map(|p| p.tenant.as_str()).collect();
+                    tenants.sort_unstable();
+                    tenants.dedup();
+                    let moved: Vec<(String, i64, Vec<u8>)> = with_chains(fxid, |c| {
+                        c.heads
+                            .iter()
+                            .filter(|(t, _, _)| tenants.contains(&t.as_str()))
+                            .cloned()
+                            .collect()
+                    });
+                    // Appended to the heap directly (see `append`); should the
+                    // trail not be shaped for that, by an INSERT: a few records
+                    // as one row of parameters each (INSERT ... VALUES, whose
+                    // executor starts cheaply); more as one array per column
+                    // (unnest).
+                    let n = pending.len();
+                    let rows: Vec<Vec<Option<pg_sys::Datum>>> = (0..n)
+                        .map(|r| cols.iter().map(|col| col[r]).collect())
+                        .collect();
+                    if !super::append::append(log_rel, &rows) {
                         let (plan, args): (pg_sys::SPIPlanPtr, Vec<Option<pg_sys::Datum>>) =
                             match plans.insert_rows.get(n.wrapping_sub(1)) {
-                                Some(plan) => (
-                                    *plan,
-                                    (0..n)
-                                        .flat_map(|r| cols.iter().map(move |col| col[r]))
-                                        .collect(),
-                                ),
+                                Some(plan) => (*plan, rows.concat()),
                                 None => (
                                     plans.insert,
                                     cols.iter()
@@ -613,28 +631,32 @@ pub(super) fn chain_records(fxid: u64, pending: &[Pending]) -> Vec<i64> {
                                 pgrx::spi::SpiErrorCodes::OpUnknown,
                             ));
                         }
-                        // Under the latest snapshot (see `run_latest`): in REPEATABLE
-                        // READ, a head another transaction created or moved after
-                        // this one's snapshot is still moved (the chain's lock is held).
-                        for (t, seq, hash) in &moved {
-                            // SAFETY: SPI is connected; arguments match the plan.
-                            unsafe {
-                                run_latest(
-                                    plans.move_head,
-                                    &[
-                                        text_datum(Some(t)),
-                                        Some(pg_sys::Datum::from(*seq)),
-                                        hash.as_slice().into_datum(),
-                                    ],
-                                    false,
-                                )?;
-                            }
+                    }
+                    // Under the latest snapshot (see `run_latest`): in REPEATABLE
+                    // READ, a head another transaction created or moved after
+                    // this one's snapshot is still moved (the chain's lock is held).
+                    for (t, seq, hash) in &moved {
+                        if let Some(h) = &heads {
+                            h.advance(t, *seq, hash);
+                            continue;
                         }
-                        Ok::<_, pgrx::spi::Error>(ids)
-                    })
-                    .unwrap_or_else(|e| spi_fail(e))
+                        // SAFETY: SPI is connected; arguments match the plan.
+                        unsafe {
+                            run_latest(
+                                plans.move_head,
+                                &[
+                                    text_datum(Some(t)),
+                                    Some(pg_sys::Datum::from(*seq)),
+                                    hash.as_slice().into_datum(),
+                                ],
+                                false,
+                            )?;
+                        }
+                    }
+                    Ok::<_, pgrx::spi::Error>(ids)
                 })
-            },
-        )
+                .unwrap_or_else(|e| spi_fail(e))
+            })
+        })
     })
 }

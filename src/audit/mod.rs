@@ -19,6 +19,7 @@
 //! Other modules use only what this file re-exports, plus `security_log`
 //! and `tamper`.
 
+mod append;
 mod capture;
 mod chain;
 mod cluster;

@@ -42,6 +42,18 @@ q postgres "ALTER SYSTEM SET tenantguard.audit_guard = off" && q postgres "SELEC
 check "with audit_guard = off a superuser may maintain triggers" q postgres "ALTER TABLE t DISABLE TRIGGER tenantguard_audit; ALTER TABLE t ENABLE ALWAYS TRIGGER tenantguard_audit"
 q postgres "ALTER SYSTEM RESET tenantguard.audit_guard" && q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
 refused "DISABLE TRIGGER once the guard is back on" "ALTER TABLE t DISABLE TRIGGER tenantguard_audit"
+# Records are appended straight to the trail's heap and indexes. A trail
+# not as the extension made it (here: an INSERT trigger a superuser added
+# with the guard off) is written by INSERT instead, so nothing is skipped.
+q postgres "ALTER SYSTEM SET tenantguard.audit_guard = off" && q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+q postgres "CREATE TABLE public.trail_seen (id bigint); CREATE FUNCTION public.trail_seen() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN INSERT INTO public.trail_seen VALUES (NEW.id); RETURN NULL; END';
+  CREATE TRIGGER trail_seen AFTER INSERT ON tenantguard.audit_log FOR EACH ROW EXECUTE FUNCTION public.trail_seen()" >/dev/null
+q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO t VALUES (44, 'acme'); INSERT INTO t VALUES (45, 'acme'); COMMIT;" >/dev/null
+check "a trail given an INSERT trigger is written by INSERT: the trigger sees each of the transaction's records" \
+  test "$(q postgres "SELECT count(*) FROM public.trail_seen s JOIN tenantguard.audit_log l ON l.id = s.id WHERE l.row_key->>'id' IN ('44', '45')")" = "2"
+q postgres "DROP TRIGGER trail_seen ON tenantguard.audit_log; DROP FUNCTION public.trail_seen(); DROP TABLE public.trail_seen" >/dev/null
+q postgres "ALTER SYSTEM RESET tenantguard.audit_guard" && q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+check "the chain verifies across both ways of writing" test "$(q postgres "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = "t"
 # The trail's row index: off by default (issue 26), built on request.
 idx() { q postgres "SELECT count(*) FROM pg_indexes WHERE schemaname = 'tenantguard' AND tablename = 'audit_log' AND indexdef LIKE '%row_key%'"; }
 check "row index: not on the trail by default (status() says so)" test "$(idx):$(q postgres "SELECT tenantguard.status()->>'audit_row_index'")" = "0:false"
@@ -49,4 +61,7 @@ out=$(q_err app "SELECT tenantguard.audit_row_index()" 2>&1)
 check "row index: the app role cannot build it" has "$out" "permission denied"
 check "row index: a superuser builds it (the guard on), and a row's history uses it" \
   test "$(q postgres "SELECT tenantguard.audit_row_index()"):$(idx):$(q postgres "SET enable_seqscan = off; EXPLAIN (COSTS OFF) SELECT * FROM tenantguard.audit_log WHERE tenant = 'acme' AND tbl = 'public.t' AND row_key = '{\"id\": 1}'" | grep -q 'Index Scan using .*row_key_idx' && echo used)" = "t:1:used"
+q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO t VALUES (42, 'acme'); COMMIT;" >/dev/null
+check "row index: a record written while it exists is found through it (records are appended with every index entry)" \
+  test "$(q postgres "SET enable_seqscan = off; SET enable_bitmapscan = off; SELECT count(*) FROM tenantguard.audit_log WHERE tenant = 'acme' AND tbl = 'public.t' AND row_key = '{\"id\": \"42\"}'")" = "1"
 check "row index: and drops it" test "$(q postgres "SELECT tenantguard.audit_row_index(false)"):$(idx)" = "f:0"
