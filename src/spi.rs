@@ -135,6 +135,34 @@ fn citus_symbol(name: &CStr) -> Option<*mut std::ffi::c_void> {
     (!p.is_null()).then_some(p)
 }
 
+thread_local! {
+    /// Citus's `IsCitusTable`, looked up once per backend (a lookup stats
+    /// the library file).
+    static IS_CITUS_TABLE: std::cell::OnceCell<Option<usize>> = const { std::cell::OnceCell::new() };
+}
+
+/// Whether Citus manages the relation (distributed, reference or local
+/// table in its metadata): its rows then live where Citus puts them, and
+/// only a statement reaches them. False without Citus.
+pub fn is_citus_table(rel: pg_sys::Oid) -> bool {
+    if !citus_loaded() {
+        return false;
+    }
+    let f = IS_CITUS_TABLE
+        .with(|c| *c.get_or_init(|| citus_symbol(c"IsCitusTable").map(|p| p as usize)));
+    match f {
+        // SAFETY: the symbol is `bool IsCitusTable(Oid relationId)`
+        // (metadata_cache.h, unchanged since Citus 10); it reads Citus's
+        // metadata cache.
+        Some(p) => unsafe {
+            let f: unsafe extern "C-unwind" fn(pg_sys::Oid) -> bool = std::mem::transmute(p);
+            f(rel)
+        },
+        // Citus without the symbol: assume it may manage the table.
+        None => true,
+    }
+}
+
 /// The distributed transaction this backend takes part in, as (initiator
 /// node, transaction number, start stamp): what Citus assigns on every
 /// connection of one distributed transaction. None outside one, or without

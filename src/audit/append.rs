@@ -6,7 +6,7 @@
 //! shaped as this version creates them; anything else (a column added, an
 //! INSERT trigger, a CHECK or NOT NULL constraint someone added, a
 //! row-security policy for INSERT beyond the extension's, a foreign
-//! partition) is left to the INSERT, which the caller runs when `append`
+//! partition, a table Citus manages) is left to the INSERT, which the caller runs when `append`
 //! declines, so it enforces them as before. Imports no other
 //! stage but `plans`.
 
@@ -128,6 +128,9 @@ unsafe fn other_insert_policies(rel: pg_sys::Relation) -> bool {
 pub(super) fn append(rel: pg_sys::Oid, rows: &[Vec<Option<pg_sys::Datum>>]) -> bool {
     if rows.is_empty() {
         return true;
+    }
+    if crate::spi::is_citus_table(rel) {
+        return false;
     }
     extern "C-unwind" {
         /// text_name(text), the fmgr entry point of the text-to-name cast.
@@ -262,6 +265,9 @@ impl Heads {
     pub(super) fn find() -> Option<Heads> {
         let rel = crate::spi::relation_oid(c"audit_head")?;
         let pkey = crate::spi::relation_oid(c"audit_head_pkey")?;
+        if crate::spi::is_citus_table(rel) {
+            return None;
+        }
         // SAFETY: the relations are opened with the lock an UPDATE takes
         // and closed keeping it; the index list is a copy we free.
         unsafe {
