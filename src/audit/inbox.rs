@@ -155,7 +155,18 @@ thread_local! {
     /// In the audit writer: transactions whose records the trail refused;
     /// their inbox rows are left alone for the rest of this writer's life.
     static QUARANTINED: RefCell<Vec<i64>> = const { RefCell::new(Vec::new()) };
+    /// The inbox block this backend's last drain stopped at: the next one
+    /// reads from there to the end, then, if that did not fill its limit,
+    /// from the start up to there (rows can land in earlier pages once
+    /// VACUUM has freed them).
+    static DRAIN_FROM: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// When this backend's drain last read the inbox from its start.
+    static WRAPPED_AT: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
 }
+
+/// How often, at most, a writer's drain reads the inbox from its start
+/// while rows keep arriving past where it stopped (µs).
+const WRAP_EVERY_US: i64 = 1_000_000;
 
 /// Run `f` in a subtransaction. On an ERROR (or a panic) roll the
 /// subtransaction back and return the error's message; the caller's
@@ -306,16 +317,68 @@ pub fn drain_inbox(limit: Option<i64>) -> (i64, bool) {
                         let _draining = Draining::start();
                         let arg = limit.map(pg_sys::Datum::from);
                         let kids = kids_array(&ring);
-                        // SAFETY: SPI is connected; the plan takes one int8
-                        // (NULL: no limit) and a text[]; the rows are read
-                        // before the next SPI call.
-                        let (mut rows, taken) = unsafe {
+                        // From where the last drain stopped to the end; then, if
+                        // that did not fill the limit, from the start to there.
+                        // (0xFFFFFFFE: MaxBlockNumber.)
+                        let from = DRAIN_FROM.with(|f| f.get());
+                        let end = tid_datum(0xFFFF_FFFE, u16::MAX);
+                        // SAFETY: SPI is connected; the plan takes an int8
+                        // (NULL: no limit), a text[] twice, an int8[] and two
+                        // tids; the rows are read before the next SPI call.
+                        let (mut rows, mut taken, last) = unsafe {
                             take_inbox_rows(
                                 plans.drain,
-                                &[arg, Some(kids), Some(blocked), Some(quarantined)],
+                                &[
+                                    arg,
+                                    Some(kids),
+                                    Some(blocked),
+                                    Some(quarantined),
+                                    Some(tid_datum(from, 0)),
+                                    Some(end),
+                                ],
                                 subid,
                             )
                         }?;
+                        let mut stop = last;
+                        // The start of the inbox, up to there, is read again
+                        // when this pass found nothing new past it (new rows went
+                        // to pages VACUUM freed), at least once a second (rows of
+                        // a transaction that committed after later ones), and for
+                        // a drain of everything (readers, audit_flush()). Reading
+                        // it at every pass would read every page the last passes
+                        // emptied, until VACUUM frees them.
+                        // SAFETY: reads the clock.
+                        let now = unsafe { pg_sys::GetCurrentTimestamp() };
+                        let wrap = limit.is_none()
+                            || taken == 0
+                            || now - WRAPPED_AT.with(|w| w.get()) >= WRAP_EVERY_US;
+                        if from > 0 && wrap && limit.is_none_or(|l| taken < l) {
+                            WRAPPED_AT.with(|w| w.set(now));
+                            let rest = limit.map(|l| pg_sys::Datum::from(l - taken));
+                            // SAFETY: as above.
+                            let (more, n, last2) = unsafe {
+                                take_inbox_rows(
+                                    plans.drain,
+                                    &[
+                                        rest,
+                                        Some(kids),
+                                        Some(blocked),
+                                        Some(quarantined),
+                                        Some(tid_datum(0, 0)),
+                                        Some(tid_datum(from, 0)),
+                                    ],
+                                    subid,
+                                )
+                            }?;
+                            rows.extend(more);
+                            taken += n;
+                            if stop.is_none() {
+                                stop = last2;
+                            }
+                        }
+                        if let Some(b) = stop {
+                            DRAIN_FROM.with(|f| f.set(b));
+                        }
                         let full = limit.is_some_and(|l| taken >= l);
                         if full {
                             // The limit may have split a transaction's rows.
@@ -507,7 +570,7 @@ pub(super) unsafe fn take_inbox_rows(
     plan: pg_sys::SPIPlanPtr,
     args: &[Option<pg_sys::Datum>],
     subid: pg_sys::SubTransactionId,
-) -> Result<(Vec<InboxRecord>, i64), pgrx::spi::Error> {
+) -> Result<(Vec<InboxRecord>, i64, Option<u32>), pgrx::spi::Error> {
     // SAFETY: per the function's contract. Array columns are detoasted and
     // deconstructed with their element types' storage parameters; the
     // element datums live in SPI's memory context while they are read.
@@ -519,6 +582,7 @@ pub(super) unsafe fn take_inbox_rows(
         let table = pg_sys::SPI_tuptable;
         let taken = pg_sys::SPI_processed as i64;
         let mut out = Vec::new();
+        let mut last_block: Option<u32> = None;
         for r in 0..taken as usize {
             let tuple = *(*table).vals.add(r);
             let desc = (*table).tupdesc;
@@ -527,6 +591,13 @@ pub(super) unsafe fn take_inbox_rows(
                 let d = pg_sys::SPI_getbinval(tuple, desc, col, &mut null);
                 (!null).then_some(d)
             };
+            // DRAIN_SQL returns each row's ctid after its columns.
+            if (*desc).natts as usize > 3 + INBOX_ELEMS.len() {
+                if let Some(d) = get((*desc).natts) {
+                    let block = tid_block(d);
+                    last_block = Some(last_block.map_or(block, |b| b.max(block)));
+                }
+            }
             let txid = get(1).map_or(0, |d| d.value() as i64);
             let first = get(2).map_or(0, |d| d.value() as i32);
             let key_id = get(3)
@@ -607,7 +678,32 @@ pub(super) unsafe fn take_inbox_rows(
                 out.push((txid, n, rec, p, seal));
             }
         }
-        Ok((out, taken))
+        Ok((out, taken, last_block))
+    }
+}
+
+/// The block number of a `tid` datum.
+///
+/// SAFETY: `d` points to an ItemPointerData.
+unsafe fn tid_block(d: pg_sys::Datum) -> u32 {
+    // SAFETY: per the function's contract.
+    unsafe {
+        let p = d.cast_mut_ptr::<pg_sys::ItemPointerData>();
+        (u32::from((*p).ip_blkid.bi_hi) << 16) | u32::from((*p).ip_blkid.bi_lo)
+    }
+}
+
+/// A `tid` datum (block, offset), palloc'd.
+fn tid_datum(block: u32, offset: u16) -> pg_sys::Datum {
+    // SAFETY: a zeroed ItemPointerData filled field by field, in the
+    // current memory context, which outlives the statement it is bound to.
+    unsafe {
+        let p = pg_sys::palloc0(std::mem::size_of::<pg_sys::ItemPointerData>())
+            as *mut pg_sys::ItemPointerData;
+        (*p).ip_blkid.bi_hi = (block >> 16) as u16;
+        (*p).ip_blkid.bi_lo = (block & 0xffff) as u16;
+        (*p).ip_posid = offset;
+        pg_sys::Datum::from(p)
     }
 }
 
