@@ -526,8 +526,7 @@ pub(super) fn chain_records(fxid: u64, pending: &[Pending]) -> Vec<i64> {
                 Spi::connect_mut(|client| {
                     let plans = plans(client)?;
                     let n = pending.len();
-                    let mut cols: Vec<Vec<Option<pg_sys::Datum>>> =
-                        (0..20).map(|_| Vec::with_capacity(n)).collect();
+                    let mut rows: Vec<Vec<Option<pg_sys::Datum>>> = Vec::with_capacity(n);
                     let mut ids = Vec::with_capacity(n);
                     // Chains not locked yet are locked in one order (by tenant) by
                     // every transaction, so two committing transactions that both
@@ -575,9 +574,7 @@ pub(super) fn chain_records(fxid: u64, pending: &[Pending]) -> Vec<i64> {
                             prev_hash.as_slice().into_datum(),
                             hash.as_slice().into_datum(),
                         ]);
-                        for (col, d) in cols.iter_mut().zip(row) {
-                            col.push(d);
-                        }
+                        rows.push(row.collect());
                         with_chains(fxid, |c| {
                             match c.heads.iter_mut().find(|(t, _, _)| *t == p.tenant) {
                                 Some(h) => {
@@ -606,19 +603,20 @@ pub(super) fn chain_records(fxid: u64, pending: &[Pending]) -> Vec<i64> {
                     // as one row of parameters each (INSERT ... VALUES, whose
                     // executor starts cheaply); more as one array per column
                     // (unnest).
-                    let n = pending.len();
-                    let rows: Vec<Vec<Option<pg_sys::Datum>>> = (0..n)
-                        .map(|r| cols.iter().map(|col| col[r]).collect())
-                        .collect();
                     if !super::append::append(log_rel, &rows) {
                         let (plan, args): (pg_sys::SPIPlanPtr, Vec<Option<pg_sys::Datum>>) =
                             match plans.insert_rows.get(n.wrapping_sub(1)) {
                                 Some(plan) => (*plan, rows.concat()),
                                 None => (
                                     plans.insert,
-                                    cols.iter()
-                                        .zip(RECORD_TYPES)
-                                        .map(|(col, elem)| Some(array_of(elem, col)))
+                                    RECORD_TYPES
+                                        .iter()
+                                        .enumerate()
+                                        .map(|(c, elem)| {
+                                            let col: Vec<Option<pg_sys::Datum>> =
+                                                rows.iter().map(|r| r[c]).collect();
+                                            Some(array_of(*elem, &col))
+                                        })
                                         .collect(),
                                 ),
                             };

@@ -156,8 +156,8 @@ thread_local! {
     /// their inbox rows are left alone for the rest of this writer's life.
     static QUARANTINED: RefCell<Vec<i64>> = const { RefCell::new(Vec::new()) };
     /// The inbox block this backend's last drain stopped at: the next one
-    /// reads from there to the end, then, if that did not fill its limit,
-    /// from the start up to there (rows can land in earlier pages once
+    /// reads from there to the end, and from the start up to there only
+    /// when it must (see `drain_inbox`: rows land in earlier pages once
     /// VACUUM has freed them).
     static DRAIN_FROM: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     /// When this backend's drain last read the inbox from its start.

@@ -51,6 +51,9 @@ q postgres "CREATE TABLE public.trail_seen (id bigint); CREATE FUNCTION public.t
 q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO t VALUES (44, 'acme'); INSERT INTO t VALUES (45, 'acme'); COMMIT;" >/dev/null
 check "a trail given an INSERT trigger is written by INSERT: the trigger sees each of the transaction's records" \
   test "$(q postgres "SELECT count(*) FROM public.trail_seen s JOIN tenantguard.audit_log l ON l.id = s.id WHERE l.row_key->>'id' IN ('44', '45')")" = "2"
+q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO t SELECT g, 'acme' FROM generate_series(50, 55) g; COMMIT;" >/dev/null
+check "... and a flush of more records (one array per column) is written by INSERT too" \
+  test "$(q postgres "SELECT count(*) FROM public.trail_seen s JOIN tenantguard.audit_log l ON l.id = s.id WHERE (l.row_key->>'id')::int BETWEEN 50 AND 55")" = "6"
 q postgres "DROP TRIGGER trail_seen ON tenantguard.audit_log; DROP FUNCTION public.trail_seen(); DROP TABLE public.trail_seen" >/dev/null
 q postgres "ALTER SYSTEM RESET tenantguard.audit_guard" && q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
 check "the chain verifies across both ways of writing" test "$(q postgres "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = "t"
