@@ -83,6 +83,24 @@ pub fn effective_roles(policy: &Policy, assignments: &[Assignment], now_us: i64)
     out
 }
 
+/// The interval `[from, until)` around `now_us` over which the set of
+/// active assignments, and so `effective_roles`, stays what it is at
+/// `now_us`: between the nearest validity boundaries on either side.
+pub fn roles_window(assignments: &[Assignment], now_us: i64) -> (i64, i64) {
+    let mut window = (i64::MIN, i64::MAX);
+    let bounds = assignments
+        .iter()
+        .flat_map(|a| std::iter::once(a.valid_from_us).chain(a.valid_until_us));
+    for b in bounds {
+        if b <= now_us {
+            window.0 = window.0.max(b);
+        } else {
+            window.1 = window.1.min(b);
+        }
+    }
+    window
+}
+
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Match {
     pub permission_id: i64,
@@ -370,6 +388,39 @@ mod tests {
         assert_eq!(effective_roles(&policy(), &a, 100), vec!["employee"]);
         assert_eq!(effective_roles(&policy(), &a, 199), vec!["employee"]);
         assert!(effective_roles(&policy(), &a, 200).is_empty());
+    }
+
+    #[test]
+    fn roles_window_holds_the_roles() {
+        let a = vec![
+            Assignment {
+                role: "employee".into(),
+                valid_from_us: 100,
+                valid_until_us: Some(200),
+            },
+            Assignment {
+                role: "auditor".into(),
+                valid_from_us: 150,
+                valid_until_us: None,
+            },
+        ];
+        assert_eq!(roles_window(&a, 50), (i64::MIN, 100));
+        assert_eq!(roles_window(&a, 100), (100, 150));
+        assert_eq!(roles_window(&a, 149), (100, 150));
+        assert_eq!(roles_window(&a, 150), (150, 200));
+        assert_eq!(roles_window(&a, 200), (200, i64::MAX));
+        assert_eq!(roles_window(&[], 7), (i64::MIN, i64::MAX));
+        // Within every window the roles are those at any point of it.
+        for now in [0, 99, 100, 120, 149, 150, 199, 200, 1000] {
+            let (from, until) = roles_window(&a, now);
+            let r = effective_roles(&policy(), &a, now);
+            assert_eq!(effective_roles(&policy(), &a, from.max(-1)), r, "{now}");
+            assert_eq!(
+                effective_roles(&policy(), &a, until.min(5000) - 1),
+                r,
+                "{now}"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod cond;
 pub mod crypto;
 pub mod error;
 pub mod idp;
+pub mod jsonb;
 pub mod jwk;
 pub mod keyring;
 pub mod net;

@@ -200,8 +200,7 @@ pub(super) fn capture(e: Entry, batch: bool) {
     let (fxid, subid, application_name) = unsafe {
         let fxid = pg_sys::GetTopFullTransactionId().value;
         let subid = pg_sys::GetCurrentSubTransactionId();
-        let app = pg_sys::GetConfigOption(c"application_name".as_ptr(), false, false);
-        let app = (!app.is_null()).then(|| CStr::from_ptr(app).to_string_lossy().into_owned());
+        let app = with_application_name(|a| a.map(|a| a.to_string_lossy().into_owned()));
         (fxid, subid, app)
     };
     // The actor is a data subject too (tenantguard.audit_seal_actor): who
@@ -316,14 +315,21 @@ pub(super) fn to_json(cols: &[(String, Option<String>)]) -> String {
 /// whose application_name is pg_restore qualifies: the application role
 /// cannot silence capture by naming itself pg_restore.
 pub(super) fn restoring() -> bool {
-    // SAFETY: superuser() and GetConfigOption are plain backend lookups.
-    unsafe {
-        if !pg_sys::superuser() {
-            return false;
-        }
-        let p = pg_sys::GetConfigOption(c"application_name".as_ptr(), true, false);
-        !p.is_null() && CStr::from_ptr(p).to_bytes() == b"pg_restore"
-    }
+    // The name first: it is a read of a variable, superuser() a lookup.
+    with_application_name(|a| a.is_some_and(|a| a.to_bytes() == b"pg_restore"))
+        // SAFETY: superuser() is a plain backend lookup.
+        && unsafe { pg_sys::superuser() }
+}
+
+/// `f` of the session's application_name (what current_setting() shows).
+fn with_application_name<R>(f: impl FnOnce(Option<&CStr>) -> R) -> R {
+    // SAFETY: the GUC's variable: NULL or a NUL-terminated string the GUC
+    // machinery owns until the setting changes, which nothing in `f` does.
+    let name = unsafe {
+        let p = pg_sys::application_name;
+        (!p.is_null()).then(|| CStr::from_ptr(p))
+    };
+    f(name)
 }
 
 /// The capture trigger. Its one argument is the table's audit config (JSON).

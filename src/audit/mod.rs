@@ -39,7 +39,7 @@ pub use capture::{
 };
 pub use inbox::inbox_waiting;
 #[cfg(feature = "pg_test")]
-pub use plans::TEST_CLOCK_US;
+pub use plans::{jsonb_paths, TEST_CLOCK_US};
 pub use writer::report as writer_report;
 pub use writer::sweep as sweep_inbox;
 

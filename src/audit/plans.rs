@@ -342,6 +342,45 @@ impl Json {
 
 pub(super) fn jsonb_normal(json: Option<String>) -> Option<Json> {
     let json = json?;
+    Some(jsonb_fast(&json).unwrap_or_else(|| jsonb_slow(json)))
+}
+
+/// A JSON value's normal text and stored jsonb datum.
+#[cfg(feature = "pg_test")]
+pub type Normalized = (String, Vec<u8>);
+
+/// Both ways of normalizing `json`, for the pg_test that compares them:
+/// the fast path's (None if it declines) and jsonb's own.
+#[cfg(feature = "pg_test")]
+pub fn jsonb_paths(json: &str) -> (Option<Normalized>, Normalized) {
+    let fast = jsonb_fast(json).map(|j| (j.text, j.flat));
+    let slow = jsonb_slow(json.to_string());
+    (fast, (slow.text, slow.flat))
+}
+
+fn jsonb_fast(json: &str) -> Option<Json> {
+    // A row image or row key (a flat object of strings and nulls, as the
+    // capture makes them): its normal text and binary form computed in
+    // Rust, byte for byte what jsonb_in and jsonb_out give (the pg_test
+    // `jsonb_fast_path_matches_jsonb` compares them); anything else goes
+    // through jsonb's own functions below.
+    let (text, container) = tenantguard_core::jsonb::flat_object(json)?;
+    // A 4-byte varlena header, as SET_VARSIZE_4B writes it (the container
+    // is at most 64 MiB: flat_object leaves larger ones to jsonb).
+    let n = (container.len() + pg_sys::VARHDRSZ) as u32;
+    let header = if cfg!(target_endian = "big") {
+        n & 0x3FFF_FFFF
+    } else {
+        n << 2
+    };
+    let mut flat = Vec::with_capacity(n as usize);
+    flat.extend_from_slice(&header.to_ne_bytes());
+    flat.extend_from_slice(&container);
+    Some(Json { text, flat })
+}
+
+/// jsonb_in then jsonb_out, as a cast would.
+fn jsonb_slow(json: String) -> Json {
     let c = std::ffi::CString::new(json).unwrap_or_else(|_| {
         raise_msg(
             PgSqlErrorCode::ERRCODE_UNTRANSLATABLE_CHARACTER,
@@ -369,7 +408,7 @@ pub(super) fn jsonb_normal(json: Option<String>) -> Option<Json> {
         };
         pg_sys::pfree(p.cast());
         pg_sys::pfree(v.cast());
-        Some(json)
+        json
     }
 }
 

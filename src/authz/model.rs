@@ -169,15 +169,62 @@ pub(super) fn now_us() -> i64 {
     context::to_unix_us(unsafe { pg_sys::GetCurrentStatementStartTimestamp() })
 }
 
+/// The last answer of [`roles_of`], and what it holds under: the cache
+/// generation and stamp, the (tenant, user), and the interval of time over
+/// which the user's active assignments stay the same. Every audit record
+/// asks, usually for the same actor as the one before.
+struct LastRoles {
+    gen: u64,
+    stamp: i64,
+    tenant: String,
+    user: String,
+    window: (i64, i64),
+    roles: Option<String>,
+}
+
+thread_local! {
+    static LAST_ROLES: RefCell<Option<LastRoles>> = const { RefCell::new(None) };
+}
+
 /// Effective roles of a user, for the audit record (None without policy).
 pub fn roles_of(tenant: &str, user: &str) -> Option<String> {
-    if spi::relation_oid(c"authz_assignment").is_none() || !spi::in_transaction() {
+    if !spi::in_transaction() {
         return None;
     }
+    let gen = crate::access::current_generation();
+    let now = now_us();
+    let last = LAST_ROLES.with(|l| {
+        l.borrow()
+            .as_ref()
+            .filter(|l| {
+                l.gen == gen
+                    && spi::cache_stamp_valid(l.stamp)
+                    && l.tenant == tenant
+                    && l.user == user
+                    && l.window.0 <= now
+                    && now < l.window.1
+            })
+            .map(|l| l.roles.clone())
+    });
+    if let Some(roles) = last {
+        return roles;
+    }
+    spi::relation_oid(c"authz_assignment")?;
     let policy = cached(&POLICIES, tenant.to_string(), || load_policy(tenant));
     let pr = cached(&PRINCIPALS, (tenant.to_string(), user.to_string()), || {
         load_principal(tenant, user)
     });
-    let r = effective_roles(&policy, &pr.0, now_us());
-    (!r.is_empty()).then(|| r.join(","))
+    let r = effective_roles(&policy, &pr.0, now);
+    let roles = (!r.is_empty()).then(|| r.join(","));
+    LAST_ROLES.with(|l| {
+        *l.borrow_mut() = Some(LastRoles {
+            gen,
+            stamp: spi::cache_stamp(),
+            tenant: tenant.to_string(),
+            user: user.to_string(),
+            window: tenantguard_core::authz::roles_window(&pr.0, now),
+            roles: roles.clone(),
+        })
+    });
+    roles
 }

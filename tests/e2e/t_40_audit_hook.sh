@@ -68,3 +68,25 @@ q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO t VALUES (42,
 check "row index: a record written while it exists is found through it (records are appended with every index entry)" \
   test "$(q postgres "SET enable_seqscan = off; SET enable_bitmapscan = off; SELECT count(*) FROM tenantguard.audit_log WHERE tenant = 'acme' AND tbl = 'public.t' AND row_key = '{\"id\": \"42\"}'")" = "1"
 check "row index: and drops it" test "$(q postgres "SELECT tenantguard.audit_row_index(false)"):$(idx)" = "f:0"
+# Each record carries its actor's roles as they are at its statement. The
+# answer is kept from one record to the next only while nothing it depends
+# on changed: a role granted or revoked, or an assignment's window closing,
+# shows in the very next record, within one session and one transaction.
+psql -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U postgres -d postgres >/dev/null <<SQL
+INSERT INTO tenantguard.authz_assignment VALUES ('acme', 'alice', 'editor', now() - interval '1 s', NULL), ('acme', 'alice', 'temp', now() - interval '1 s', now() + interval '1.5 s');
+BEGIN;
+SELECT tenantguard.set_context('$ACME');
+INSERT INTO t VALUES (70, 'acme');
+INSERT INTO t VALUES (71, 'acme');
+INSERT INTO tenantguard.authz_assignment VALUES ('acme', 'alice', 'auditor');
+INSERT INTO t VALUES (72, 'acme');
+DELETE FROM tenantguard.authz_assignment WHERE tenant = 'acme' AND user_id = 'alice' AND role = 'editor';
+INSERT INTO t VALUES (73, 'acme');
+SELECT pg_sleep(1.6);
+INSERT INTO t VALUES (74, 'acme');
+COMMIT;
+DELETE FROM tenantguard.authz_assignment WHERE tenant = 'acme' AND user_id = 'alice';
+SQL
+roles_of() { q postgres "SELECT coalesce(actor_roles, '-') FROM tenantguard.audit_log WHERE tenant = 'acme' AND tbl = 'public.t' AND row_key->>'id' = '$1'" | tr ',' '\n' | sort | paste -sd,; }
+check "actor roles: each record has the roles of its statement (granted, revoked, a window closed)" \
+  test "$(roles_of 70) $(roles_of 71) $(roles_of 72) $(roles_of 73) $(roles_of 74)" = "editor,temp editor,temp auditor,editor,temp auditor,temp auditor"
