@@ -325,8 +325,9 @@ impl Heads {
         }
     }
 
-    /// `tenant`'s head (seq, hash), or None when it has no head row yet.
-    pub(super) fn read(&self, tenant: &str) -> Option<(i64, Vec<u8>)> {
+    /// `tenant`'s head (seq, hash) and where its row is, or None when it
+    /// has no head row yet.
+    pub(super) fn read(&self, tenant: &str) -> Option<(i64, Vec<u8>, pg_sys::ItemPointerData)> {
         // SAFETY: the tuple is read inside the callback; columns 2 and 3
         // are bigint and bytea, never NULL (checked shape, NOT NULL).
         unsafe {
@@ -338,49 +339,67 @@ impl Heads {
                     let hash = pg_sys::heap_getattr(t, 3, (*r).rd_att, &mut null);
                     let hash =
                         <Vec<u8> as pgrx::FromDatum>::from_datum(hash, null).unwrap_or_default();
-                    (seq, hash)
+                    (seq, hash, (*t).t_self)
                 })
             })
         }
     }
 
-    /// Move `tenant`'s head to (seq, hash), if it is behind, as the UPDATE
-    /// did (`updated_at` the transaction's start), then advance the command
-    /// counter so the next read sees it.
-    pub(super) fn advance(&self, tenant: &str, seq: i64, hash: &[u8]) {
+    /// Move `tenant`'s head to (seq, hash) as the UPDATE did (`updated_at`
+    /// the transaction's start), then advance the command counter so the
+    /// next read sees it. `at`: where this transaction last read or moved
+    /// the row (the chain's lock held since, so it is the row's current
+    /// version); without it, the row is looked up, and moved only if it is
+    /// behind. Returns where the moved row now is.
+    pub(super) fn advance(
+        &self,
+        tenant: &str,
+        seq: i64,
+        hash: &[u8],
+        at: Option<pg_sys::ItemPointerData>,
+    ) -> Option<pg_sys::ItemPointerData> {
         use pgrx::IntoDatum;
-        // SAFETY: the new tuple replaces columns 2..4 of the one found,
-        // with datums of their types; CatalogTupleUpdate updates the heap
-        // (WAL-logged, HOT when it can be) and inserts the primary key's
-        // entry when the update is not HOT (the table's only index, plain
-        // columns: checked in `find`).
+        // SAFETY: the new tuple holds the four columns, datums of their
+        // types (checked shape in `find`); CatalogTupleUpdate updates the
+        // version at `tid` (WAL-logged, HOT when it can be; it raises if
+        // that version was updated meanwhile, which the chain's lock rules
+        // out) and inserts the primary key's entry when the update is not
+        // HOT (the table's only index, plain columns: checked in `find`).
+        // It sets the new tuple's t_self to the new version's place.
+        let update = |r: pg_sys::Relation, mut tid: pg_sys::ItemPointerData| unsafe {
+            let mut values = [
+                tenant.into_datum().expect("text"),
+                pg_sys::Datum::from(seq),
+                hash.into_datum().expect("bytea"),
+                pg_sys::Datum::from(pg_sys::GetCurrentTransactionStartTimestamp()),
+            ];
+            let mut nulls = [false; 4];
+            let new = pg_sys::heap_form_tuple((*r).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
+            pg_sys::CatalogTupleUpdate(r, &mut tid, new);
+            let moved = (*new).t_self;
+            pg_sys::heap_freetuple(new);
+            moved
+        };
+        // SAFETY: the relation is opened with the lock an UPDATE takes and
+        // closed keeping it; a looked-up tuple is read inside the callback.
         unsafe {
-            self.with_row(tenant, |r, t| {
-                let Some(t) = t else { return };
-                let mut null = false;
-                let cur = pg_sys::heap_getattr(t, 2, (*r).rd_att, &mut null).value() as i64;
-                if null || cur >= seq {
-                    return;
+            let moved = match at {
+                Some(tid) => {
+                    let r =
+                        pg_sys::table_open(self.rel, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+                    let moved = update(r, tid);
+                    pg_sys::table_close(r, pg_sys::NoLock as pg_sys::LOCKMODE);
+                    Some(moved)
                 }
-                let mut values = [
-                    pg_sys::Datum::from(0usize),
-                    pg_sys::Datum::from(seq),
-                    hash.into_datum().expect("bytea"),
-                    pg_sys::Datum::from(pg_sys::GetCurrentTransactionStartTimestamp()),
-                ];
-                let mut nulls = [false; 4];
-                let mut replace = [false, true, true, true];
-                let new = pg_sys::heap_modify_tuple(
-                    t,
-                    (*r).rd_att,
-                    values.as_mut_ptr(),
-                    nulls.as_mut_ptr(),
-                    replace.as_mut_ptr(),
-                );
-                pg_sys::CatalogTupleUpdate(r, &mut (*t).t_self, new);
-                pg_sys::heap_freetuple(new);
-            });
+                None => self.with_row(tenant, |r, t| {
+                    let t = t?;
+                    let mut null = false;
+                    let cur = pg_sys::heap_getattr(t, 2, (*r).rd_att, &mut null).value() as i64;
+                    (!null && cur < seq).then(|| update(r, (*t).t_self))
+                }),
+            };
             pg_sys::CommandCounterIncrement();
+            moved
         }
     }
 }

@@ -361,11 +361,12 @@ pub(super) fn audit_capture<'a>(
     });
     // SAFETY: tg_relation is valid for the trigger call.
     let relid = unsafe { (*td.tg_relation).rd_id };
-    let (tbl, reference_lowest) = match recorded(
-        relid,
-        &trigger.table_schema().unwrap_or_default(),
-        &trigger.table_name().unwrap_or_default(),
-    ) {
+    let (tbl, reference_lowest) = match recorded(relid, || {
+        (
+            trigger.table_schema().unwrap_or_default(),
+            trigger.table_name().unwrap_or_default(),
+        )
+    }) {
         Recorded::Here(n) => (n.to_string(), None),
         Recorded::Elsewhere => return Ok(None),
         Recorded::Reference { name, lowest } => (name.to_string(), Some(lowest)),
@@ -484,8 +485,16 @@ enum Recorded {
 }
 
 thread_local! {
-    static RECORDED: RefCell<std::collections::HashMap<pg_sys::Oid, Recorded>> =
+    /// `recorded`'s answers by relation, with the generation of
+    /// `RECORDED_GEN` they were found under.
+    static RECORDED: RefCell<std::collections::HashMap<pg_sys::Oid, (u64, Recorded)>> =
         RefCell::new(std::collections::HashMap::new());
+    /// Bumped by every schema change (a schema renamed) and a relcache
+    /// reset; a relation's own invalidation (renamed, moved to another
+    /// schema) removes its answer. The name a record carries is the
+    /// table's name when it was written.
+    static RECORDED_GEN: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
+    static RECORDED_WATCHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// For reference-table rows, by tenant: whether this node holds the
     /// tenant's chain; kept for one local transaction.
     static TENANT_HERE: RefCell<(u32, std::collections::HashMap<String, bool>)> =
@@ -497,10 +506,19 @@ thread_local! {
 /// (`public.docs`). A distributed table's shard has one placement, so its
 /// node records it (a tenant's co-located shards, and so its chain, live
 /// on one node); a shard placed on several nodes is recorded once.
-fn recorded(relid: pg_sys::Oid, schema: &str, name: &str) -> Recorded {
-    if let Some(known) = RECORDED.with(|m| m.borrow().get(&relid).cloned()) {
+fn recorded(relid: pg_sys::Oid, names: impl FnOnce() -> (String, String)) -> Recorded {
+    watch_names();
+    let gen = RECORDED_GEN.with(|g| g.get());
+    if let Some(known) = RECORDED.with(|m| {
+        m.borrow()
+            .get(&relid)
+            .filter(|(g, _)| *g == gen)
+            .map(|(_, r)| r.clone())
+    }) {
         return known;
     }
+    let (schema, name) = names();
+    let (schema, name) = (schema.as_str(), name.as_str());
     let plain = || Recorded::Here(Rc::from(format!("{schema}.{name}").as_str()));
     let shardid = name
         .rsplit_once('_')
@@ -540,8 +558,43 @@ fn recorded(relid: pg_sys::Oid, schema: &str, name: &str) -> Recorded {
         Some((_, _, false)) => Recorded::Elsewhere,
         None => plain(),
     };
-    RECORDED.with(|m| m.borrow_mut().insert(relid, r.clone()));
+    RECORDED.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() > 4096 {
+            m.clear();
+        }
+        m.insert(relid, (gen, r.clone()))
+    });
     r
+}
+
+/// Forget a relation's recorded name (all of them for InvalidOid).
+unsafe extern "C-unwind" fn names_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let forgot = relid != pg_sys::Oid::INVALID
+        && RECORDED.with(|m| m.try_borrow_mut().map(|mut m| m.remove(&relid)).is_ok());
+    if !forgot {
+        RECORDED_GEN.with(|g| g.set(g.get() + 1));
+    }
+}
+
+unsafe extern "C-unwind" fn schemas_changed(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    RECORDED_GEN.with(|g| g.set(g.get() + 1));
+}
+
+fn watch_names() {
+    if RECORDED_WATCHED.with(|w| w.replace(true)) {
+        return;
+    }
+    // SAFETY: registers callbacks for the life of the backend; they only
+    // bump a thread-local counter.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(names_changed), pg_sys::Datum::from(0));
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+            Some(schemas_changed),
+            pg_sys::Datum::from(0),
+        );
+    }
 }
 
 /// A reference-table row (its write runs on every node): whether this node

@@ -90,6 +90,11 @@ pub(super) fn advisory_xact_lock(field2: u32, field3: u32, field4: u16, wait: bo
 pub(super) struct TxnChains {
     pub(super) fxid: u64,
     pub(super) heads: Vec<(String, i64, Vec<u8>)>,
+    /// Where the current version of each of those tenants' `audit_head`
+    /// rows is, once this transaction read or moved it directly (see
+    /// `append::Heads`): the next move updates it there without looking
+    /// it up again. Forgotten with `heads`.
+    pub(super) head_tids: Vec<(String, pg_sys::ItemPointerData)>,
     pub(super) pending: Vec<Pending>,
     pub(super) inflight: Vec<(pg_sys::SubTransactionId, Pending)>,
     /// Records this transaction staged in the inbox (their ordinals).
@@ -205,6 +210,7 @@ unsafe extern "C-unwind" fn subxact_callback(
                 // outside it but written inside it are queued again, ahead
                 // of the ones appended since.
                 c.heads.clear();
+                c.head_tids.clear();
                 c.pending.retain(|p| p.subid < my);
                 let mut again = Vec::new();
                 c.inflight.retain(|(flushed_in, p)| {
@@ -284,6 +290,7 @@ pub(super) fn with_chains<R>(fxid: u64, f: impl FnOnce(&mut TxnChains) -> R) -> 
             *c = Some(TxnChains {
                 fxid,
                 heads: Vec::new(),
+                head_tids: Vec::new(),
                 pending: Vec::new(),
                 inflight: Vec::new(),
                 staged: 0,
@@ -356,8 +363,9 @@ pub(super) fn locked_head(
         return Ok(h);
     }
     lock_chain(tenant);
-    if let Some(found) = heads.and_then(|h| h.read(tenant)) {
-        return Ok(found);
+    if let Some((seq, hash, tid)) = heads.and_then(|h| h.read(tenant)) {
+        remember_head_tid(fxid, tenant, tid);
+        return Ok((seq, hash));
     }
     // (Under enable_seqscan = off: see `chain_records`.)
     {
@@ -380,6 +388,16 @@ pub(super) fn locked_head(
                 .unwrap_or((0, chain::GENESIS.to_vec())))
         }
     }
+}
+
+/// Where `tenant`'s head row now is (see `TxnChains::head_tids`).
+fn remember_head_tid(fxid: u64, tenant: &str, tid: pg_sys::ItemPointerData) {
+    with_chains(fxid, |c| {
+        match c.head_tids.iter_mut().find(|(t, _)| t == tenant) {
+            Some(h) => h.1 = tid,
+            None => c.head_tids.push((tenant.to_string(), tid)),
+        }
+    });
 }
 
 /// Take this transaction's pending records for a write. Records written
@@ -635,7 +653,15 @@ pub(super) fn chain_records(fxid: u64, pending: &[Pending]) -> Vec<i64> {
                     // this one's snapshot is still moved (the chain's lock is held).
                     for (t, seq, hash) in &moved {
                         if let Some(h) = &heads {
-                            h.advance(t, *seq, hash);
+                            let at = with_chains(fxid, |c| {
+                                c.head_tids
+                                    .iter()
+                                    .find(|(x, _)| x == t)
+                                    .map(|(_, tid)| *tid)
+                            });
+                            if let Some(tid) = h.advance(t, *seq, hash, at) {
+                                remember_head_tid(fxid, t, tid);
+                            }
                             continue;
                         }
                         // SAFETY: SPI is connected; arguments match the plan.

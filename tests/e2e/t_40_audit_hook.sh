@@ -90,3 +90,18 @@ SQL
 roles_of() { q postgres "SELECT coalesce(actor_roles, '-') FROM tenantguard.audit_log WHERE tenant = 'acme' AND tbl = 'public.t' AND row_key->>'id' = '$1'" | tr ',' '\n' | sort | paste -sd,; }
 check "actor roles: each record has the roles of its statement (granted, revoked, a window closed)" \
   test "$(roles_of 70) $(roles_of 71) $(roles_of 72) $(roles_of 73) $(roles_of 74)" = "editor,temp editor,temp auditor,editor,temp auditor,temp auditor"
+# A record names its table as it is named when the row is written, also in
+# a session that wrote to it before a rename (of the table or its schema).
+psql -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U postgres -d postgres >/dev/null <<SQL
+CREATE SCHEMA ren;
+CREATE TABLE ren.docs (id int PRIMARY KEY, tenant_id text NOT NULL);
+SELECT count(*) FROM tenantguard.protect('ren.docs');
+SELECT tenantguard.set_context('$ACME');
+INSERT INTO ren.docs VALUES (1, 'acme');
+ALTER TABLE ren.docs RENAME TO papers;
+INSERT INTO ren.papers VALUES (2, 'acme');
+ALTER SCHEMA ren RENAME TO archive;
+INSERT INTO archive.papers VALUES (3, 'acme');
+SQL
+check "a renamed table's (and schema's) next record carries the new name, in the same session" \
+  test "$(q postgres "SELECT string_agg(tbl, ' ' ORDER BY seq) FROM tenantguard.audit_log WHERE tenant = 'acme' AND tbl IN ('ren.docs', 'ren.papers', 'archive.papers')")" = "ren.docs ren.papers archive.papers"
