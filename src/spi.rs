@@ -330,6 +330,67 @@ pub fn relation_oid(name: &CStr) -> Option<pg_sys::Oid> {
     }
 }
 
+thread_local! {
+    /// `relation_oid_cached`'s answers, with the generation they were
+    /// found under.
+    static RELATIONS: std::cell::RefCell<Vec<(&'static CStr, pg_sys::Oid, u64)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+    static RELATIONS_GEN: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
+    static RELATIONS_WATCHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// As [`relation_oid`], remembered until a relcache invalidation of that
+/// relation (dropped, renamed, altered) or of every relation. A name not
+/// found is looked up again at the next call.
+pub fn relation_oid_cached(name: &'static CStr) -> Option<pg_sys::Oid> {
+    let gen = relations_generation();
+    let known = RELATIONS.with(|r| {
+        r.borrow()
+            .iter()
+            .find(|(n, _, g)| *n == name && *g == gen)
+            .map(|(_, oid, _)| *oid)
+    });
+    if known.is_some() {
+        return known;
+    }
+    let oid = relation_oid(name)?;
+    RELATIONS.with(|r| {
+        let mut r = r.borrow_mut();
+        r.retain(|(n, _, g)| *n != name && *g == gen);
+        r.push((name, oid, gen));
+    });
+    Some(oid)
+}
+
+/// Changes whenever a relation [`relation_oid_cached`] remembers (or every
+/// relation) is invalidated: anything derived from those relations'
+/// definitions since is stale. Pending invalidations are processed first.
+pub fn relations_generation() -> u64 {
+    if !RELATIONS_WATCHED.with(|w| w.replace(true)) {
+        // SAFETY: registers a callback for the life of the backend; it only
+        // reads and bumps thread-local state.
+        unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(Some(relation_changed), pg_sys::Datum::from(0))
+        };
+    }
+    // SAFETY: processes pending shared invalidations, as every lock
+    // acquisition does.
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    RELATIONS_GEN.with(|g| g.get())
+}
+
+unsafe extern "C-unwind" fn relation_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let ours = relid == pg_sys::Oid::INVALID
+        || RELATIONS.with(|r| {
+            r.try_borrow()
+                .map(|r| r.iter().any(|(_, oid, _)| *oid == relid))
+                .unwrap_or(true)
+        });
+    if ours {
+        RELATIONS_GEN.with(|g| g.set(g.get() + 1));
+    }
+}
+
 pub fn in_transaction() -> bool {
     // SAFETY: plain read of transaction state.
     unsafe { pg_sys::IsTransactionState() }
@@ -362,6 +423,9 @@ pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
 
 /// [`with_guc`] for several settings at once (one nest level).
 pub fn with_gucs<R>(settings: &[(&std::ffi::CStr, &std::ffi::CStr)], f: impl FnOnce() -> R) -> R {
+    if settings.is_empty() {
+        return f();
+    }
     // SAFETY: the same sequence fmgr_security_definer uses; on error the
     // (sub)transaction abort pops the GUC nest level.
     unsafe {

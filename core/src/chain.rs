@@ -81,25 +81,49 @@ pub fn indexed_fits(
 }
 
 pub fn canonical(r: &Record) -> Vec<u8> {
-    let mut b = Vec::with_capacity(256);
+    fn s(o: &Option<String>) -> Option<&[u8]> {
+        o.as_deref().map(str::as_bytes)
+    }
+    let size = [
+        &r.actor,
+        &r.actor_roles,
+        &r.tbl,
+        &r.row_key,
+        &r.old_values,
+        &r.new_values,
+        &r.client_ip,
+        &r.user_agent,
+        &r.application_name,
+        &r.payload,
+    ]
+    .iter()
+    .map(|o| o.as_ref().map_or(0, String::len))
+    .sum::<usize>()
+        + r.tenant.len()
+        + r.db_role.len()
+        + r.action.len()
+        + r.key_id.len()
+        + 17 * 9
+        + 3 * 8
+        + 20;
+    let mut b = Vec::with_capacity(size);
     b.extend_from_slice(b"tenantguard-audit-v1");
-    let s = |o: &Option<String>| o.as_ref().map(|s| s.as_bytes().to_vec());
     put(&mut b, Some(r.tenant.as_bytes()));
     put(&mut b, Some(&r.seq.to_be_bytes()));
     put(&mut b, Some(&r.at_us.to_be_bytes()));
-    put(&mut b, s(&r.actor).as_deref());
-    put(&mut b, s(&r.actor_roles).as_deref());
+    put(&mut b, s(&r.actor));
+    put(&mut b, s(&r.actor_roles));
     put(&mut b, Some(r.db_role.as_bytes()));
     put(&mut b, Some(r.action.as_bytes()));
-    put(&mut b, s(&r.tbl).as_deref());
-    put(&mut b, s(&r.row_key).as_deref());
-    put(&mut b, s(&r.old_values).as_deref());
-    put(&mut b, s(&r.new_values).as_deref());
-    put(&mut b, s(&r.client_ip).as_deref());
-    put(&mut b, s(&r.user_agent).as_deref());
-    put(&mut b, s(&r.application_name).as_deref());
+    put(&mut b, s(&r.tbl));
+    put(&mut b, s(&r.row_key));
+    put(&mut b, s(&r.old_values));
+    put(&mut b, s(&r.new_values));
+    put(&mut b, s(&r.client_ip));
+    put(&mut b, s(&r.user_agent));
+    put(&mut b, s(&r.application_name));
     put(&mut b, Some(&r.txid.to_be_bytes()));
-    put(&mut b, s(&r.payload).as_deref());
+    put(&mut b, s(&r.payload));
     put(&mut b, Some(r.key_id.as_bytes()));
     b
 }
@@ -496,5 +520,75 @@ mod tests {
         assert_eq!(unhex("\\x00ff").unwrap(), vec![0, 255]);
         assert!(unhex("abc").is_none());
         assert!(unhex("zz").is_none());
+    }
+}
+
+#[cfg(test)]
+mod canonical_golden {
+    use super::*;
+
+    /// The canonical encoding is what every stored hash covers: pinned
+    /// byte for byte (its SHA-256 and length), with every field present
+    /// and with the optional ones absent.
+    #[test]
+    fn canonical_encoding_is_pinned() {
+        use sha2::Digest;
+        let full = Record {
+            id: 7,
+            tenant: "acme".into(),
+            seq: 42,
+            at_us: 1_765_000_000_123_456,
+            actor: Some("alice".into()),
+            actor_roles: Some("editor,viewer".into()),
+            db_role: "app".into(),
+            action: "UPDATE".into(),
+            tbl: Some("public.docs".into()),
+            row_key: Some(r#"{"id": "9"}"#.into()),
+            old_values: Some(r#"{"title": "a"}"#.into()),
+            new_values: Some(r#"{"title": "é\n"}"#.into()),
+            client_ip: Some("10.0.0.1".into()),
+            user_agent: Some("ua/1".into()),
+            application_name: Some("web".into()),
+            txid: 123_456,
+            payload: Some("{}".into()),
+            key_id: "audit-2026".into(),
+        };
+        let bare = Record {
+            actor: None,
+            actor_roles: None,
+            tbl: None,
+            row_key: None,
+            old_values: None,
+            new_values: None,
+            client_ip: None,
+            user_agent: None,
+            application_name: None,
+            payload: None,
+            ..full.clone()
+        };
+        let digest = |r: &Record| {
+            let c = canonical(r);
+            (
+                c.len(),
+                Sha256::digest(&c)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
+            )
+        };
+        assert_eq!(
+            digest(&full),
+            (
+                308,
+                "c79bcd3b9aa9fa9ad30d1df2e792e0c2650ec0335205af0be81270982b05c771".to_string()
+            )
+        );
+        assert_eq!(
+            digest(&bare),
+            (
+                140,
+                "fe5e0148a5b07b9581eb48a03d476490ed8dcf0fe173457bc23c137aab159f6e".to_string()
+            )
+        );
     }
 }

@@ -244,6 +244,11 @@ pub(super) fn append(rel: pg_sys::Oid, rows: &[Vec<Option<pg_sys::Datum>>]) -> b
     }
 }
 
+thread_local! {
+    /// `Heads::find`'s answer, with the relations' generation it holds for.
+    static FOUND: std::cell::Cell<Option<(u64, Option<Heads>)>> = const { std::cell::Cell::new(None) };
+}
+
 /// `audit_head`'s column types, in order.
 const HEAD_TYPES: [pg_sys::Oid; 4] = [
     pg_sys::TEXTOID,
@@ -254,6 +259,7 @@ const HEAD_TYPES: [pg_sys::Oid; 4] = [
 
 /// `audit_head` and its primary key, when shaped as this version creates
 /// them: the four columns, that one index (on `tenant`), no trigger.
+#[derive(Clone, Copy)]
 pub(super) struct Heads {
     rel: pg_sys::Oid,
     pkey: pg_sys::Oid,
@@ -263,11 +269,34 @@ impl Heads {
     /// None when either relation is missing or not shaped for direct access
     /// (the caller then runs its statements).
     pub(super) fn find() -> Option<Heads> {
-        let rel = crate::spi::relation_oid(c"audit_head")?;
-        let pkey = crate::spi::relation_oid(c"audit_head_pkey")?;
+        // Remembered until either relation's definition changes, checked
+        // under the lock the moves take (which takes in every change
+        // committed before it), so the answer holds while this transaction
+        // writes.
+        let rel = crate::spi::relation_oid_cached(c"audit_head")?;
+        // SAFETY: the lock an UPDATE takes, kept until the transaction ends.
+        unsafe { pg_sys::LockRelationOid(rel, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
+        let gen = crate::spi::relations_generation();
+        let rel = crate::spi::relation_oid_cached(c"audit_head")?;
+        let pkey = crate::spi::relation_oid_cached(c"audit_head_pkey")?;
         if crate::spi::is_citus_table(rel) {
             return None;
         }
+        match FOUND.with(|f| f.get()) {
+            Some((g, heads))
+                if g == gen && heads.is_none_or(|h| h.rel == rel && h.pkey == pkey) =>
+            {
+                heads
+            }
+            _ => {
+                let heads = Self::shaped(rel, pkey);
+                FOUND.with(|f| f.set(Some((gen, heads))));
+                heads
+            }
+        }
+    }
+
+    fn shaped(rel: pg_sys::Oid, pkey: pg_sys::Oid) -> Option<Heads> {
         // SAFETY: the relations are opened with the lock an UPDATE takes
         // and closed keeping it; the index list is a copy we free.
         unsafe {

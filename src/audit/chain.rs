@@ -494,26 +494,38 @@ pub(super) fn chain_records(fxid: u64, pending: &[Pending]) -> Vec<i64> {
     }
     // What is hashed is the JSON in jsonb's normal form (what verification
     // reads back); records captured for the background writer are not yet.
+    // (Records captured in the transaction are normal already: used as
+    // they are, not copied.)
     let normal = |j: &Option<Json>| j.as_ref().map(Json::normal);
-    let pending: Vec<Pending> = pending
+    let is_normal = |j: &Option<Json>| j.as_ref().is_none_or(|j| !j.flat.is_empty());
+    let pending: Vec<std::borrow::Cow<Pending>> = pending
         .iter()
-        .map(|p| Pending {
-            row_key: normal(&p.row_key),
-            old_values: normal(&p.old_values),
-            new_values: normal(&p.new_values),
-            payload: normal(&p.payload),
-            ..p.clone()
+        .map(|p| {
+            if [&p.row_key, &p.old_values, &p.new_values, &p.payload]
+                .into_iter()
+                .all(is_normal)
+            {
+                std::borrow::Cow::Borrowed(p)
+            } else {
+                std::borrow::Cow::Owned(Pending {
+                    row_key: normal(&p.row_key),
+                    old_values: normal(&p.old_values),
+                    new_values: normal(&p.new_values),
+                    payload: normal(&p.payload),
+                    ..p.clone()
+                })
+            }
         })
         .collect();
     let pending = pending.as_slice();
     let key = primary_audit_key();
-    let log_rel = spi::relation_oid(c"audit_log").unwrap_or_else(|| {
+    let log_rel = spi::relation_oid_cached(c"audit_log").unwrap_or_else(|| {
         raise_msg(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
             "tenantguard audit: table tenantguard.audit_log is missing",
         )
     });
-    let seq_rel = spi::relation_oid(c"audit_log_id_seq").unwrap_or_else(|| {
+    let seq_rel = spi::relation_oid_cached(c"audit_log_id_seq").unwrap_or_else(|| {
         raise_msg(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
             "tenantguard audit: sequence tenantguard.audit_log_id_seq is missing",

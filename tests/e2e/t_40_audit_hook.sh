@@ -105,3 +105,22 @@ INSERT INTO archive.papers VALUES (3, 'acme');
 SQL
 check "a renamed table's (and schema's) next record carries the new name, in the same session" \
   test "$(q postgres "SELECT string_agg(tbl, ' ' ORDER BY seq) FROM tenantguard.audit_log WHERE tenant = 'acme' AND tbl IN ('ren.docs', 'ren.papers', 'archive.papers')")" = "ren.docs ren.papers archive.papers"
+# Chain heads are moved directly while audit_head is as the extension made
+# it; a session that has moved heads that way sees a trigger added to it
+# (here in the same session, with the guard off) and moves them by UPDATE,
+# which fires it.
+q postgres "ALTER SYSTEM SET tenantguard.audit_guard = off" && q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+psql -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U postgres -d postgres >/dev/null <<SQL
+CREATE TABLE public.head_moves (tenant text, seq bigint);
+CREATE FUNCTION public.head_moved() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN INSERT INTO public.head_moves VALUES (NEW.tenant, NEW.seq); RETURN NEW; END';
+SELECT tenantguard.set_context('$ACME');
+INSERT INTO t VALUES (80, 'acme');
+CREATE TRIGGER head_moved AFTER UPDATE ON tenantguard.audit_head FOR EACH ROW EXECUTE FUNCTION public.head_moved();
+INSERT INTO t VALUES (81, 'acme');
+DROP TRIGGER head_moved ON tenantguard.audit_head;
+INSERT INTO t VALUES (82, 'acme');
+SQL
+q postgres "ALTER SYSTEM RESET tenantguard.audit_guard" && q postgres "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
+check "a trigger added to audit_head in a session that moved heads directly sees the next move (and only while it exists)" \
+  test "$(q postgres "SELECT string_agg(l.row_key->>'id', ',') FROM public.head_moves m JOIN tenantguard.audit_log l ON l.tenant = m.tenant AND l.seq = m.seq")" = "81"
+check "the chain verifies after heads moved both ways" test "$(q postgres "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = "t"
