@@ -209,7 +209,7 @@ pub fn roles_of(tenant: &str, user: &str) -> Option<String> {
     if let Some(roles) = last {
         return roles;
     }
-    spi::relation_oid(c"authz_assignment")?;
+    spi::relation_oid_cached(c"authz_assignment")?;
     let policy = cached(&POLICIES, tenant.to_string(), || load_policy(tenant));
     let pr = cached(&PRINCIPALS, (tenant.to_string(), user.to_string()), || {
         load_principal(tenant, user)
