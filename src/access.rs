@@ -45,11 +45,11 @@ pub fn generation() -> u64 {
     GENERATION.with(|g| g.get())
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
-    let ours = OIDS.with(|o| match &*o.borrow() {
-        Some(oids) => relid == pg_sys::Oid::INVALID || oids.contains(&relid),
-        None => true,
+fn relcache_callback(relid: pg_sys::Oid) {
+    // (Never raises: a list in use counts as a match.)
+    let ours = OIDS.with(|o| match o.try_borrow().as_deref() {
+        Ok(Some(oids)) => relid == pg_sys::Oid::INVALID || oids.contains(&relid),
+        _ => true,
     });
     if ours {
         GENERATION.with(|g| g.set(g.get() + 1));
@@ -57,11 +57,8 @@ unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys
 }
 
 pub fn init() {
-    // SAFETY: registers a callback for the life of the backend; it only
-    // bumps a counter and never raises.
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0))
-    };
+    // It only bumps a counter and never raises.
+    spi::on_relcache_invalidation(relcache_callback);
 }
 
 fn spi_err(e: pgrx::spi::Error) -> ! {

@@ -26,8 +26,7 @@ pub fn generation() -> u64 {
     GENERATION.with(|g| g.get())
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+fn relcache_callback(relid: pg_sys::Oid) {
     let oid = OID.with(|o| o.get());
     if relid == pg_sys::Oid::INVALID || oid == pg_sys::Oid::INVALID || relid == oid {
         GENERATION.with(|g| g.set(g.get() + 1));
@@ -35,11 +34,8 @@ unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys
 }
 
 pub fn init() {
-    // SAFETY: registers a callback for the life of the backend; it only
-    // bumps a counter and never raises.
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0))
-    };
+    // It only bumps a counter and never raises.
+    spi::on_relcache_invalidation(relcache_callback);
 }
 
 /// The trusted issuers now (None: none, or the extension is not installed

@@ -367,11 +367,7 @@ pub fn relation_oid_cached(name: &'static CStr) -> Option<pg_sys::Oid> {
 /// definitions since is stale. Pending invalidations are processed first.
 pub fn relations_generation() -> u64 {
     if !RELATIONS_WATCHED.with(|w| w.replace(true)) {
-        // SAFETY: registers a callback for the life of the backend; it only
-        // reads and bumps thread-local state.
-        unsafe {
-            pg_sys::CacheRegisterRelcacheCallback(Some(relation_changed), pg_sys::Datum::from(0))
-        };
+        on_relcache_invalidation(relation_changed);
     }
     // SAFETY: processes pending shared invalidations, as every lock
     // acquisition does.
@@ -379,7 +375,47 @@ pub fn relations_generation() -> u64 {
     RELATIONS_GEN.with(|g| g.get())
 }
 
-unsafe extern "C-unwind" fn relation_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+thread_local! {
+    static RELCACHE_LISTENERS: std::cell::RefCell<Vec<fn(pg_sys::Oid)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Call `f` at every relcache invalidation, with the relation's OID
+/// (InvalidOid: every relation). Every cache of the extension listens
+/// through this one Postgres callback: Postgres has 10 relcache callback
+/// slots for all the libraries a backend loads (Citus takes several), and
+/// a library that asks for one more fails the statement. `f` must not
+/// raise, and must only read and write its own backend-local state.
+pub fn on_relcache_invalidation(f: fn(pg_sys::Oid)) {
+    let first = RELCACHE_LISTENERS.with(|l| {
+        let mut l = l.borrow_mut();
+        let first = l.is_empty();
+        if !l.iter().any(|g| std::ptr::fn_addr_eq(*g, f)) {
+            l.push(f);
+        }
+        first
+    });
+    if first {
+        // SAFETY: registers a callback for the life of the backend; it only
+        // calls the listeners, which never raise.
+        unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(
+                Some(relcache_invalidated),
+                pg_sys::Datum::from(0),
+            )
+        };
+    }
+}
+
+unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    RELCACHE_LISTENERS.with(|l| {
+        if let Ok(l) = l.try_borrow() {
+            l.iter().for_each(|f| f(relid));
+        }
+    });
+}
+
+fn relation_changed(relid: pg_sys::Oid) {
     let ours = relid == pg_sys::Oid::INVALID
         || RELATIONS.with(|r| {
             r.try_borrow()

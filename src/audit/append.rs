@@ -142,9 +142,11 @@ pub(super) fn append(rel: pg_sys::Oid, rows: &[Vec<Option<pg_sys::Datum>>]) -> b
     // freed before returning; every allocation is in the executor state's
     // memory, so an error frees it with the transaction. Tuples are formed
     // from datums of the trail's column types (checked against each
-    // relation's descriptor before anything is written), heap_insert
-    // toasts and WAL-logs each as an INSERT would, and ExecInsertIndexTuples
-    // adds the partition's index entries for the tuple's new TID.
+    // relation's descriptor before anything is written), heap_multi_insert
+    // toasts and WAL-logs them as COPY's does (the routing slot, which
+    // never owns a tuple, is not read again once the write slots own
+    // them), and ExecInsertIndexTuples adds the partition's index entries
+    // for each tuple's new TID.
     unsafe {
         let root = pg_sys::table_open(rel, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let root_desc = (*root).rd_att;
@@ -214,19 +216,47 @@ pub(super) fn append(rel: pg_sys::Oid, rows: &[Vec<Option<pg_sys::Datum>>]) -> b
             } else {
                 std::ptr::null_mut()
             };
-            for (tuple, part) in &routed {
-                let prel = (**part).ri_RelationDesc;
-                pg_sys::heap_insert(prel, *tuple, cid, 0, bulk);
-                // Stored after the insert, so the slot carries the new TID.
-                pg_sys::ExecStoreHeapTuple(*tuple, slot, false);
-                (*slot).tts_tableOid = (*prel).rd_id;
-                if !(**part).ri_IndexRelationDescs.is_null() {
-                    crate::compat::insert_index_tuples(*part, slot, estate);
+            // Each run of rows bound for one partition, up to MULTI at a
+            // time, is added to its heap at once (heap_multi_insert fills
+            // each page with one WAL record, as COPY does), then each row's
+            // index entries. The slots are made once and reused; every
+            // partition has the root's columns (checked above).
+            const MULTI: usize = 64;
+            let mut slots: Vec<*mut pg_sys::TupleTableSlot> = (0..routed.len().min(MULTI))
+                .map(|_| {
+                    pg_sys::MakeSingleTupleTableSlot(root_desc, &raw const pg_sys::TTSOpsHeapTuple)
+                })
+                .collect();
+            let mut rest = routed.as_slice();
+            while let Some((_, part)) = rest.first() {
+                let part = *part;
+                let n = rest
+                    .iter()
+                    .take(MULTI)
+                    .take_while(|(_, p)| *p == part)
+                    .count();
+                let (run, next) = rest.split_at(n);
+                rest = next;
+                let prel = (*part).ri_RelationDesc;
+                // Each slot takes its tuple (formed in this executor state's
+                // memory), so heap_multi_insert uses it without a copy.
+                for ((tuple, _), s) in run.iter().zip(&slots) {
+                    pg_sys::ExecStoreHeapTuple(*tuple, *s, true);
                 }
-                let econtext = (*estate).es_per_tuple_exprcontext;
-                if !econtext.is_null() {
-                    pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
+                // Sets each slot's TID and table.
+                pg_sys::heap_multi_insert(prel, slots.as_mut_ptr(), n as i32, cid, 0, bulk);
+                for s in &slots[..n] {
+                    if !(*part).ri_IndexRelationDescs.is_null() {
+                        crate::compat::insert_index_tuples(part, *s, estate);
+                    }
+                    let econtext = (*estate).es_per_tuple_exprcontext;
+                    if !econtext.is_null() {
+                        pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
+                    }
                 }
+            }
+            for s in slots.drain(..) {
+                pg_sys::ExecDropSingleTupleTableSlot(s);
             }
             if !bulk.is_null() {
                 pg_sys::FreeBulkInsertState(bulk);

@@ -569,7 +569,7 @@ fn recorded(relid: pg_sys::Oid, names: impl FnOnce() -> (String, String)) -> Rec
 }
 
 /// Forget a relation's recorded name (all of them for InvalidOid).
-unsafe extern "C-unwind" fn names_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+fn names_changed(relid: pg_sys::Oid) {
     let forgot = relid != pg_sys::Oid::INVALID
         && RECORDED.with(|m| m.try_borrow_mut().map(|mut m| m.remove(&relid)).is_ok());
     if !forgot {
@@ -585,10 +585,10 @@ fn watch_names() {
     if RECORDED_WATCHED.with(|w| w.replace(true)) {
         return;
     }
-    // SAFETY: registers callbacks for the life of the backend; they only
-    // bump a thread-local counter.
+    spi::on_relcache_invalidation(names_changed);
+    // SAFETY: registers a callback for the life of the backend; it only
+    // bumps a thread-local counter.
     unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(Some(names_changed), pg_sys::Datum::from(0));
         pg_sys::CacheRegisterSyscacheCallback(
             pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
             Some(schemas_changed),
