@@ -124,3 +124,42 @@ q postgres "ALTER SYSTEM RESET tenantguard.audit_guard" && q postgres "SELECT pg
 check "a trigger added to audit_head in a session that moved heads directly sees the next move (and only while it exists)" \
   test "$(q postgres "SELECT string_agg(l.row_key->>'id', ',') FROM public.head_moves m JOIN tenantguard.audit_log l ON l.tenant = m.tenant AND l.seq = m.seq")" = "81"
 check "the chain verifies after heads moved both ways" test "$(q postgres "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = "t"
+# Records hold exactly what the application role wrote, whatever it wrote:
+# values and column names with quotes, backslashes, control characters,
+# text that looks like JSON escapes, non-ASCII and long values (row images
+# reach jsonb's normal form in Rust; the chain hashes that text and
+# verification reads the stored jsonb back).
+q postgres "CREATE TABLE odd (id int PRIMARY KEY, tenant_id text NOT NULL, \"quo\"\"te\" text, \"ключ\" text, \"a\\b/c\" text);
+  SELECT count(*) FROM tenantguard.protect('odd'); GRANT SELECT, INSERT, UPDATE ON odd TO app;" >/dev/null
+psql -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U app -d postgres >/dev/null <<SQL
+BEGIN;
+SELECT tenantguard.set_context('$ACME');
+INSERT INTO odd VALUES (1, 'acme', E'q"u\\\\o\\\\"te\\n\\t\\r\\b\\f\\x01\\x1f\\x7f', 'é ü 漢字 😀', '\\u0000 \\ud83d {"k": [1, "x"]}');
+INSERT INTO odd VALUES (2, 'acme', repeat('long ', 5000), '', NULL);
+UPDATE odd SET "ключ" = E'новое\\u2028значение' WHERE id = 1;
+COMMIT;
+SQL
+check "as the app role: odd values and column names are recorded exactly, and the chain verifies" \
+  test "$(q postgres "SELECT bool_and(CASE l.action
+            WHEN 'UPDATE' THEN l.new_values->>'ключ' = o.\"ключ\" AND l.old_values->>'ключ' = 'é ü 漢字 😀'
+            ELSE l.new_values->>'quo\"te' IS NOT DISTINCT FROM o.\"quo\"\"te\" AND l.new_values->>'a\\b/c' IS NOT DISTINCT FROM o.\"a\\b/c\"
+                 AND (o.id = 1 OR l.new_values->>'ключ' IS NOT DISTINCT FROM o.\"ключ\") END)
+          FROM tenantguard.audit_log l JOIN odd o ON l.row_key->>'id' = o.id::text WHERE l.tbl = 'public.odd'"):$(q postgres "SELECT count(*) FROM tenantguard.audit_log WHERE tbl = 'public.odd'"):$(q postgres "SELECT bool_and(ok) FROM tenantguard.verify_audit()")" = "t:3:t"
+# Roles revoked by an admin while the application's session is open show
+# in that session's next record (the remembered answer is dropped when the
+# authorization tables change, in any session).
+q postgres "INSERT INTO tenantguard.authz_assignment VALUES ('acme', 'alice', 'editor', now() - interval '1 s', NULL)" >/dev/null
+psql -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U app -d postgres >/dev/null <<SQL &
+BEGIN;
+SELECT tenantguard.set_context('$ACME');
+INSERT INTO t VALUES (90, 'acme');
+SELECT pg_sleep(1.5);
+INSERT INTO t VALUES (91, 'acme');
+COMMIT;
+SQL
+app_session=$!
+sleep 0.7
+q postgres "DELETE FROM tenantguard.authz_assignment WHERE tenant = 'acme' AND user_id = 'alice'" >/dev/null
+wait $app_session
+check "as the app role: a role revoked in another session is gone from this session's next record" \
+  test "$(roles_of 90) $(roles_of 91)" = "editor -"
