@@ -34,24 +34,24 @@ extern "C-unwind" {
 const DB_ROLE: usize = 6;
 
 /// The trail's column types, in order: `RECORD_TYPES`, with `db_role` a name.
-fn column_type(i: usize) -> pg_sys::Oid {
-    if i == DB_ROLE {
-        pg_sys::NAMEOID
-    } else {
-        RECORD_TYPES[i]
-    }
-}
+const TRAIL_TYPES: [pg_sys::Oid; RECORD_TYPES.len()] = {
+    let mut t = RECORD_TYPES;
+    t[DB_ROLE] = pg_sys::NAMEOID;
+    t
+};
 
-/// Whether a relation's columns are exactly the trail's, none dropped.
+/// Whether a relation's columns are exactly `types`, in order, none
+/// dropped or generated: the shape a direct write of the extension's
+/// tables (the trail, its heads, the inbox) relies on.
 ///
 /// SAFETY: `desc` is a valid tuple descriptor.
-unsafe fn shaped(desc: pg_sys::TupleDesc) -> bool {
+pub(super) unsafe fn columns_are(desc: pg_sys::TupleDesc, types: &[pg_sys::Oid]) -> bool {
     // SAFETY: per the function's contract; attributes below natts.
     unsafe {
-        (*desc).natts as usize == RECORD_TYPES.len()
-            && (0..RECORD_TYPES.len()).all(|i| {
+        (*desc).natts as usize == types.len()
+            && types.iter().enumerate().all(|(i, t)| {
                 let att = crate::compat::tuple_desc_attr(desc, i);
-                !att.attisdropped && att.atttypid == column_type(i) && att.attgenerated == 0
+                !att.attisdropped && att.atttypid == *t && att.attgenerated == 0
             })
     }
 }
@@ -151,7 +151,7 @@ pub(super) fn append(rel: pg_sys::Oid, rows: &[Vec<Option<pg_sys::Datum>>]) -> b
         let root = pg_sys::table_open(rel, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let root_desc = (*root).rd_att;
         if (*(*root).rd_rel).relkind != pg_sys::RELKIND_PARTITIONED_TABLE as std::ffi::c_char
-            || !shaped(root_desc)
+            || !columns_are(root_desc, &TRAIL_TYPES)
             || insert_triggers((*root).trigdesc)
             || checked(root_desc)
             || other_insert_policies(root)
@@ -200,7 +200,7 @@ pub(super) fn append(rel: pg_sys::Oid, rows: &[Vec<Option<pg_sys::Datum>>]) -> b
             let prel = (*part).ri_RelationDesc;
             if !(*part).ri_FdwRoutine.is_null()
                 || insert_triggers((*part).ri_TrigDesc)
-                || !shaped((*prel).rd_att)
+                || !columns_are((*prel).rd_att, &TRAIL_TYPES)
                 || checked((*prel).rd_att)
                 || null_in_not_null((*prel).rd_att, &nulls)
             {
@@ -332,11 +332,7 @@ impl Heads {
         unsafe {
             let r = pg_sys::table_open(rel, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
             let desc = (*r).rd_att;
-            let cols_ok = (*desc).natts as usize == HEAD_TYPES.len()
-                && HEAD_TYPES.iter().enumerate().all(|(i, t)| {
-                    let att = crate::compat::tuple_desc_attr(desc, i);
-                    !att.attisdropped && att.atttypid == *t
-                });
+            let cols_ok = columns_are(desc, &HEAD_TYPES);
             let indexes = pg_sys::RelationGetIndexList(r);
             let one_index = !indexes.is_null()
                 && (*indexes).length == 1

@@ -97,12 +97,8 @@ pub(super) fn insert_inbox_row(row: Vec<pg_sys::Datum>) {
     let direct = unsafe {
         let rel = pg_sys::table_open(inbox, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let desc = (*rel).rd_att;
-        let shaped = (*desc).natts as usize == INBOX_TYPES.len()
-            && INBOX_TYPES.iter().enumerate().all(|(i, t)| {
-                let att = crate::compat::tuple_desc_attr(desc, i);
-                !att.attisdropped && att.atttypid == *t
-            });
-        let direct = shaped && !(*(*rel).rd_rel).relhasindex;
+        let direct =
+            super::append::columns_are(desc, &INBOX_TYPES) && !(*(*rel).rd_rel).relhasindex;
         if direct {
             let mut values = row.clone();
             let mut nulls = vec![false; values.len()];
