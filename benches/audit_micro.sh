@@ -6,6 +6,15 @@
 # what the audit adds. Steadier than any tps figure on this shared machine.
 # Variants, alternating, medians of BENCH_ROUNDS (3):
 #   none      no audit trigger
+#   flat      a durable record at its cheapest, in plain SQL: an AFTER ROW
+#             PL/pgSQL trigger that inserts the row's images (to_jsonb) and
+#             key into one table without an index
+#   plain     the floor of a durable record, in plain SQL: an AFTER ROW
+#             PL/pgSQL trigger that inserts the row's images (to_jsonb) and
+#             key into a table shaped as the trail is (monthly partitions,
+#             BRIN on at, B-tree on (tenant, seq)); no chain, no actor
+#   chain     the same, chained: the tenant's head row locked and moved,
+#             each record hashed (sha256) over its predecessor's hash
 #   tg        tenantguard, chained at commit
 #   subj      the same, the row's one personal column sealed per record
 #             image under its data subject's key (mark_subject)
@@ -20,7 +29,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd); cd "$ROOT"
 N=${AUDIT_MICRO_N:-5000}
 . benches/setup_cluster.sh
-VARIANTS=${AUDIT_MICRO_VARIANTS:-"none tg subj rowkey tg_bg"}
+VARIANTS=${AUDIT_MICRO_VARIANTS:-"none flat plain chain tg subj rowkey tg_bg"}
 psqlb <<'SQL' >/dev/null
 CREATE TABLE toks (tid int PRIMARY KEY, token text);
 INSERT INTO toks SELECT i, tenantguard.sign_context(jsonb_build_object('tid', 't' || i, 'sub', 'user' || i, 'exp', 4000000000, 'iat', 1700000000))
@@ -38,6 +47,53 @@ BEGIN
   END LOOP;
 END $$;
 ALTER SYSTEM SET tenantguard.audit_guard = off; SELECT pg_reload_conf();
+-- The plain-SQL floor (variants plain and chain): what the same storage and
+-- chaining cost without tenantguard.
+CREATE TABLE floor_log (tenant text NOT NULL, seq bigint, at timestamptz NOT NULL,
+  db_role name NOT NULL, action text NOT NULL, tbl text, row_key jsonb, old_values jsonb,
+  new_values jsonb, txid bigint NOT NULL, prev_hash bytea, hash bytea) PARTITION BY RANGE (at);
+DO $$ BEGIN
+  EXECUTE format('CREATE TABLE floor_log_m PARTITION OF floor_log FOR VALUES FROM (%L) TO (%L)',
+                 date_trunc('month', now()), date_trunc('month', now()) + interval '1 month');
+  EXECUTE format('CREATE TABLE floor_log_n PARTITION OF floor_log FOR VALUES FROM (%L) TO (%L)',
+                 date_trunc('month', now()) + interval '1 month', date_trunc('month', now()) + interval '2 month');
+END $$;
+CREATE TABLE floor_log_default PARTITION OF floor_log DEFAULT;
+CREATE INDEX ON floor_log USING brin (at);
+CREATE INDEX ON floor_log (tenant, seq);
+CREATE TABLE flat_log (tenant text NOT NULL, at timestamptz NOT NULL, db_role name NOT NULL,
+  action text NOT NULL, tbl text, row_key jsonb, old_values jsonb, new_values jsonb, txid bigint NOT NULL);
+CREATE TABLE floor_head (tenant text PRIMARY KEY, seq bigint NOT NULL, hash bytea NOT NULL);
+INSERT INTO floor_head SELECT 't' || i, 0, '\x' FROM generate_series(1, 100) i;
+CREATE FUNCTION floor_plain() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO floor_log (tenant, at, db_role, action, tbl, row_key, old_values, new_values, txid)
+  VALUES (NEW.tenant_id, clock_timestamp(), current_user, TG_OP, TG_TABLE_NAME,
+          jsonb_build_object('id', NEW.id), CASE WHEN TG_OP = 'UPDATE' THEN to_jsonb(OLD) END,
+          to_jsonb(NEW), txid_current());
+  RETURN NULL;
+END $$;
+CREATE FUNCTION floor_flat() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO flat_log (tenant, at, db_role, action, tbl, row_key, old_values, new_values, txid)
+  VALUES (NEW.tenant_id, clock_timestamp(), current_user, TG_OP, TG_TABLE_NAME,
+          jsonb_build_object('id', NEW.id), CASE WHEN TG_OP = 'UPDATE' THEN to_jsonb(OLD) END,
+          to_jsonb(NEW), txid_current());
+  RETURN NULL;
+END $$;
+CREATE FUNCTION floor_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE r floor_log;
+BEGIN
+  SELECT seq + 1, hash INTO r.seq, r.prev_hash FROM floor_head WHERE tenant = NEW.tenant_id FOR UPDATE;
+  r.tenant := NEW.tenant_id; r.at := clock_timestamp(); r.db_role := current_user;
+  r.action := TG_OP; r.tbl := TG_TABLE_NAME; r.row_key := jsonb_build_object('id', NEW.id);
+  r.old_values := CASE WHEN TG_OP = 'UPDATE' THEN to_jsonb(OLD) END; r.new_values := to_jsonb(NEW);
+  r.txid := txid_current();
+  r.hash := sha256(r.prev_hash || convert_to(r::text, 'UTF8'));
+  INSERT INTO floor_log SELECT r.*;
+  UPDATE floor_head SET seq = r.seq, hash = r.hash WHERE tenant = r.tenant;
+  RETURN NULL;
+END $$;
 SQL
 sleep 0.5
 for v in $VARIANTS; do
@@ -48,7 +104,12 @@ SELECT setval('m_${v}_id_seq', 10001);
 SELECT count(*) FROM tenantguard.protect('m_$v');
 SQL
 done
-case " $VARIANTS " in *" none "*) psqlb -c "DROP TRIGGER tenantguard_audit ON m_none" -c "DROP TRIGGER tenantguard_audit_truncate ON m_none" >/dev/null;; esac
+for v in none flat plain chain; do
+  case " $VARIANTS " in *" $v "*) psqlb -c "DROP TRIGGER tenantguard_audit ON m_$v" -c "DROP TRIGGER tenantguard_audit_truncate ON m_$v" >/dev/null;; esac
+done
+case " $VARIANTS " in *" flat "*) psqlb -c "CREATE TRIGGER floor AFTER INSERT OR UPDATE ON m_flat FOR EACH ROW EXECUTE FUNCTION floor_flat()" >/dev/null;; esac
+case " $VARIANTS " in *" plain "*) psqlb -c "CREATE TRIGGER floor AFTER INSERT OR UPDATE ON m_plain FOR EACH ROW EXECUTE FUNCTION floor_plain()" >/dev/null;; esac
+case " $VARIANTS " in *" chain "*) psqlb -c "CREATE TRIGGER floor AFTER INSERT OR UPDATE ON m_chain FOR EACH ROW EXECUTE FUNCTION floor_chain()" >/dev/null;; esac
 case " $VARIANTS " in *" subj "*) psqlb -c "SELECT tenantguard.mark_subject('m_subj', 'tenant_id', ARRAY['payload'])" >/dev/null;; esac
 psqlb -c "ALTER SYSTEM RESET tenantguard.audit_guard" -c "SELECT pg_reload_conf()" -c "VACUUM ANALYZE" >/dev/null
 # The rowkey variant: the trail's (tenant, tbl, row_key) index is built
@@ -76,7 +137,9 @@ one() { # one VARIANT: µs per transaction (for tg_bg, until chained)
   [ "$v" = rowkey ] && psqlb -c "SELECT tenantguard.audit_row_index(false)" >/dev/null
   local us; us=$(awk -v a="$s" -v b="$e" -v w="$wus" -v n="$N" 'BEGIN {printf "%.1f", ((b - a) / 1000 + w) / n}')
   US[$v]="${US[$v]:-} $us"
-  printf '   round %s  %-7s %7.1f us per transaction\n' "$ROUND" "$v" "$us"
+  local split=""
+  [ "$v" = tg_bg ] && split=$(awk -v a="$s" -v b="$e" -v w="$wus" -v n="$N" 'BEGIN {printf "  (the loop %.1f, the writer %.1f)", (b - a) / 1000 / n, w / n}')
+  printf '   round %s  %-7s %7.1f us per transaction%s\n' "$ROUND" "$v" "$us" "$split"
 }
 echo "== audit, server side only: $N transactions of one INSERT + one UPDATE (2 audited rows) in one backend, $ROUNDS rounds"
 for ROUND in $(seq 1 "$ROUNDS"); do

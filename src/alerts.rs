@@ -197,7 +197,7 @@ pub extern "C-unwind" fn tenantguard_alert_worker(_arg: pg_sys::Datum) {
             continue;
         }
         let n = batch.len() as u64;
-        BackgroundWorker::transaction(|| {
+        crate::spi::worker_transaction(|| {
             for (dboid, line) in &batch {
                 if let Err(e) = record(*dboid, line) {
                     warning!("tenantguard alerts: could not record an alert: {e}");

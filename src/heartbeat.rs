@@ -42,7 +42,7 @@ pub fn init() {
 pub extern "C-unwind" fn tenantguard_heartbeat_worker(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&gucs::alert_database()), None);
-    let databases: Vec<u32> = BackgroundWorker::transaction(|| {
+    let databases: Vec<u32> = crate::spi::worker_transaction(|| {
         Spi::connect(|c| {
             c.select(
                 "SELECT oid::int8 FROM pg_catalog.pg_database WHERE datallowconn ORDER BY oid",
@@ -64,7 +64,7 @@ pub extern "C-unwind" fn tenantguard_heartbeat_worker(_arg: pg_sys::Datum) {
         return;
     }
     while BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
-        BackgroundWorker::transaction(|| {
+        crate::spi::worker_transaction(|| {
             // SAFETY: assigns this transaction an XID, so its commit writes
             // a commit record (with its timestamp) that standbys replay.
             unsafe { pg_sys::GetCurrentTransactionId() };

@@ -427,6 +427,22 @@ fn relation_changed(relid: pg_sys::Oid) {
     }
 }
 
+/// A background worker's unit of work: `f` in a transaction of its own,
+/// then the transaction's statistics reported, as a backend reports them
+/// when it goes idle. A worker that never went idle would otherwise report
+/// none until it exits: autovacuum would not see the rows it deleted or
+/// updated (the audit writer's drained inbox would grow without a vacuum).
+pub fn worker_transaction<R>(
+    f: impl FnOnce() -> R + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
+) -> R {
+    let r = pgrx::bgworkers::BackgroundWorker::transaction(f);
+    // SAFETY: outside any transaction (the one above has committed), as
+    // pgstat_report_stat requires; without `force` it flushes at most once
+    // a second.
+    unsafe { pg_sys::pgstat_report_stat(false) };
+    r
+}
+
 pub fn in_transaction() -> bool {
     // SAFETY: plain read of transaction state.
     unsafe { pg_sys::IsTransactionState() }

@@ -375,7 +375,7 @@ pub extern "C-unwind" fn tenantguard_audit_writer(arg: pg_sys::Datum) {
     if sweeping {
         // A database without the extension (or without anything waiting,
         // or whose trail a subscription replicates) needs no writer.
-        let waiting = BackgroundWorker::transaction(|| {
+        let waiting = crate::spi::worker_transaction(|| {
             crate::spi::read_one::<bool>(
                 "SELECT pg_catalog.to_regclass('tenantguard.audit_inbox') IS NOT NULL
                     AND EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_tenantguard')",
@@ -409,11 +409,11 @@ pub extern "C-unwind" fn tenantguard_audit_writer(arg: pg_sys::Datum) {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             recheck_keys.set(true);
         }
-        let (n, more) = BackgroundWorker::transaction(|| inbox::drain_inbox(limit));
+        let (n, more) = crate::spi::worker_transaction(|| inbox::drain_inbox(limit));
         WRITERS.exclusive().chained += n as u64;
         if recheck_keys.replace(false) {
             // In a transaction: the alert reads catalogs (role names).
-            BackgroundWorker::transaction(|| {
+            crate::spi::worker_transaction(|| {
                 let (waiting, kids) = inbox::inbox_waiting();
                 if waiting > 0 {
                     crate::alerts::alert_json(

@@ -48,6 +48,23 @@ for i in 1 2 3; do
 done
 n=$(chained public.bgw 1203)
 check "background: rows written to the pages VACUUM freed are chained by the writer on its own (got $n of 1203)" test "$n" = 1203
+# The writer reports its statistics as it works, not only when it exits: a
+# writer kept busy never exits, and autovacuum, which knows of the inbox
+# rows it deleted only from those statistics, would never vacuum the inbox.
+writer() { q postgres "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenantguard audit writer' AND datname = 'postgres'"; }
+deleted() { q postgres "SELECT n_tup_del FROM pg_stat_all_tables WHERE relid = 'tenantguard.audit_inbox'::regclass"; }
+q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgw (v) VALUES (8900); COMMIT;" >/dev/null
+sleep 0.3
+wpid0=$(writer); del0=$(deleted)
+for i in $(seq 1 25); do
+  q app "BEGIN; SELECT tenantguard.set_context('$ACME'); INSERT INTO bgw (v) VALUES (8900 + $i); COMMIT;" >/dev/null
+  sleep 0.1
+done
+wpid1=$(writer); del1=$(deleted)
+check "background: a running writer's deletes from the inbox reach the statistics (writer $wpid0 -> $wpid1, deleted $del0 -> $del1)" \
+  test -n "$wpid0" -a "$wpid0" = "$wpid1" -a "$del1" -gt "$del0"
+n=$(chained public.bgw 1229)
+check "background: ... and those records are chained (got $n of 1229)" test "$n" = 1229
 check "background: status() reports the writer and what it chained" \
   test "$(q postgres "SELECT (s->>'active')::bool AND (s->>'records_chained')::int >= 1200 FROM (SELECT tenantguard.status()->'audit_background' s) x")" = t
 # status() counts every tenant's records: operators only.
