@@ -10,6 +10,12 @@
 #   emit                       PL/pgSQL pg_logical_emit_message(true, ..., row_to_json(NEW))
 #   jsonb                      PL/pgSQL to_jsonb(NEW) into an unindexed table
 #   transition                 a statement trigger with transition tables
+#   chain_sql                  the trail's storage and chaining in plain SQL
+#                              (PL/pgSQL): the record into a table shaped as
+#                              the trail (monthly partitions, BRIN on at,
+#                              B-tree on (tenant, seq)), the tenant's head
+#                              row locked and moved, sha256 over the previous
+#                              hash; no actor, roles or keys
 #   tg                         tenantguard, chained at commit
 #   tg_bg                      tenantguard, background writer (role bench_bg)
 # Per variant and client count (1 and 4): tps with the writer's catch-up
@@ -28,7 +34,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd); cd "$ROOT"
 . benches/setup_cluster.sh
 BACKLOG_SECONDS=${BACKLOG_SECONDS:-60}
 DATA=$(tests/lib/cluster.sh dir bench)/data
-VARIANTS=${COST_VARIANTS:-none noop emit jsonb transition tg tg_bg}
+VARIANTS=${COST_VARIANTS:-none noop emit jsonb transition chain_sql tg tg_bg}
 PARTS=${COST_PARTS:-single bulk backlog}
 part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 psqlb <<'SQL' >/dev/null
@@ -45,6 +51,33 @@ CREATE FUNCTION t_jsonb() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $
 BEGIN INSERT INTO plain_log (tbl, op, row_data) VALUES (TG_TABLE_NAME, TG_OP, to_jsonb(NEW)); RETURN NULL; END $$;
 CREATE FUNCTION t_transition() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN INSERT INTO plain_log (tbl, op, row_data) SELECT TG_TABLE_NAME, TG_OP, to_jsonb(n) FROM new_rows n; RETURN NULL; END $$;
+CREATE TABLE floor_log (tenant text NOT NULL, seq bigint, at timestamptz NOT NULL,
+  db_role name NOT NULL, action text NOT NULL, tbl text, row_key jsonb, old_values jsonb,
+  new_values jsonb, txid bigint NOT NULL, prev_hash bytea, hash bytea) PARTITION BY RANGE (at);
+DO $$ BEGIN
+  EXECUTE format('CREATE TABLE floor_log_m PARTITION OF floor_log FOR VALUES FROM (%L) TO (%L)',
+                 date_trunc('month', now()), date_trunc('month', now()) + interval '1 month');
+  EXECUTE format('CREATE TABLE floor_log_n PARTITION OF floor_log FOR VALUES FROM (%L) TO (%L)',
+                 date_trunc('month', now()) + interval '1 month', date_trunc('month', now()) + interval '2 month');
+END $$;
+CREATE TABLE floor_log_default PARTITION OF floor_log DEFAULT;
+CREATE INDEX ON floor_log USING brin (at);
+CREATE INDEX ON floor_log (tenant, seq);
+CREATE TABLE floor_head (tenant text PRIMARY KEY, seq bigint NOT NULL, hash bytea NOT NULL);
+INSERT INTO floor_head SELECT 't' || i, 0, '\x' FROM generate_series(1, 100) i;
+CREATE FUNCTION t_chain_sql() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE r floor_log;
+BEGIN
+  SELECT seq + 1, hash INTO r.seq, r.prev_hash FROM floor_head WHERE tenant = NEW.tenant_id FOR UPDATE;
+  r.tenant := NEW.tenant_id; r.at := clock_timestamp(); r.db_role := current_user;
+  r.action := TG_OP; r.tbl := TG_TABLE_NAME; r.row_key := jsonb_build_object('id', NEW.id);
+  r.old_values := CASE WHEN TG_OP = 'UPDATE' THEN to_jsonb(OLD) END; r.new_values := to_jsonb(NEW);
+  r.txid := txid_current();
+  r.hash := sha256(r.prev_hash || convert_to(r::text, 'UTF8'));
+  INSERT INTO floor_log SELECT r.*;
+  UPDATE floor_head SET seq = r.seq, hash = r.hash WHERE tenant = r.tenant;
+  RETURN NULL;
+END $$;
 ALTER SYSTEM SET tenantguard.audit_guard = off; SELECT pg_reload_conf();
 SQL
 sleep 0.5
@@ -61,7 +94,7 @@ SQL
     psqlb -c "DROP TRIGGER tenantguard_audit ON c_$v" -c "DROP TRIGGER tenantguard_audit_truncate ON c_$v" >/dev/null ;;
   esac
   case $v in
-    noop|emit|jsonb) psqlb -c "CREATE TRIGGER a AFTER INSERT OR UPDATE ON c_$v FOR EACH ROW EXECUTE FUNCTION t_$v()" >/dev/null ;;
+    noop|emit|jsonb|chain_sql) psqlb -c "CREATE TRIGGER a AFTER INSERT OR UPDATE ON c_$v FOR EACH ROW EXECUTE FUNCTION t_$v()" >/dev/null ;;
     transition) psqlb -c "CREATE TRIGGER a_i AFTER INSERT ON c_$v REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION t_transition()" \
                       -c "CREATE TRIGGER a_u AFTER UPDATE ON c_$v REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION t_transition()" >/dev/null ;;
   esac

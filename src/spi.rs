@@ -259,16 +259,8 @@ fn set_local_statement(sql: &str) {
                 "tenantguard: internal SET LOCAL did not parse as one",
             );
         }
-        let pstmt =
-            pg_sys::palloc0(std::mem::size_of::<pg_sys::PlannedStmt>()) as *mut pg_sys::PlannedStmt;
-        (*pstmt).type_ = pg_sys::NodeTag::T_PlannedStmt;
-        (*pstmt).commandType = pg_sys::CmdType::CMD_UTILITY;
-        (*pstmt).canSetTag = true;
-        (*pstmt).utilityStmt = (*one).stmt;
-        (*pstmt).stmt_location = (*one).stmt_location;
-        (*pstmt).stmt_len = (*one).stmt_len;
         pg_sys::ProcessUtility(
-            pstmt,
+            utility_plan(one),
             text.as_ptr(),
             false,
             pg_sys::ProcessUtilityContext::PROCESS_UTILITY_QUERY,
@@ -277,6 +269,83 @@ fn set_local_statement(sql: &str) {
             pg_sys::None_Receiver,
             std::ptr::null_mut(),
         );
+    }
+}
+
+/// The PlannedStmt wrapper of a parsed utility statement, zeroed and
+/// filled as the planner fills one, palloc'd in the current memory context.
+///
+/// SAFETY: `one` is a parsed statement (RawStmt) of a utility command.
+unsafe fn utility_plan(one: *mut pg_sys::RawStmt) -> *mut pg_sys::PlannedStmt {
+    // SAFETY: per the function's contract.
+    unsafe {
+        let pstmt =
+            pg_sys::palloc0(std::mem::size_of::<pg_sys::PlannedStmt>()) as *mut pg_sys::PlannedStmt;
+        (*pstmt).type_ = pg_sys::NodeTag::T_PlannedStmt;
+        (*pstmt).commandType = pg_sys::CmdType::CMD_UTILITY;
+        (*pstmt).canSetTag = true;
+        (*pstmt).utilityStmt = (*one).stmt;
+        (*pstmt).stmt_location = (*one).stmt_location;
+        (*pstmt).stmt_len = (*one).stmt_len;
+        pstmt
+    }
+}
+
+/// In a background worker, between its transactions: run one `VACUUM`
+/// (which may not run in a function or a transaction block, so not through
+/// SPI) as a client's simple query runs it: a top-level command, in a
+/// transaction of its own that VACUUM commits and restarts as it goes.
+/// The statement lives in a memory context of its own, which outlives
+/// those transactions. Then the statistics are reported.
+pub fn worker_vacuum(sql: &'static CStr) {
+    // SAFETY: called outside any transaction (a worker between its
+    // transactions); the parse tree and its PlannedStmt are allocated in a
+    // context under TopMemoryContext, freed after the commit; the text is
+    // checked to be exactly one VACUUM, and ProcessUtility gets it as a
+    // top-level command with no parameters, no query environment and no
+    // output, as exec_simple_query passes it. An ERROR unwinds out of the
+    // worker, which then exits (its transaction is aborted on the way).
+    unsafe {
+        let old = pg_sys::CurrentMemoryContext;
+        let cxt = pg_sys::AllocSetContextCreateInternal(
+            pg_sys::TopMemoryContext,
+            c"tenantguard vacuum".as_ptr(),
+            0,
+            8 * 1024,
+            8 * 1024 * 1024,
+        );
+        pg_sys::StartTransactionCommand();
+        pg_sys::MemoryContextSwitchTo(cxt);
+        let raw = pg_sys::pg_parse_query(sql.as_ptr());
+        let one = if !raw.is_null() && (*raw).length == 1 {
+            pg_sys::list_nth(raw, 0) as *mut pg_sys::RawStmt
+        } else {
+            std::ptr::null_mut()
+        };
+        if one.is_null()
+            || (*one).stmt.is_null()
+            || (*(*one).stmt).type_ != pg_sys::NodeTag::T_VacuumStmt
+        {
+            crate::error::raise_msg(
+                pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "tenantguard: internal VACUUM did not parse as one",
+            );
+        }
+        let pstmt = utility_plan(one);
+        pg_sys::ProcessUtility(
+            pstmt,
+            sql.as_ptr(),
+            false,
+            pg_sys::ProcessUtilityContext::PROCESS_UTILITY_TOPLEVEL,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            pg_sys::None_Receiver,
+            std::ptr::null_mut(),
+        );
+        pg_sys::CommitTransactionCommand();
+        pg_sys::MemoryContextSwitchTo(old);
+        pg_sys::MemoryContextDelete(cxt);
+        pg_sys::pgstat_report_stat(false);
     }
 }
 

@@ -160,6 +160,12 @@ thread_local! {
     static WRAPPED_AT: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
 }
 
+/// After the writer vacuumed the inbox: rows now land in the pages VACUUM
+/// freed, anywhere in it, so the next drain reads it from its start.
+pub fn drain_from_start() {
+    DRAIN_FROM.with(|f| f.set(0));
+}
+
 /// How often, at most, a writer's drain reads the inbox from its start
 /// while rows keep arriving past where it stopped (µs).
 const WRAP_EVERY_US: i64 = 1_000_000;

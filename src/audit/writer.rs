@@ -29,6 +29,22 @@ const IDLE_PASSES: u32 = 20;
 const WAIT: Duration = Duration::from_millis(100);
 /// After a pass that found records, the pause before the next (µs).
 const GATHER_US: std::ffi::c_long = 100_000;
+/// Records a writer chains (and so inbox rows it deletes) before it vacuums
+/// the inbox itself, at most once per `VACUUM_EVERY`: autovacuum visits a
+/// database once a minute (autovacuum_naptime), and at thousands of
+/// commits a second the inbox would fill with tens of thousands of pages
+/// of dead rows by then, which every drain that reads the whole inbox (the
+/// rest of a transaction split by a pass's limit, the periodic read from
+/// its start) goes through: the writer fell behind more the longer a load
+/// lasted (benches/README.md).
+const VACUUM_AFTER_RECORDS: i64 = 10_000;
+const VACUUM_EVERY: Duration = Duration::from_secs(1);
+/// Without waiting for a lock: a VACUUM already running (autovacuum's) does
+/// the same work. Without truncating the file: truncation takes the
+/// inbox's exclusive lock, which every committing transaction's insert
+/// would wait for; the pages VACUUM frees are reused instead.
+const VACUUM_INBOX: &std::ffi::CStr =
+    c"VACUUM (SKIP_LOCKED, TRUNCATE false) tenantguard.audit_inbox";
 /// A writer that has not reported for duty this long after its start was
 /// asked for is presumed failed; the next commit asks again.
 const START_TIMEOUT_US: i64 = 10_000_000;
@@ -428,8 +444,17 @@ pub extern "C-unwind" fn tenantguard_audit_writer(arg: pg_sys::Datum) {
         (n, more)
     };
     let mut idle = 0;
+    let mut since_vacuum = 0i64;
+    let mut vacuumed_at = std::time::Instant::now();
     loop {
         let (n, more) = pass(Some(PASS));
+        since_vacuum += n;
+        if since_vacuum >= VACUUM_AFTER_RECORDS && vacuumed_at.elapsed() >= VACUUM_EVERY {
+            crate::spi::worker_vacuum(VACUUM_INBOX);
+            inbox::drain_from_start();
+            since_vacuum = 0;
+            vacuumed_at = std::time::Instant::now();
+        }
         if more {
             idle = 0;
             if BackgroundWorker::sigterm_received() {
