@@ -51,35 +51,9 @@ CREATE FUNCTION t_jsonb() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $
 BEGIN INSERT INTO plain_log (tbl, op, row_data) VALUES (TG_TABLE_NAME, TG_OP, to_jsonb(NEW)); RETURN NULL; END $$;
 CREATE FUNCTION t_transition() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN INSERT INTO plain_log (tbl, op, row_data) SELECT TG_TABLE_NAME, TG_OP, to_jsonb(n) FROM new_rows n; RETURN NULL; END $$;
-CREATE TABLE floor_log (tenant text NOT NULL, seq bigint, at timestamptz NOT NULL,
-  db_role name NOT NULL, action text NOT NULL, tbl text, row_key jsonb, old_values jsonb,
-  new_values jsonb, txid bigint NOT NULL, prev_hash bytea, hash bytea) PARTITION BY RANGE (at);
-DO $$ BEGIN
-  EXECUTE format('CREATE TABLE floor_log_m PARTITION OF floor_log FOR VALUES FROM (%L) TO (%L)',
-                 date_trunc('month', now()), date_trunc('month', now()) + interval '1 month');
-  EXECUTE format('CREATE TABLE floor_log_n PARTITION OF floor_log FOR VALUES FROM (%L) TO (%L)',
-                 date_trunc('month', now()) + interval '1 month', date_trunc('month', now()) + interval '2 month');
-END $$;
-CREATE TABLE floor_log_default PARTITION OF floor_log DEFAULT;
-CREATE INDEX ON floor_log USING brin (at);
-CREATE INDEX ON floor_log (tenant, seq);
-CREATE TABLE floor_head (tenant text PRIMARY KEY, seq bigint NOT NULL, hash bytea NOT NULL);
-INSERT INTO floor_head SELECT 't' || i, 0, '\x' FROM generate_series(1, 100) i;
-CREATE FUNCTION t_chain_sql() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
-DECLARE r floor_log;
-BEGIN
-  SELECT seq + 1, hash INTO r.seq, r.prev_hash FROM floor_head WHERE tenant = NEW.tenant_id FOR UPDATE;
-  r.tenant := NEW.tenant_id; r.at := clock_timestamp(); r.db_role := current_user;
-  r.action := TG_OP; r.tbl := TG_TABLE_NAME; r.row_key := jsonb_build_object('id', NEW.id);
-  r.old_values := CASE WHEN TG_OP = 'UPDATE' THEN to_jsonb(OLD) END; r.new_values := to_jsonb(NEW);
-  r.txid := txid_current();
-  r.hash := sha256(r.prev_hash || convert_to(r::text, 'UTF8'));
-  INSERT INTO floor_log SELECT r.*;
-  UPDATE floor_head SET seq = r.seq, hash = r.hash WHERE tenant = r.tenant;
-  RETURN NULL;
-END $$;
 ALTER SYSTEM SET tenantguard.audit_guard = off; SELECT pg_reload_conf();
 SQL
+psqlb -f benches/floor.sql >/dev/null
 sleep 0.5
 for v in $VARIANTS; do
   psqlb <<SQL >/dev/null
@@ -94,7 +68,8 @@ SQL
     psqlb -c "DROP TRIGGER tenantguard_audit ON c_$v" -c "DROP TRIGGER tenantguard_audit_truncate ON c_$v" >/dev/null ;;
   esac
   case $v in
-    noop|emit|jsonb|chain_sql) psqlb -c "CREATE TRIGGER a AFTER INSERT OR UPDATE ON c_$v FOR EACH ROW EXECUTE FUNCTION t_$v()" >/dev/null ;;
+    chain_sql) psqlb -c "CREATE TRIGGER a AFTER INSERT OR UPDATE ON c_$v FOR EACH ROW EXECUTE FUNCTION floor_chain()" >/dev/null ;;
+    noop|emit|jsonb) psqlb -c "CREATE TRIGGER a AFTER INSERT OR UPDATE ON c_$v FOR EACH ROW EXECUTE FUNCTION t_$v()" >/dev/null ;;
     transition) psqlb -c "CREATE TRIGGER a_i AFTER INSERT ON c_$v REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION t_transition()" \
                       -c "CREATE TRIGGER a_u AFTER UPDATE ON c_$v REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION t_transition()" >/dev/null ;;
   esac

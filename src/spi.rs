@@ -237,48 +237,49 @@ fn set_local_statement(sql: &str) {
             "tenantguard: a setting's value cannot contain a NUL byte",
         )
     });
-    // SAFETY: the parser allocates the statement in the current memory
-    // context, where it stays for the call; the PlannedStmt wrapper is
-    // zeroed and filled as the planner fills one for a utility statement;
-    // ProcessUtility gets the statement's text (Citus forwards it), no
-    // parameters, no query environment, and discards any output.
+    // SAFETY: the statement is parsed into the current memory context,
+    // where it stays for the call; a SET LOCAL node is read only after its
+    // tag is checked.
     unsafe {
-        let raw = pg_sys::pg_parse_query(text.as_ptr());
+        let pstmt = parse_utility(&text, "SET LOCAL", |n| {
+            (*n).type_ == pg_sys::NodeTag::T_VariableSetStmt
+                && (*(n as *mut pg_sys::VariableSetStmt)).is_local
+        });
+        run_utility(
+            pstmt,
+            &text,
+            pg_sys::ProcessUtilityContext::PROCESS_UTILITY_QUERY,
+        );
+    }
+}
+
+/// Parse `sql` as exactly one statement that `accept`s, wrapped as the
+/// planner wraps a utility statement (a PlannedStmt, zeroed and filled),
+/// all in the current memory context. Anything else is refused: the text
+/// is always the extension's own.
+///
+/// SAFETY: the parse tree lives as long as the current memory context;
+/// `accept` gets a non-NULL node.
+unsafe fn parse_utility(
+    sql: &CStr,
+    what: &str,
+    accept: impl Fn(*mut pg_sys::Node) -> bool,
+) -> *mut pg_sys::PlannedStmt {
+    // SAFETY: per the function's contract; the list and the statement are
+    // the parser's.
+    unsafe {
+        let raw = pg_sys::pg_parse_query(sql.as_ptr());
         let one = if !raw.is_null() && (*raw).length == 1 {
             pg_sys::list_nth(raw, 0) as *mut pg_sys::RawStmt
         } else {
             std::ptr::null_mut()
         };
-        let is_set = !one.is_null()
-            && !(*one).stmt.is_null()
-            && (*(*one).stmt).type_ == pg_sys::NodeTag::T_VariableSetStmt
-            && (*((*one).stmt as *mut pg_sys::VariableSetStmt)).is_local;
-        if !is_set {
+        if one.is_null() || (*one).stmt.is_null() || !accept((*one).stmt) {
             crate::error::raise_msg(
                 pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                "tenantguard: internal SET LOCAL did not parse as one",
+                format!("tenantguard: internal {what} did not parse as one"),
             );
         }
-        pg_sys::ProcessUtility(
-            utility_plan(one),
-            text.as_ptr(),
-            false,
-            pg_sys::ProcessUtilityContext::PROCESS_UTILITY_QUERY,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            pg_sys::None_Receiver,
-            std::ptr::null_mut(),
-        );
-    }
-}
-
-/// The PlannedStmt wrapper of a parsed utility statement, zeroed and
-/// filled as the planner fills one, palloc'd in the current memory context.
-///
-/// SAFETY: `one` is a parsed statement (RawStmt) of a utility command.
-unsafe fn utility_plan(one: *mut pg_sys::RawStmt) -> *mut pg_sys::PlannedStmt {
-    // SAFETY: per the function's contract.
-    unsafe {
         let pstmt =
             pg_sys::palloc0(std::mem::size_of::<pg_sys::PlannedStmt>()) as *mut pg_sys::PlannedStmt;
         (*pstmt).type_ = pg_sys::NodeTag::T_PlannedStmt;
@@ -288,6 +289,31 @@ unsafe fn utility_plan(one: *mut pg_sys::RawStmt) -> *mut pg_sys::PlannedStmt {
         (*pstmt).stmt_location = (*one).stmt_location;
         (*pstmt).stmt_len = (*one).stmt_len;
         pstmt
+    }
+}
+
+/// Run a statement from `parse_utility` through the utility hook chain
+/// (Citus forwards its text), with no parameters and no query
+/// environment, its output discarded.
+///
+/// SAFETY: `pstmt` is from `parse_utility(sql, ..)` and still allocated.
+unsafe fn run_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    sql: &CStr,
+    context: pg_sys::ProcessUtilityContext::Type,
+) {
+    // SAFETY: per the function's contract.
+    unsafe {
+        pg_sys::ProcessUtility(
+            pstmt,
+            sql.as_ptr(),
+            false,
+            context,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            pg_sys::None_Receiver,
+            std::ptr::null_mut(),
+        );
     }
 }
 
@@ -316,31 +342,13 @@ pub fn worker_vacuum(sql: &'static CStr) {
         );
         pg_sys::StartTransactionCommand();
         pg_sys::MemoryContextSwitchTo(cxt);
-        let raw = pg_sys::pg_parse_query(sql.as_ptr());
-        let one = if !raw.is_null() && (*raw).length == 1 {
-            pg_sys::list_nth(raw, 0) as *mut pg_sys::RawStmt
-        } else {
-            std::ptr::null_mut()
-        };
-        if one.is_null()
-            || (*one).stmt.is_null()
-            || (*(*one).stmt).type_ != pg_sys::NodeTag::T_VacuumStmt
-        {
-            crate::error::raise_msg(
-                pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                "tenantguard: internal VACUUM did not parse as one",
-            );
-        }
-        let pstmt = utility_plan(one);
-        pg_sys::ProcessUtility(
+        let pstmt = parse_utility(sql, "VACUUM", |n| {
+            (*n).type_ == pg_sys::NodeTag::T_VacuumStmt
+        });
+        run_utility(
             pstmt,
-            sql.as_ptr(),
-            false,
+            sql,
             pg_sys::ProcessUtilityContext::PROCESS_UTILITY_TOPLEVEL,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            pg_sys::None_Receiver,
-            std::ptr::null_mut(),
         );
         pg_sys::CommitTransactionCommand();
         pg_sys::MemoryContextSwitchTo(old);

@@ -21,18 +21,24 @@ q postgres "CREATE TABLE bgw (id bigserial PRIMARY KEY, tenant_id text NOT NULL,
   SELECT count(*) FROM tenantguard.protect('bgw');
   GRANT SELECT, INSERT, UPDATE ON bgw TO app; GRANT USAGE ON SEQUENCE bgw_id_seq TO app;" >/dev/null
 before=$(q postgres "SELECT count(*) FROM tenantguard.audit_log")
-# Four concurrent writers, two per tenant, 150 transactions each of an
-# INSERT and an UPDATE: 1,200 records.
-for w in 1 2 3 4; do
-  if [ $((w % 2)) = 1 ]; then T=$ACME; else T=$GLOBEX47; fi
-  for i in $(seq 1 150); do
-    echo "BEGIN; SELECT tenantguard.set_context('$T'); INSERT INTO bgw (v) VALUES ($i); UPDATE bgw SET v = v + 1000 WHERE id = currval('bgw_id_seq'); COMMIT;"
-  done > "$DIR/bgw$w.sql"
-done
-for w in 1 2 3 4; do
-  psql -X -q -h "$SOCK" -p "$PORT" -U app -d postgres -f "$DIR/bgw$w.sql" >/dev/null 2>"$DIR/bgw$w.err" &
-done
-wait
+# four_clients TABLE N: four concurrent sessions of the app role, two per
+# tenant, N transactions each of an INSERT (v = 1..N) and an UPDATE of that
+# row; their errors in $DIR/TABLE1.err .. TABLE4.err.
+four_clients() {
+  local t=$1 n=$2 w i T
+  for w in 1 2 3 4; do
+    if [ $((w % 2)) = 1 ]; then T=$ACME; else T=$GLOBEX47; fi
+    for i in $(seq 1 "$n"); do
+      echo "BEGIN; SELECT tenantguard.set_context('$T'); INSERT INTO $t (v) VALUES ($i); UPDATE $t SET v = v + 1000 WHERE id = currval('${t}_id_seq'); COMMIT;"
+    done > "$DIR/$t$w.sql"
+  done
+  for w in 1 2 3 4; do
+    psql -X -q -h "$SOCK" -p "$PORT" -U app -d postgres -f "$DIR/$t$w.sql" >/dev/null 2>"$DIR/$t$w.err" &
+  done
+  wait
+}
+# 150 transactions per session: 1,200 records.
+four_clients bgw 150
 check "background: the four writers had no errors" test ! -s "$DIR/bgw1.err" -a ! -s "$DIR/bgw2.err" -a ! -s "$DIR/bgw3.err" -a ! -s "$DIR/bgw4.err"
 # Nobody asks for them (no audit_flush, no verify): the writer chains them.
 n=$(chained public.bgw 1200)
@@ -75,22 +81,13 @@ q postgres "CREATE TABLE bgvac (id bigserial PRIMARY KEY, tenant_id text NOT NUL
   SELECT count(*) FROM tenantguard.protect('bgvac');
   GRANT SELECT, INSERT, UPDATE ON bgvac TO app; GRANT USAGE ON SEQUENCE bgvac_id_seq TO app;" >/dev/null
 vac0=$(vac); fail0=$(failures)
-for w in 1 2 3 4; do
-  if [ $((w % 2)) = 1 ]; then T=$ACME; else T=$GLOBEX47; fi
-  for i in $(seq 1 1500); do
-    echo "BEGIN; SELECT tenantguard.set_context('$T'); INSERT INTO bgvac (v) VALUES ($i); UPDATE bgvac SET v = v + 1 WHERE id = currval('bgvac_id_seq'); COMMIT;"
-  done > "$DIR/bgv$w.sql"
-done
-for w in 1 2 3 4; do
-  psql -X -q -h "$SOCK" -p "$PORT" -U app -d postgres -f "$DIR/bgv$w.sql" >/dev/null 2>"$DIR/bgv$w.err" &
-done
-wait
+four_clients bgvac 1500
 n=$(chained public.bgvac 12000)
 vac1=$(vac); fail1=$(failures)
 check "background: under load the writer vacuumed the inbox (VACUUMs $vac0 -> $vac1) and did not fail ($fail0 -> $fail1)" \
   test "$vac1" -gt "$vac0" -a "$fail0" = "$fail1"
 check "background: ... every record was chained ($n of 12000), the chains verify, the four clients had no errors" \
-  test "$n/$(q postgres "SELECT bool_and(ok) FROM tenantguard.verify_audit()")/$(cat "$DIR"/bgv?.err | wc -c)" = "12000/t/0"
+  test "$n/$(q postgres "SELECT bool_and(ok) FROM tenantguard.verify_audit()")/$(cat "$DIR"/bgvac?.err | wc -c)" = "12000/t/0"
 check "background: status() reports the writer and what it chained" \
   test "$(q postgres "SELECT (s->>'active')::bool AND (s->>'records_chained')::int >= 1200 FROM (SELECT tenantguard.status()->'audit_background' s) x")" = t
 # status() counts every tenant's records: operators only.
